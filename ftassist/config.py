@@ -1,0 +1,239 @@
+"""Typed configs, one per stage, shared by the CLI, YAML files, the Gradio app and Python callers.
+
+Every field carries help text in its metadata; `ftassist.cli` builds its flags from these
+fields, `load_config` builds the same objects from a YAML file, and `validate()` collects every
+cross-field problem at once and raises them together as one `ConfigError`.
+
+    >>> cfg = TrainConfig(data="data/", out="runs/a", lora_r=8)
+    >>> cfg.lora_alpha
+    16
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ftassist.errors import ConfigError
+
+DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    """A dataclass field with help text (and a default factory for lists and dicts)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class DataConfig:
+    """How `ftassist data build` turns the user's files into train/test chat sets."""
+
+    inputs: list[str] = _f([], "Input files (CSV/TSV, JSON, JSONL, Parquet, XLSX, TXT/MD, PDF, DOCX).", positional=True)
+    out: str = _f("", "Output folder: train.jsonl, test.jsonl, report.json, report.md.")
+    schema: str | None = _f(None, "JSON Schema file the assistant replies must match (inferred from the data when omitted).")
+    test_size: float = _f(0.1, "Fraction of examples held out for the test split (0 < F < 1), or a count when >= 1.")
+    test_inputs: list[str] = _f([], "Files that form the test split as they are (no random split).")
+    seed: int = _f(42, "Seed for the split.")
+    system_prompt: str | None = _f(None, "System prompt added to every example that has none.")
+    column_map: dict[str, str] = _f({}, "Column mapping, e.g. instruction=col_a output=col_b (flag: --map KEY=COL).", flag="map")
+    model: str | None = _f(None, "Model whose tokenizer and chat template measure token lengths (default: the default model).")
+    max_length: int = _f(1024, "Token budget of one training example; longer ones are reported.")
+    drop_duplicates: bool = _f(False, "Drop exact duplicate examples (keep the first).")
+    drop_overlength: bool = _f(False, "Drop examples longer than --max-length tokens.")
+    drop_invalid: bool = _f(False, "Drop examples with errors instead of failing.")
+    mask_pii: bool = _f(False, "Replace personal data (emails, phones, cards, IBANs, ids) with placeholders.")
+
+    def validate(self) -> None:
+        problems = []
+        if not self.inputs:
+            problems.append("no input files: pass one or more files, e.g. `ftassist data build data.csv --out data/`")
+        if not self.out:
+            problems.append("--out is missing: name the output folder, e.g. --out data/")
+        if not (0 < self.test_size < 1 or (self.test_size >= 1 and float(self.test_size).is_integer())):
+            problems.append(f"--test-size {self.test_size} is invalid: use a fraction between 0 and 1 or a whole count")
+        if self.max_length < 16:
+            problems.append(f"--max-length {self.max_length} is too small: use at least 16 tokens")
+        _raise(problems)
+
+
+@dataclass
+class TrainConfig:
+    """How `ftassist train` fine-tunes a model with LoRA or QLoRA on a built data folder."""
+
+    data: str = _f("", "Data folder from `ftassist data build` (train.jsonl, optional test.jsonl).")
+    out: str = _f("", "Run folder: adapter, tokenizer, config.yaml, metrics.jsonl, status.json.")
+    model: str = _f(DEFAULT_MODEL, "Base model: a local folder, a hub id, or the default SmolLM2-135M-Instruct.")
+    method: str = _f("auto", "lora, qlora (bitsandbytes NF4), or auto (qlora on CUDA, lora otherwise).", choices=["auto", "lora", "qlora"])
+    lora_r: int = _f(16, "LoRA rank.")
+    lora_alpha: int | None = _f(None, "LoRA alpha (default: 2 x lora_r).")
+    lora_dropout: float = _f(0.05, "LoRA dropout.")
+    target_modules: str = _f("all-linear", "Modules that get LoRA adapters: all-linear or a comma list (q_proj,v_proj).")
+    learning_rate: float = _f(2e-4, "Peak learning rate.")
+    epochs: float = _f(2.0, "Training epochs (ignored when --max-steps > 0).")
+    max_steps: int = _f(-1, "Stop after this many optimizer steps (-1: use --epochs).")
+    batch_size: int = _f(0, "Micro-batch size per device (0: chosen by the planner).")
+    grad_accum: int = _f(0, "Gradient accumulation steps (0: chosen by the planner).")
+    max_length: int = _f(1024, "Longest tokenized example; longer ones are truncated.")
+    warmup_ratio: float = _f(0.05, "Fraction of steps used for learning-rate warm-up.")
+    gradient_checkpointing: str = _f("auto", "on, off or auto (planner decides).", choices=["auto", "on", "off"])
+    group_by_length: bool = _f(True, "Batch examples of similar length together (less padding, faster).")
+    logging_steps: int = _f(1, "Log metrics every N steps.")
+    save_steps: int = _f(50, "Save a resumable checkpoint every N steps.")
+    seed: int = _f(42, "Random seed.")
+    device: str = _f("auto", "auto, cpu or cuda.", choices=["auto", "cpu", "cuda"])
+    dtype: str = _f("auto", "auto, float32, bfloat16 or float16 for the trainable model (auto: bf16 on GPUs that have it, fp32 on CPU).",
+                    choices=["auto", "float32", "bfloat16", "float16"])
+    trust_remote_code: bool = _f(False, "Allow model code from the hub (off by default).")
+
+    def __post_init__(self) -> None:
+        if self.lora_alpha is None:
+            self.lora_alpha = 2 * self.lora_r
+
+    def validate(self) -> None:
+        problems = []
+        if not self.data:
+            problems.append("--data is missing: pass the folder written by `ftassist data build`")
+        if not self.out:
+            problems.append("--out is missing: name a run folder, e.g. --out runs/first")
+        if self.lora_r <= 0:
+            problems.append(f"--lora-r {self.lora_r} must be positive (8-64 is usual)")
+        if self.learning_rate <= 0 or self.learning_rate > 1e-2:
+            problems.append(f"--learning-rate {self.learning_rate} is out of range: use something between 1e-5 and 1e-3")
+        if self.max_steps <= 0 and self.epochs <= 0:
+            problems.append("--epochs must be > 0 when --max-steps is not set")
+        if self.batch_size < 0 or self.grad_accum < 0:
+            problems.append("--batch-size and --grad-accum must be >= 0 (0 lets the planner choose)")
+        if self.max_length < 16:
+            problems.append(f"--max-length {self.max_length} is too small: use at least 16")
+        if self.method == "qlora" and self.device == "cpu" and self.dtype in ("bfloat16", "float16"):
+            problems.append("--method qlora with --device cpu needs --dtype float32 or auto: half precision is very slow on this CPU")
+        _raise(problems)
+
+
+@dataclass
+class MergeConfig:
+    """How `ftassist merge` folds a trained adapter into a full-precision copy of its base."""
+
+    run_dir: str = _f("", "Run folder written by `ftassist train`.", positional=True)
+    out: str = _f("", "Folder for the merged model (safetensors).")
+    dtype: str = _f("float32", "Precision of the merged weights: float32 or bfloat16 (never 4-bit).", choices=["float32", "bfloat16", "float16"])
+
+    def validate(self) -> None:
+        problems = []
+        if not self.run_dir:
+            problems.append("RUN_DIR is missing: pass the folder written by `ftassist train`")
+        if not self.out:
+            problems.append("--out is missing: name a folder for the merged model")
+        _raise(problems)
+
+
+@dataclass
+class ServeConfig:
+    """How `ftassist serve` starts vLLM's OpenAI-compatible server."""
+
+    model: str = _f(DEFAULT_MODEL, "Model to serve: a merged folder, a base folder or hub id.")
+    adapters: dict[str, str] = _f({}, "LoRA adapters served beside the base: NAME=PATH (repeatable).", flag="adapter")
+    served_name: str | None = _f(None, "Name clients use for the base model (default: base).")
+    host: str = _f("127.0.0.1", "Address to bind; anything but loopback requires --api-key.")
+    port: int = _f(8000, "Port to bind.")
+    api_key: str | None = _f(None, "Bearer key clients must send (required off loopback).")
+    dtype: str = _f("auto", "auto (float32 on CPUs without fast bf16), float32, bfloat16 or float16.",
+                    choices=["auto", "float32", "bfloat16", "float16"])
+    max_model_len: int = _f(2048, "Longest prompt + reply in tokens.")
+    max_lora_rank: int = _f(64, "Largest LoRA rank the server accepts.")
+    enforce_eager: bool = _f(False, "Skip torch.compile warm-up: faster start, slower tokens.")
+    startup_timeout: float = _f(600.0, "Seconds to wait for the server to become healthy.")
+    log_file: str | None = _f(None, "Server log file (default: a file under the run folder or the temp dir).")
+    extra_args: list[str] = _f([], "More vLLM flags passed through as they are (e.g. --tensor-parallel-size 2).")
+
+    def validate(self) -> None:
+        problems = []
+        if self.host not in ("127.0.0.1", "localhost", "::1") and not self.api_key:
+            problems.append(f"--host {self.host} exposes the server beyond this machine: add --api-key KEY")
+        if not (0 < self.port < 65536):
+            problems.append(f"--port {self.port} is not a valid port (1-65535)")
+        for name in self.adapters:
+            if not name or "/" in name or name == (self.served_name or "base"):
+                problems.append(f"--adapter name {name!r} is invalid: use a plain name other than the base's, e.g. tuned=runs/a/adapter")
+        _raise(problems)
+
+
+@dataclass
+class EvalConfig:
+    """How `ftassist eval` measures JSON-format compliance through any OpenAI-compatible endpoint."""
+
+    base_url: str = _f("", "Endpoint base URL, e.g. http://127.0.0.1:8000/v1")
+    models: list[str] = _f([], "Model names to compare (repeatable --model).", flag="model")
+    data: str = _f("", "Test set JSONL in OpenAI messages format (the last assistant message is the reference).")
+    schema: str | None = _f(None, "JSON Schema of the reply (inferred from the references when omitted).")
+    out: str = _f("", "Output folder: report.json, report.md, charts.")
+    api_key: str | None = _f(None, "API key for the endpoint (default: $OPENAI_API_KEY or 'EMPTY').")
+    max_tokens: int = _f(256, "Longest reply generated.")
+    temperature: float = _f(0.0, "Sampling temperature (0: greedy).")
+    samples: int = _f(1, "Samples per example (with temperature > 0 this measures stability).")
+    concurrency: int = _f(8, "Requests in flight at once.")
+    constrained: bool = _f(False, "Also run each model under structured outputs (response_format json_schema).")
+    limit: int = _f(0, "Evaluate only the first N examples (0: all).")
+    timeout: float = _f(120.0, "Seconds allowed for one request.")
+
+    def validate(self) -> None:
+        problems = []
+        if not self.base_url:
+            problems.append("--base-url is missing, e.g. --base-url http://127.0.0.1:8000/v1")
+        if not self.models:
+            problems.append("--model is missing: name at least one served model")
+        if not self.data:
+            problems.append("--data is missing: pass a test.jsonl from `ftassist data build`")
+        if not self.out:
+            problems.append("--out is missing: name a folder for the report")
+        if self.samples < 1 or self.concurrency < 1 or self.max_tokens < 1:
+            problems.append("--samples, --concurrency and --max-tokens must be >= 1")
+        if self.samples > 1 and self.temperature == 0:
+            problems.append("--samples > 1 needs --temperature > 0, otherwise every sample is the same")
+        _raise(problems)
+
+
+def _raise(problems: list[str]) -> None:
+    if problems:
+        raise ConfigError(problems)
+
+
+def load_config(cls: type, path: str | Path, **overrides: Any) -> Any:
+    """Build `cls` from a YAML file plus overrides; unknown keys are an error naming them.
+
+    Returns the validated config; raises `ConfigError` for an unreadable file or bad keys.
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError([f"--config {path}: cannot read it as YAML ({exc.__class__.__name__}: {exc})"]) from exc
+    if not isinstance(raw, dict):
+        raise ConfigError([f"--config {path}: expected a mapping of field: value, got {type(raw).__name__}"])
+    return build_config(cls, {**raw, **overrides}, source=str(path))
+
+
+def build_config(cls: type, values: dict[str, Any], source: str = "arguments") -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError([f"{source}: unknown field(s) {', '.join(unknown)}; valid fields: {', '.join(sorted(names))}"])
+    try:
+        cfg = cls(**values)
+    except TypeError as exc:
+        raise ConfigError([f"{source}: {exc}"]) from exc
+    cfg.validate()
+    return cfg
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    """Write a config as YAML (atomically) so a run folder records exactly what ran."""
+    from ftassist.files import write_text_atomic
+
+    write_text_atomic(Path(path), yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
