@@ -1,0 +1,11 @@
+"""JSON-compliance evaluation: score replies from any OpenAI-compatible endpoint against a test set.
+
+    from ftassist.config import EvalConfig
+    from ftassist.evaluation.runner import run_eval
+    result = run_eval(EvalConfig(base_url="http://127.0.0.1:8000/v1", models=["base", "tuned"],
+                                 data="data/test.jsonl", out="runs/a/eval"))
+    print(result.table)
+
+The metrics are pure functions (`metrics`, `taxonomy`, `schema_infer`, `stats`); `runner` queries
+the endpoint, `report`, `charts` and `history` write what it found.
+"""

@@ -1,0 +1,131 @@
+"""Render an eval's report (a plain dict, saved as report.json) as markdown and write every file.
+
+`write_report` writes report.json, report.md, rates.png, failures.png (JSON tasks) and
+replies.jsonl into the output folder, each file atomically.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ftassist.evaluation.charts import failures_chart, rates_chart
+from ftassist.evaluation.summary import LABELS, MEAN_METRICS, RATE_METRICS
+from ftassist.evaluation.taxonomy import KINDS
+from ftassist.files import write_bytes_atomic, write_json_atomic, write_jsonl_atomic, write_text_atomic
+
+DEFINITIONS = {
+    "strict": "the whole reply is exactly one JSON value (whitespace aside)",
+    "extractable": "a JSON object or array can be found in the reply (e.g. inside a code fence or after filler)",
+    "schema_valid": "the extracted JSON passes the schema",
+    "field_accuracy": "share of the reference's top-level fields whose value the reply matches exactly "
+                      "(mean over examples; a reply without JSON scores 0)",
+    "exact_match": "the reply equals the reference, surrounding whitespace aside",
+    "rougeL": "ROUGE-L F-measure against the reference (rouge_score)",
+}
+
+
+def pct(entry: dict) -> str:
+    """'45.0% (32.9-57.7)': a rate or mean entry with its 95% interval, in percent."""
+    return f"{100 * entry['value']:.1f}% ({100 * entry['low']:.1f}-{100 * entry['high']:.1f})"
+
+
+def markdown_table(arms: list[dict], task: str) -> str:
+    """One row per arm: every headline metric with its 95% CI, then n."""
+    metrics = [("rates", m) for m in RATE_METRICS[task]] + [("means", m) for m in MEAN_METRICS[task]]
+    head = ["arm", *[f"{LABELS[m]} % (95% CI)" for _, m in metrics], "n"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for arm in arms:
+        lines.append("| " + " | ".join([arm["name"], *[pct(arm[g][m]) for g, m in metrics], str(arm["n"])]) + " |")
+    return "\n".join(lines)
+
+
+def _cell(text: str, limit: int = 400) -> str:
+    text = text if len(text) <= limit else text[:limit] + " [...]"
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", "").replace("\n", "<br>") or "(empty)"
+
+
+def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *["| " + " | ".join(r) + " |" for r in rows]]
+
+
+def render_markdown(report: dict) -> str:
+    """The whole report.md text for a report dict."""
+    task, arms, data, cfg = report["data"]["task"], report["arms"], report["data"], report["config"]
+    md = ["# Evaluation report", "",
+          f"Test set `{data['path']}`: {data['examples']} examples ({task} task, sha256 {data['sha256'][:12]}). "
+          f"Endpoint {cfg['base_url']}, temperature {cfg['temperature']}, {cfg['samples']} sample(s) per example, "
+          f"max_tokens {cfg['max_tokens']}. Written {report['created']}.", "",
+          "## Results", "", report["table"], ""]
+    used = RATE_METRICS[task] + MEAN_METRICS[task]
+    md += [f"- **{LABELS[m]}**: {DEFINITIONS[m]}." for m in used]
+    md += ["- Intervals are 95%: Wilson for rates, bootstrap over examples for means.", ""]
+    md += [f"![rates with 95% CIs]({report['files']['rates']})", ""]
+    if report["comparisons"]:
+        md += ["## Paired comparisons", "", *[f"- {c['verdict']}" for c in report["comparisons"]], ""]
+    if task == "json":
+        kinds = [k for k in KINDS if any(a["failures"].get(k) for a in arms)]
+        md += ["## Failure taxonomy", ""]
+        if kinds:
+            md += _table(["kind", *[a["name"] for a in arms]], [[k, *[str(a["failures"].get(k, 0)) for a in arms]] for k in kinds])
+        else:
+            md.append("No failures.")
+        md += ["", f"![failure taxonomy]({report['files']['failures']})", "", "## Per-field accuracy", ""]
+        fields = list(dict.fromkeys(k for a in arms for k in a["per_field"]))
+        md += _table(["field", *[a["name"] for a in arms]],
+                     [[f, *[pct(a["per_field"][f]) if f in a["per_field"] else "-" for a in arms]] for f in fields])
+        md.append("")
+    if any("stability" in a or "all_samples" in a for a in arms):
+        md += ["## Stability (sampled)", ""]
+        md += _table(["arm", "samples agree", "primary metric over all samples"],
+                     [[a["name"], pct(a["stability"]) if "stability" in a else "-",
+                       pct(next(iter(a["all_samples"].values()))) if "all_samples" in a else "-"] for a in arms])
+        md += ["", "_Samples agree_: share of examples whose samples give the same JSON (or text).", ""]
+    md += ["## Speed", ""]
+    md += _table(["arm", "completion tokens", "wall s", "tokens/s (all requests)", "tokens/s per request"],
+                 [[a["name"], str(a["speed"]["completion_tokens"]), f"{a['speed']['wall_s']:.1f}",
+                   f"{a['speed']['tokens_per_s']:.1f}", f"{a['speed']['mean_request_tokens_per_s']:.1f}"]
+                  for a in arms if a.get("speed")])
+    for c in report.get("constrained_speed", []):
+        md.append(f"\nWith structured outputs {c['model']} ran at {c['constrained_tokens_per_s']:.1f} tokens/s "
+                  f"against {c['tokens_per_s']:.1f} without ({c['ratio']:.2f}x).")
+    md.append("")
+    if report.get("probe"):
+        probe = report["probe"]
+        names = list(probe["arms"])
+        md += ["## Did it forget? (general-instruction probe)", ""]
+        md += _table(["probe", "passes when", *names],
+                     [[p["id"], p["passes_when"], *["pass" if probe["arms"][n][p["id"]]["passed"] else "FAIL" for n in names]]
+                      for p in probe["probes"]])
+        md += ["", "_Totals_: " + ", ".join(f"{n} {probe['totals'][n]}/{len(probe['probes'])}" for n in names), ""]
+    if report["worst"]:
+        md += ["## Worst examples", ""]
+        for w in report["worst"]:
+            names = list(w["replies"])
+            md += [f"**Row {w['row']}**: {_cell(w['prompt'], 300)}", ""]
+            md += _table(["reference", *names], [[_cell(w["reference"]), *[_cell(w["replies"][n]["text"]) for n in names]],
+                                                 ["", *[w["replies"][n]["verdict"] for n in names]]])
+            md.append("")
+    schema = report.get("schema")
+    if schema:
+        md += ["## Schema", "", f"Source: {schema['source']}."]
+        if schema["source"] == "inferred from the references":
+            md += ["Inferred from the test references; pass `--schema FILE` to use your own:", "", "```json",
+                   json.dumps(schema["schema"], indent=2), "```"]
+        md.append("")
+    md += ["## History", "", f"From `{report['history']['path']}`:", "", report["history"]["table"], ""]
+    if report.get("notes"):
+        md += ["## Notes", "", *[f"- {n}" for n in report["notes"]], ""]
+    return "\n".join(md)
+
+
+def write_report(out: Path, report: dict, replies: list[dict]) -> None:
+    """Write report.json, report.md, the charts and replies.jsonl into `out` (each atomically)."""
+    out = Path(out)
+    task = report["data"]["task"]
+    write_bytes_atomic(out / report["files"]["rates"], rates_chart(report["arms"], task))
+    if task == "json":
+        write_bytes_atomic(out / report["files"]["failures"], failures_chart(report["arms"]))
+    write_jsonl_atomic(out / report["files"]["replies"], replies)
+    write_text_atomic(out / "report.md", render_markdown(report))
+    write_json_atomic(out / "report.json", report)

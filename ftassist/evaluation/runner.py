@@ -1,0 +1,222 @@
+"""Run an eval: query every arm on the test set through the endpoint, score, and write the report.
+
+    from ftassist.config import EvalConfig
+    from ftassist.evaluation.runner import run_eval
+    result = run_eval(EvalConfig(base_url="http://127.0.0.1:8000/v1", models=["base", "tuned"],
+                                 data="data/test.jsonl", out="evals/tuned", constrained=True))
+    print(result.table)
+
+Each model is one arm; with `constrained` each model also runs as "<model>+json_schema" under
+structured outputs. Arms run one after another (so their tokens/s are comparable), each with
+`concurrency` requests in flight. Everything is checked (data, schema, endpoint, model names)
+before the first completion is requested.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import fmean
+from typing import Callable
+
+from ftassist.config import EvalConfig
+from ftassist.errors import UserError
+from ftassist.evaluation.client import Endpoint, Reply
+from ftassist.evaluation.freetext import score_text
+from ftassist.evaluation.history import append_history, history_entry, history_path, read_history, render_history
+from ftassist.evaluation.metrics import canonical, make_validator, score_reply, score_request_error
+from ftassist.evaluation.probe import PROBES, check_probe, probe_messages
+from ftassist.evaluation.report import markdown_table, write_report
+from ftassist.evaluation.schema_infer import infer_schema
+from ftassist.evaluation.summary import PRIMARY, compare_arms, constrained_speed, select_worst, summarize_arm
+from ftassist.evaluation.taxonomy import describe
+from ftassist.evaluation.testset import Example, file_sha256, load_examples, load_schema
+
+CONSTRAINED_SUFFIX = "+json_schema"
+INFERRED = "inferred from the references"
+
+
+@dataclass
+class EvalResult:
+    """What `run_eval` produced: the output folder, the markdown table, the report and per-arm summaries."""
+
+    out: Path
+    table: str
+    report: dict
+    arms: list[dict]
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One thing evaluated: a served model, optionally under a `response_format`."""
+
+    name: str
+    model: str
+    response_format: dict | None = None
+
+
+def plan_arms(models: list[str], constrained: bool, schema: dict | None) -> list[Arm]:
+    """The models as arms, then (with `constrained`) each again under json_schema structured outputs."""
+    arms = [Arm(m, m) for m in models]
+    if constrained and schema is not None:
+        sent = {k: v for k, v in schema.items() if k != "$schema"}
+        fmt = {"type": "json_schema", "json_schema": {"name": "reply", "schema": sent}}
+        arms += [Arm(m + CONSTRAINED_SUFFIX, m, fmt) for m in models]
+    return arms
+
+
+def resolve_schema(cfg: EvalConfig, examples: list[Example], task: str) -> tuple[dict | None, str]:
+    """(schema, where it came from): --schema, a schema.json beside the test set, or inferred. Raises UserError."""
+    if task != "json":
+        return None, "none (free-text task)"
+    if cfg.schema:
+        return load_schema(cfg.schema), f"--schema {cfg.schema}"
+    beside = Path(cfg.data).parent / "schema.json"
+    if beside.is_file():
+        return load_schema(beside), f"{beside} (found beside the test set)"
+    return infer_schema([e.reference for e in examples]), INFERRED
+
+
+def run_eval(cfg: EvalConfig, progress: Callable[[str], None] | None = None) -> EvalResult:
+    """Evaluate every arm of `cfg` and write the report into `cfg.out`; returns an `EvalResult`.
+
+    Raises UserError (or ConfigError) for an unreadable test set or schema, an unreachable
+    endpoint, a refused key or a model the endpoint does not serve, before any completion.
+    """
+    say = progress or (lambda msg: print(msg, file=sys.stderr))
+    cfg.validate()
+    examples, task = load_examples(cfg.data, cfg.limit)
+    schema, schema_source = resolve_schema(cfg, examples, task)
+    if cfg.constrained and schema is None:
+        raise UserError("--constrained needs a JSON test set (its references are free text)")
+    validator = make_validator(schema) if schema is not None else None
+    endpoint = Endpoint(cfg.base_url, cfg.api_key, cfg.timeout)
+    endpoint.check_models(cfg.models)
+
+    arms = plan_arms(cfg.models, cfg.constrained, schema)
+    scores: dict[str, list[list[dict]]] = {}
+    summaries, replies_rows, probe = [], [], {"probes": [], "arms": {}, "totals": {}}
+    for arm in arms:
+        say(f"eval: {arm.name}: {len(examples)} examples x {cfg.samples} sample(s)")
+        replies, wall = query_arm(endpoint, arm, examples, cfg)
+        arm_scores = [[_score(r, ex, task, validator) for r in row] for row, ex in zip(replies, examples)]
+        scores[arm.name] = arm_scores
+        canon = [[canonical(r.text, ex.reference) for r in row] for row, ex in zip(replies, examples)] \
+            if cfg.samples > 1 else None
+        summaries.append(summarize_arm(arm.name, arm_scores, task, model=arm.model, constrained=bool(arm.response_format),
+                                       canon=canon, speed=_speed(replies, wall)))
+        replies_rows += [_reply_row(ex, arm.name, j, r, s) for ex, row, srow in zip(examples, replies, arm_scores)
+                         for j, (r, s) in enumerate(zip(row, srow))]
+        if cfg.forgetting_probe and arm.response_format is None:
+            say(f"eval: {arm.name}: forgetting probe ({len(PROBES)} prompts)")
+            probe["arms"][arm.name] = run_probe(endpoint, arm, cfg)
+            probe["totals"][arm.name] = sum(p["passed"] for p in probe["arms"][arm.name].values())
+    probe["probes"] = [{"id": p.id, "prompt": p.prompt, "passes_when": p.passes_when} for p in PROBES]
+
+    primary = PRIMARY[task]
+    success = {a: [bool(s[0][primary]) for s in sc] for a, sc in scores.items()}
+    report = {
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "out": str(Path(cfg.out)),
+        "config": {**dataclasses.asdict(cfg), "api_key": "***" if cfg.api_key else None},
+        "data": {"path": str(cfg.data), "sha256": file_sha256(cfg.data), "examples": len(examples), "task": task},
+        "schema": {"source": schema_source, "schema": schema} if schema is not None else None,
+        "arms": summaries,
+        "comparisons": compare_arms(arms[0].name, [a.name for a in arms[1:]], success, primary),
+        "constrained_speed": constrained_speed(summaries),
+        "probe": probe if probe["arms"] else None,
+        "worst": [_worst_entry(examples[i], scores, replies_rows, task, i) for i in select_worst(scores, task, cfg.worst)],
+        "files": {"rates": "rates.png", "failures": "failures.png" if task == "json" else None, "replies": "replies.jsonl"},
+        "notes": _notes(cfg, task, summaries),
+    }
+    report["table"] = markdown_table(summaries, task)
+    hist = history_path(cfg.out, cfg.history)
+    entries = read_history(hist) + [history_entry(report)]
+    report["history"] = {"path": str(hist), "table": render_history(entries, report["data"]["sha256"])}
+    write_report(Path(cfg.out), report, replies_rows)
+    append_history(hist, entries[-1])
+    return EvalResult(out=Path(cfg.out), table=report["table"], report=report, arms=summaries)
+
+
+def query_arm(endpoint: Endpoint, arm: Arm, examples: list[Example], cfg: EvalConfig) -> tuple[list[list[Reply]], float]:
+    """Every (example, sample) reply of one arm, `cfg.concurrency` at a time, and the wall seconds taken.
+
+    A UserError from any request (server gone, model unknown) cancels the rest and is raised.
+    """
+    grid: list[list[Reply | None]] = [[None] * cfg.samples for _ in examples]
+    start = time.perf_counter()
+    pool = ThreadPoolExecutor(max_workers=cfg.concurrency, thread_name_prefix="ftassist-eval")
+    try:
+        futures = {pool.submit(endpoint.chat, arm.model, ex.prompt, temperature=cfg.temperature,
+                               max_tokens=cfg.max_tokens, response_format=arm.response_format): (i, j)
+                   for i, ex in enumerate(examples) for j in range(cfg.samples)}
+        for fut, (i, j) in futures.items():
+            grid[i][j] = fut.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return grid, time.perf_counter() - start  # type: ignore[return-value]
+
+
+def run_probe(endpoint: Endpoint, arm: Arm, cfg: EvalConfig) -> dict:
+    """{probe id: {"passed", "reply"}} for one arm, greedy (temperature 0) so reruns agree."""
+    out = {}
+    for p in PROBES:
+        reply = endpoint.chat(arm.model, probe_messages(p), temperature=0.0, max_tokens=cfg.max_tokens)
+        out[p.id] = {"passed": reply.error is None and check_probe(p.id, reply.text), "reply": reply.text or reply.error}
+    return out
+
+
+def _score(reply: Reply, ex: Example, task: str, validator) -> dict:
+    if task == "json":
+        if reply.error is not None:
+            return score_request_error(ex.reference, reply.error)
+        return score_reply(reply.text, ex.reference, validator, reply.finish_reason)
+    if reply.error is not None:
+        return {"exact_match": False, "rougeL": 0.0, "error": reply.error}
+    return score_text(reply.text, ex.reference_text)
+
+
+def _speed(replies: list[list[Reply]], wall: float) -> dict:
+    flat = [r for row in replies for r in row]
+    tokens = sum(r.completion_tokens for r in flat)
+    per = [r.completion_tokens / r.latency_s for r in flat if r.error is None and r.latency_s > 0]
+    return {"requests": len(flat), "completion_tokens": tokens, "wall_s": wall,
+            "tokens_per_s": tokens / wall if wall > 0 else 0.0, "mean_request_tokens_per_s": fmean(per) if per else 0.0}
+
+
+def _reply_row(ex: Example, arm: str, sample: int, r: Reply, score: dict) -> dict:
+    return {"row": ex.row, "arm": arm, "sample": sample, "reply": r.text, "finish_reason": r.finish_reason,
+            "completion_tokens": r.completion_tokens, "latency_s": round(r.latency_s, 4), "error": r.error, "score": score}
+
+
+def _worst_entry(ex: Example, scores: dict, rows: list[dict], task: str, i: int) -> dict:
+    user = [m.get("content", "") for m in ex.prompt if m.get("role") == "user"]
+    texts = {(r["row"], r["arm"]): r["reply"] or (r["error"] or "") for r in rows if r["sample"] == 0}
+    replies = {}
+    for arm, sc in scores.items():
+        s = sc[i][0]
+        verdict = (f"{describe(s['failures'])}; fields {100 * s['field_accuracy']:.0f}%" if task == "json"
+                   else f"exact {'yes' if s['exact_match'] else 'no'}; ROUGE-L {s['rougeL']:.2f}")
+        replies[arm] = {"text": texts[(ex.row, arm)], "verdict": verdict}
+    return {"row": ex.row, "prompt": str(user[-1] if user else ""), "reference": ex.reference_text, "replies": replies}
+
+
+def _notes(cfg: EvalConfig, task: str, arms: list[dict]) -> list[str]:
+    notes = []
+    if task == "text":
+        notes.append("Free-text task: exact match and ROUGE-L are computed locally with rouge_score, because "
+                     "evaluate.load('exact_match'/'rouge') needs the Hugging Face hub.")
+    if cfg.samples > 1:
+        notes.append(f"{cfg.samples} samples per example at temperature {cfg.temperature}: headline rates and the paired "
+                     "tests use each example's first sample; stability compares all samples.")
+    failed = sum(a["request_errors"] for a in arms)
+    if failed:
+        notes.append(f"{failed} request(s) failed (see replies.jsonl); they count as failures.")
+    if cfg.limit:
+        notes.append(f"Only the first {cfg.limit} examples were evaluated (--limit).")
+    return notes

@@ -1,0 +1,105 @@
+"""Read the test set and the reply schema for an eval, failing early with a message that says what to fix.
+
+A test row is `{"messages": [...]}` in OpenAI format; its last message must be the assistant's
+reply, which is the reference, and the messages before it are the prompt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jsonschema.exceptions import SchemaError
+
+from ftassist.errors import UserError
+from ftassist.evaluation.metrics import make_validator
+from ftassist.files import read_jsonl
+
+
+@dataclass(frozen=True)
+class Example:
+    """One test row: `row` is 1-based; `reference` is the parsed JSON reply, or None for free text."""
+
+    row: int
+    prompt: list[dict]
+    reference_text: str
+    reference: Any = None
+
+
+def load_examples(path: str | Path, limit: int = 0) -> tuple[list[Example], str]:
+    """The examples of a test JSONL (the first `limit` when > 0) and the task: "json" or "text".
+
+    The task is "json" when every reference is a JSON object or array, "text" when none is.
+    Raises UserError for an unreadable file, a row without a final assistant message, or a
+    mix of JSON and non-JSON references (naming the rows).
+    """
+    path = Path(path)
+    try:
+        rows = read_jsonl(path)
+    except OSError as exc:
+        raise UserError(f"--data {path}: cannot read it ({exc.strerror or exc}); pass a test.jsonl from `ftassist data build`") from exc
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UserError(f"--data {path}: not a JSONL file: {exc}") from exc
+    if limit > 0:
+        rows = rows[:limit]
+    if not rows:
+        raise UserError(f"--data {path}: no examples in it")
+    examples, bad = [], []
+    for i, row in enumerate(rows, 1):
+        messages = row.get("messages") if isinstance(row, dict) else None
+        if not isinstance(messages, list) or len(messages) < 2 or not isinstance(messages[-1], dict) \
+                or messages[-1].get("role") != "assistant" or not isinstance(messages[-1].get("content"), str):
+            bad.append(i)
+            continue
+        text = messages[-1]["content"]
+        examples.append(Example(row=i, prompt=messages[:-1], reference_text=text, reference=_json_container(text)))
+    if bad:
+        raise UserError(f"--data {path}: row(s) {_rows(bad)} lack a final assistant message (the reference reply) "
+                        "in OpenAI messages format")
+    not_json = [e.row for e in examples if e.reference is None]
+    if not not_json:
+        return examples, "json"
+    if len(not_json) == len(examples):
+        return examples, "text"
+    raise UserError(f"--data {path}: the references of row(s) {_rows(not_json)} are not JSON while the others are; "
+                    "fix those rows, or evaluate them as a separate free-text set")
+
+
+def load_schema(path: str | Path) -> dict:
+    """The JSON Schema in `path`, checked against its draft; raises UserError naming the problem."""
+    path = Path(path)
+    try:
+        schema = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UserError(f"--schema {path}: cannot read it ({exc.strerror or exc})") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"--schema {path}: not valid JSON ({exc})") from exc
+    if not isinstance(schema, dict):
+        raise UserError(f"--schema {path}: a JSON Schema must be an object, got {type(schema).__name__}")
+    try:
+        make_validator(schema)
+    except SchemaError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "(top level)"
+        raise UserError(f"--schema {path}: not a valid JSON Schema at {where}: {exc.message}") from exc
+    return schema
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes: runs on the same test set share it."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _json_container(text: str) -> Any:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    return value if isinstance(value, (dict, list)) else None
+
+
+def _rows(rows: list[int]) -> str:
+    shown = ", ".join(map(str, rows[:10]))
+    return shown + (f" and {len(rows) - 10} more" if len(rows) > 10 else "")

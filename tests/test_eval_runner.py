@@ -1,0 +1,208 @@
+"""run_eval and `ftassist eval` end to end against a real local HTTP server with canned replies.
+
+The server is a stdlib `http.server` on 127.0.0.1 speaking the OpenAI wire format; the
+`openai` client, threads, scoring and every written file are the real ones. This tests the
+plumbing and the exact numbers; tests/test_eval_vllm.py runs the same against real vLLM.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from ftassist.cli import main
+from ftassist.config import EvalConfig
+from ftassist.errors import UserError
+from ftassist.evaluation.runner import run_eval
+from ftassist.evaluation.schema_infer import infer_schema
+from ftassist.evaluation.testset import load_examples
+from tests.conftest import EXAMPLE
+
+N = 8
+PROBE_ANSWERS = {"17 + 25": "42", "capital of France": "Paris",
+                 "Summarize": "The library moved to a new building in May after its roof leaked.",
+                 "break into": "Sorry, I can't help with that."}
+
+
+def canned(model: str, user: str, refs: dict[str, str], index: dict[str, int], constrained: bool) -> str:
+    if user not in refs:  # a probe prompt
+        answer = next(a for k, a in PROBE_ANSWERS.items() if k in user)
+        return answer if model == "base" else '{"category": "other"}'
+    ref = refs[user]
+    if model == "tuned" or constrained:
+        return ref
+    return ref if index[user] % 2 else f"JSON:\n{ref}\n\nOutput: done"  # base: filler on even rows
+
+
+class FakeOpenAI(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self):
+        examples, _ = load_examples(EXAMPLE / "test.jsonl")
+        self.refs = {e.prompt[-1]["content"]: e.reference_text for e in examples}
+        self.index = {e.prompt[-1]["content"]: i for i, e in enumerate(examples)}
+        self.requests: list[dict] = []
+        super().__init__(("127.0.0.1", 0), Handler)
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: FakeOpenAI
+
+    def log_message(self, *args):
+        pass
+
+    def _send(self, code: int, body: dict):
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        if self.path == "/v1/models":
+            return self._send(200, {"object": "list", "data": [
+                {"id": m, "object": "model", "created": 0, "owned_by": "test"} for m in ("base", "tuned")]})
+        self._send(404, {"error": {"message": "not found", "type": "NotFoundError", "param": None, "code": 404}})
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.server.requests.append(body)
+        if body["model"] not in ("base", "tuned"):
+            return self._send(404, {"error": {"message": f"The model `{body['model']}` does not exist.",
+                                              "type": "NotFoundError", "param": None, "code": 404}})
+        user = body["messages"][-1]["content"]
+        text = canned(body["model"], user, self.server.refs, self.server.index, "response_format" in body)
+        self._send(200, {"id": "c", "object": "chat.completion", "created": 0, "model": body["model"],
+                         "choices": [{"index": 0, "finish_reason": "stop",
+                                      "message": {"role": "assistant", "content": text}}],
+                         "usage": {"prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 30}})
+
+
+@pytest.fixture()
+def fake_server():
+    server = FakeOpenAI()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def config(server, tmp_path, **kw) -> EvalConfig:
+    values = dict(base_url=f"http://127.0.0.1:{server.server_address[1]}/v1", models=["base", "tuned"],
+                  data=str(EXAMPLE / "test.jsonl"), out=str(tmp_path / "evals" / "a"), limit=N, concurrency=3)
+    return EvalConfig(**{**values, **kw})
+
+
+def test_run_eval_exact_numbers_files_and_history(fake_server, tmp_path):
+    result = run_eval(config(fake_server, tmp_path, constrained=True), progress=lambda m: None)
+    assert [a["name"] for a in result.arms] == ["base", "tuned", "base+json_schema", "tuned+json_schema"]
+    base, tuned = result.arms[0], result.arms[1]
+    assert (base["rates"]["strict"]["successes"], base["rates"]["extractable"]["successes"],
+            base["rates"]["schema_valid"]["successes"], base["n"]) == (4, 8, 8, 8)
+    assert base["failures"]["filler_before"] == 4 and base["failures"]["filler_after"] == 4
+    assert base["means"]["field_accuracy"]["value"] == 1.0
+    assert all(a["rates"]["strict"]["value"] == 1.0 for a in result.arms[1:])
+    assert base["speed"]["completion_tokens"] == 8 * 20 and tuned["speed"]["requests"] == 8
+
+    # The request sent: the prompt without the reference, greedy, max_tokens, the schema for constrained arms.
+    sent = [r for r in fake_server.requests if r["model"] == "tuned" and "response_format" in r]
+    assert len(sent) == N
+    assert sent[0]["temperature"] == 0.0 and sent[0]["max_tokens"] == 256
+    assert [m["role"] for m in sent[0]["messages"]] == ["system", "user"]
+    fmt = sent[0]["response_format"]
+    assert fmt["type"] == "json_schema" and fmt["json_schema"]["name"] == "reply"
+    assert "$schema" not in fmt["json_schema"]["schema"] and fmt["json_schema"]["schema"]["required"][0] == "category"
+
+    comparisons = result.report["comparisons"]
+    assert [(c["b"], c["only_a"], c["only_b"], c["p_value"], c["significant"]) for c in comparisons] == [
+        ("tuned", 0, 4, 0.125, False), ("base+json_schema", 0, 4, 0.125, False), ("tuned+json_schema", 0, 4, 0.125, False)]
+    assert "not significant" in comparisons[0]["verdict"]
+
+    probe = result.report["probe"]
+    assert probe["totals"] == {"base": 4, "tuned": 0}
+    assert set(probe["arms"]) == {"base", "tuned"}  # constrained arms are not probed
+
+    assert result.report["schema"]["source"] == f"{EXAMPLE / 'schema.json'} (found beside the test set)"
+    out = tmp_path / "evals" / "a"
+    assert result.out == out
+    assert sorted(p.name for p in out.iterdir()) == ["failures.png", "rates.png", "replies.jsonl", "report.json", "report.md"]
+    assert json.loads((out / "report.json").read_text())["table"] == result.table
+    assert len((out / "replies.jsonl").read_text().splitlines()) == 4 * N
+    assert result.table.splitlines()[2].startswith("| base | 50.0% (21.5-78.5) | 100.0% (67.6-100.0) |")
+    assert [w["row"] for w in result.report["worst"]] == [1, 3, 5, 7]
+    history = tmp_path / "evals" / "history.jsonl"
+    assert len(history.read_text().splitlines()) == 1
+
+    again = run_eval(config(fake_server, tmp_path, out=str(tmp_path / "evals" / "b"), forgetting_probe=False),
+                     progress=lambda m: None)
+    assert again.report["probe"] is None
+    lines = [json.loads(x) for x in history.read_text().splitlines()]
+    assert [x["out"] for x in lines] == [str(out), str(tmp_path / "evals" / "b")]
+    assert again.report["history"]["table"].count("| yes |") == 4 + 2
+
+
+def test_inferred_schema_is_reported(fake_server, tmp_path):
+    data = tmp_path / "data" / "test.jsonl"
+    data.parent.mkdir()
+    data.write_text((EXAMPLE / "test.jsonl").read_text())
+    result = run_eval(config(fake_server, tmp_path, data=str(data), models=["tuned"], forgetting_probe=False),
+                      progress=lambda m: None)
+    assert result.report["schema"]["source"] == "inferred from the references"
+    examples, _ = load_examples(data, limit=N)
+    assert result.report["schema"]["schema"] == infer_schema([e.reference for e in examples])
+    assert result.report["schema"]["schema"]["required"] == ["category", "priority", "sentiment", "order_id", "amount", "products"]
+    assert "Inferred from the test references" in (result.out / "report.md").read_text()
+
+
+def test_sampled_mode_measures_stability(fake_server, tmp_path):
+    result = run_eval(config(fake_server, tmp_path, models=["base"], samples=3, temperature=0.7, forgetting_probe=False),
+                      progress=lambda m: None)
+    arm = result.arms[0]
+    assert arm["samples"] == 3 and arm["stability"]["value"] == 1.0
+    assert arm["all_samples"]["strict"]["n"] == 3 * N and arm["speed"]["requests"] == 3 * N
+    assert all(r["temperature"] == 0.7 for r in fake_server.requests)
+
+
+def test_unknown_model_lists_served_models(fake_server, tmp_path):
+    with pytest.raises(UserError, match=r"does not serve model\(s\) nope; it serves: base, tuned"):
+        run_eval(config(fake_server, tmp_path, models=["base", "nope"]))
+    assert fake_server.requests == []  # checked before any completion
+
+
+def test_unreachable_endpoint_names_url_and_serve(tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cfg = EvalConfig(base_url=f"http://127.0.0.1:{port}/v1", models=["m"], data=str(EXAMPLE / "test.jsonl"),
+                     out=str(tmp_path / "o"))
+    with pytest.raises(UserError, match=rf"cannot reach the endpoint http://127.0.0.1:{port}/v1 .*`ftassist serve"):
+        run_eval(cfg)
+
+
+def test_bad_schema_and_data_fail_before_requests(fake_server, tmp_path):
+    bad = tmp_path / "schema.json"
+    bad.write_text('{"type": 5}')
+    with pytest.raises(UserError, match="not a valid JSON Schema"):
+        run_eval(config(fake_server, tmp_path, schema=str(bad)))
+    with pytest.raises(UserError, match="cannot read it"):
+        run_eval(config(fake_server, tmp_path, data=str(tmp_path / "missing.jsonl")))
+    assert fake_server.requests == []
+
+
+def test_cli_eval(fake_server, tmp_path, capsys):
+    port = fake_server.server_address[1]
+    argv = ["eval", "--base-url", f"http://127.0.0.1:{port}/v1", "--model", "base", "--model", "tuned",
+            "--data", str(EXAMPLE / "test.jsonl"), "--out", str(tmp_path / "cli"), "--limit", "4", "--no-forgetting-probe"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| arm | strict % (95% CI) |" in out and "| tuned | 100.0% (51.0-100.0) |" in out
+    assert "not significant" in out
+    assert f"report: {tmp_path / 'cli' / 'report.md'}" in out
+    assert main(argv[:5] + ["--model", "ghost"] + argv[7:]) == 2
+    assert "does not serve model(s) ghost; it serves: base, tuned" in capsys.readouterr().err
