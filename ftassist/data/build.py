@@ -1,0 +1,184 @@
+"""`ftassist data build`: the user's files -> validated, fixed, split chat sets plus reports.
+
+    from ftassist.data.build import build_dataset
+    result = build_dataset(DataConfig(inputs=["tickets.csv"], out="data/"))
+    print(result.summary); raise SystemExit(result.exit_code)
+
+Writes into `cfg.out` in one atomic rename: train.jsonl, test.jsonl, schema.json (JSON tasks),
+hf_dataset/ (datasets.DatasetDict), report.json, report.md, lengths.png, dataset_card.md.
+When errors remain (exit code 1) only the reports are written.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ftassist.config import DEFAULT_MODEL, DataConfig
+from ftassist.data.checks_content import class_labels, prompt_key, reply
+from ftassist.data.checks_format import valid_messages
+from ftassist.data.checks_length import load_tokenizer
+from ftassist.data.findings import Finding, count_by_severity
+from ftassist.data.fixes import apply_fixes
+from ftassist.data.records import FileInfo, load_records
+from ftassist.data.report import build_report, length_stats, write_reports
+from ftassist.data.schema import infer_schema, is_json_task, load_schema, parse_reply
+from ftassist.data.split import split_rows
+from ftassist.data.validation import usable_messages, validate_records
+from ftassist.errors import UserError
+from ftassist.files import atomic_dir, write_jsonl_atomic, write_json_atomic
+
+OUR_FILES = {"train.jsonl", "test.jsonl", "schema.json", "hf_dataset", "report.json", "report.md", "lengths.png", "dataset_card.md"}
+
+
+@dataclass
+class DataResult:
+    """What a build produced: the folder, exit code (0 usable, 1 errors remain), a short summary,
+    every finding, the split sizes, per-file detection info and the report.json object."""
+
+    out: Path
+    exit_code: int
+    summary: str
+    findings: list[Finding] = field(default_factory=list)
+    train_rows: int = 0
+    test_rows: int = 0
+    files: list[FileInfo] = field(default_factory=list)
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def check_out_folder(out: Path, inputs: list[str]) -> None:
+    """UserError when writing `out` could destroy the user's files (it is replaced as a whole)."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: is a file; name a folder")
+    if out.is_dir():
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in OUR_FILES and not p.name.startswith("."))
+        if foreign:
+            raise UserError(f"--out {out}: the folder holds other files ({', '.join(foreign[:3])}); it is replaced on each build, "
+                            "so name a new or empty folder")
+    for p in inputs:
+        if out.resolve() in Path(p).resolve().parents:
+            raise UserError(f"--out {out}: holds the input {p}; name a different folder")
+
+
+def build_dataset(cfg: DataConfig) -> DataResult:
+    """Load, validate, fix, split and export per `cfg`; returns a DataResult.
+
+    Raises UserError (exit 2) when an input cannot be used at all, naming the file (and line).
+    """
+    cfg.validate()
+    out = Path(cfg.out)
+    check_out_folder(out, cfg.inputs + cfg.test_inputs)
+    schema = load_schema(cfg.schema) if cfg.schema else None
+    schema_source = f"given: {cfg.schema}" if cfg.schema else "none (replies are not JSON)"
+    loaded = load_records(cfg.inputs, cfg.column_map, "train")
+    if cfg.test_inputs:
+        test = load_records(cfg.test_inputs, cfg.column_map, "test")
+        loaded.examples += test.examples
+        loaded.files += test.files
+        loaded.findings += test.findings
+    examples = loaded.examples
+    if not examples:
+        raise UserError(f"{cfg.inputs[0]}: no readable examples in the inputs; see the problems above or check the files")
+    if cfg.system_prompt:
+        for ex in examples:
+            if isinstance(ex.messages, list) and not (ex.messages and isinstance(ex.messages[0], dict) and ex.messages[0].get("role") == "system"):
+                ex.messages = [{"role": "system", "content": cfg.system_prompt}, *ex.messages]
+    tokenizer = load_tokenizer(cfg.model)
+
+    replies = [m[-1]["content"] for m in map(valid_messages, examples) if m]
+    if schema is None and is_json_task(replies):
+        values = [v for ok, v in map(parse_reply, replies) if ok]
+        schema = infer_schema(values)
+        schema_source = f"inferred from {len(values)} JSON replies"
+
+    findings, lengths = validate_records(examples, schema=schema, tokenizer=tokenizer, max_length=cfg.max_length)
+    findings = loaded.findings + findings
+    msgs = usable_messages(examples, findings)
+    fixed = apply_fixes(examples, findings, msgs, drop_duplicates=cfg.drop_duplicates, drop_overlength=cfg.drop_overlength,
+                        drop_invalid=cfg.drop_invalid, mask_pii_values=cfg.mask_pii)
+
+    if cfg.test_inputs:
+        train_idx = [i for i in fixed.kept if examples[i].split == "train"]
+        test_idx = [i for i in fixed.kept if examples[i].split == "test"]
+        split_desc = f"test split from {', '.join(cfg.test_inputs)}"
+    else:
+        kept_msgs = [fixed.messages[i] for i in fixed.kept]
+        labels = class_labels([reply(m) for m in kept_msgs])
+        train_idx, test_idx = split_rows(fixed.kept, [prompt_key(m) for m in kept_msgs],
+                                         [reply(m).strip() for m in kept_msgs] if labels else None, cfg.test_size, cfg.seed)
+        split_desc = (f"random split, test_size {cfg.test_size}, seed {cfg.seed}, duplicates kept together"
+                      + (", stratified by label" if labels else ""))
+    remaining = fixed.remaining
+    if not train_idx:
+        extra = Finding("no_examples", "error", None, None, "no training examples are left; fix the errors instead of dropping the rows")
+        findings.append(extra)
+        remaining.append(extra)
+    exit_code = 1 if any(f.severity == "error" for f in remaining) else 0
+
+    info = {
+        "exit_code": exit_code, "model": cfg.model or DEFAULT_MODEL, "inputs": [f.to_dict() for f in loaded.files],
+        "counts": {"rows_in": len(examples), "train": len(train_idx) if exit_code == 0 else 0,
+                   "test": len(test_idx) if exit_code == 0 else 0, "dropped": fixed.dropped, "masked": fixed.masked},
+        "split": split_desc, "schema": {"source": schema_source, "schema": schema},
+        "token_lengths": length_stats(lengths.known(), cfg.max_length),
+        "open_findings_by_severity": count_by_severity(remaining),
+        "config": {k: v for k, v in vars(cfg).items()},
+    }
+    report = build_report(info, findings)
+    with atomic_dir(out) as tmp:
+        if exit_code == 0:
+            train = [{"messages": fixed.messages[i]} for i in train_idx]
+            test = [{"messages": fixed.messages[i]} for i in test_idx]
+            write_jsonl_atomic(tmp / "train.jsonl", train)
+            write_jsonl_atomic(tmp / "test.jsonl", test)
+            if schema is not None:
+                if cfg.schema:
+                    shutil.copyfile(cfg.schema, tmp / "schema.json")
+                else:
+                    write_json_atomic(tmp / "schema.json", schema)
+            save_hf_dataset(tmp / "hf_dataset", train, test)
+        write_reports(tmp, report, findings, lengths.known(), schema)
+    summary = render_summary(out, loaded.files, findings, remaining, fixed.dropped, fixed.masked,
+                             len(train_idx), len(test_idx), exit_code)
+    return DataResult(out, exit_code, summary, findings, info["counts"]["train"], info["counts"]["test"], loaded.files, report)
+
+
+def save_hf_dataset(path: Path, train: list[dict], test: list[dict]) -> None:
+    """Save train/test as a datasets.DatasetDict (save_to_disk), without progress bars."""
+    import datasets
+    from datasets.utils import logging as ds_logging
+
+    features = datasets.Features({"messages": datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")})})
+    was_on = ds_logging.is_progress_bar_enabled()
+    ds_logging.disable_progress_bar()
+    try:
+        dd = datasets.DatasetDict({
+            "train": datasets.Dataset.from_list(train, features=features),
+            "test": datasets.Dataset.from_list(test, features=features),
+        })
+        dd.save_to_disk(str(path))
+    finally:
+        if was_on:
+            ds_logging.enable_progress_bar()
+
+
+def render_summary(out: Path, files: list[FileInfo], findings: list[Finding], remaining: list[Finding], dropped: dict[str, int],
+                   masked: int, n_train: int, n_test: int, exit_code: int) -> str:
+    """A few human lines: rows in/out, format per file, finding counts, where the files went."""
+    total = sum(f.rows for f in files)
+    lines = [f"read {total} rows from {len(files)} file(s):"]
+    lines += [f"  {f.path} [{f.split}]: {f.format}, {f.rows} rows ({f.kind}, {f.encoding})" for f in files]
+    sev = count_by_severity(findings)
+    left = count_by_severity(remaining)
+    lines.append(f"findings: {sev['error']} errors, {sev['warning']} warnings, {sev['info']} info"
+                 + (f" ({left['error']} errors left after fixes)" if left["error"] != sev["error"] else ""))
+    if dropped or masked:
+        lines.append("fixed: " + ", ".join([f"dropped {v} {k}" for k, v in dropped.items()] + ([f"masked {masked} personal data values"] if masked else [])))
+    if exit_code == 0:
+        lines.append(f"wrote train {n_train} rows, test {n_test} rows to {out}/ (train.jsonl, test.jsonl, hf_dataset/, report.md)")
+    else:
+        lines.append(f"errors found: train/test not written; see {out}/report.md, fix the data or pass --drop-invalid")
+    return "\n".join(lines)
