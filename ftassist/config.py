@@ -146,11 +146,11 @@ class ServeConfig:
     served_name: str | None = _f(None, "Name clients use for the base model (default: base).")
     host: str = _f("127.0.0.1", "Address to bind; anything but loopback requires --api-key.")
     port: int = _f(8000, "Port to bind.")
-    api_key: str | None = _f(None, "Bearer key clients must send (required off loopback).")
+    api_key: str | None = _f(None, "Bearer key clients must send on every route but /health and /ping (required off loopback).")
     dtype: str = _f("auto", "auto (float32 on CPUs without fast bf16), float32, bfloat16 or float16.",
                     choices=["auto", "float32", "bfloat16", "float16"])
     max_model_len: int = _f(2048, "Longest prompt + reply in tokens.")
-    max_lora_rank: int = _f(64, "Largest LoRA rank the server accepts.")
+    max_lora_rank: int = _f(64, "Largest LoRA rank the server accepts (rounded up to one vLLM takes: 8, 16, 32, 64, ...).")
     enforce_eager: bool = _f(False, "Skip torch.compile warm-up: faster start, slower tokens.")
     startup_timeout: float = _f(600.0, "Seconds to wait for the server to become healthy.")
     log_file: str | None = _f(None, "Server log file (default: a file under the run folder or the temp dir).")

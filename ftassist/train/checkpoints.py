@@ -1,0 +1,97 @@
+"""Checkpoints that are either complete or absent, and the newest one to resume from.
+
+HF `Trainer` writes `checkpoint-N/` file by file, so a kill -9 mid-save leaves a folder that
+looks real but is not. `AtomicCheckpointMixin` makes the Trainer write each checkpoint into a
+hidden staging folder and rename it into place only when every file is written; a folder
+named `checkpoint-N` is therefore always complete. `newest_checkpoint` still checks the files
+(belt and braces) and skips anything partial. A checkpoint holds the adapter, optimizer,
+scheduler, RNG state and trainer state - never the base model.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+# Files without which a checkpoint cannot be resumed exactly.
+REQUIRED = ("adapter_model.safetensors", "adapter_config.json", "optimizer.pt", "scheduler.pt", "trainer_state.json")
+_NAME = re.compile(r"^checkpoint-(\d+)$")
+STAGING = ".staging"
+
+
+def is_complete(path: Path) -> bool:
+    """True when `path` is a `checkpoint-N` folder holding every file needed to resume."""
+    return bool(_NAME.match(path.name)) and path.is_dir() and all((path / f).is_file() for f in REQUIRED) and (
+        any(path.glob("rng_state*.pth")))
+
+
+def list_checkpoints(root: str | Path) -> list[Path]:
+    """Complete checkpoints under `root`, oldest first (by step)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if is_complete(p)]
+    return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)))
+
+
+def newest_checkpoint(root: str | Path) -> Path | None:
+    """The complete checkpoint with the highest step under `root`, or None."""
+    found = list_checkpoints(root)
+    return found[-1] if found else None
+
+
+def checkpoint_step(path: Path) -> int:
+    return int(_NAME.match(Path(path).name).group(1))
+
+
+def clean_partial(root: str | Path) -> None:
+    """Remove staging leftovers and incomplete `checkpoint-N` folders (from a killed save)."""
+    root = Path(root)
+    if not root.is_dir():
+        return
+    for p in root.iterdir():
+        if p.name.startswith(STAGING) or (_NAME.match(p.name) and not is_complete(p)):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def prune(root: str | Path, keep: int) -> None:
+    """Delete all but the newest `keep` complete checkpoints."""
+    for old in list_checkpoints(root)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+class AtomicCheckpointMixin:
+    """Mix into a transformers `Trainer`: checkpoints are staged, then renamed into place.
+
+    Set `self.keep_checkpoints` (default 2) for how many to keep; the Trainer's own
+    `save_total_limit` must be None (its rotation would act on the staging folder).
+    """
+
+    keep_checkpoints = 2
+    _staging: Path | None = None
+
+    def _get_output_dir(self, trial):  # noqa: D401 - transformers hook
+        return str(self._staging) if self._staging is not None else super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model, trial):
+        root = Path(super()._get_output_dir(trial))
+        staging = root / f"{STAGING}-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        self._staging = staging
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._staging = None
+        if not self.args.should_save:
+            shutil.rmtree(staging, ignore_errors=True)
+            return
+        name = f"checkpoint-{self.state.global_step}"
+        final = root / name
+        if final.exists():  # saved again after a resume at the same step
+            shutil.rmtree(final)
+        os.replace(staging / name, final)
+        shutil.rmtree(staging, ignore_errors=True)
+        prune(root, self.keep_checkpoints)

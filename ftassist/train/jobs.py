@@ -1,0 +1,202 @@
+"""Background training jobs identified by their run folder: start, list, follow, cancel, resume.
+
+Nothing is kept in memory between calls: a job is its run folder (config.yaml, status.json,
+metrics.jsonl, train.log), so a page reload or an app restart loses nothing.
+
+    run_dir = start_job(TrainConfig(data="data/", out="runs/a"))
+    read_status(run_dir).state        # queued / running / completed / failed / cancelled / interrupted
+    cancel_job(run_dir)               # SIGTERM to the process group, SIGKILL after `timeout`
+    resume_job(run_dir)               # continue an interrupted run from its newest complete checkpoint
+
+Each job runs `python -m ftassist.train.worker RUN_DIR` in its own session (process group),
+started from an argv list; `job_command` gives the equivalent foreground command for the UI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+from ftassist.config import TrainConfig, save_config
+from ftassist.errors import UserError
+from ftassist.train.status import ACTIVE, JobStatus, StatusWriter, pid_alive, read_status
+
+__all__ = ["start_job", "resume_job", "cancel_job", "read_status", "list_jobs", "read_metrics", "follow_job",
+           "job_command", "JobStatus"]
+
+
+def worker_argv(run_dir: str | Path, resume: bool = False) -> list[str]:
+    """The argv that runs a job's worker (what `start_job` executes)."""
+    return [sys.executable, "-m", "ftassist.train.worker", str(run_dir)] + (["--resume"] if resume else [])
+
+
+def job_command(run_dir: str | Path) -> list[str]:
+    """The equivalent foreground command a user can run in a terminal."""
+    return ["ftassist", "train", "--config", str(Path(run_dir) / "config.yaml")]
+
+
+def start_job(cfg: TrainConfig) -> Path:
+    """Validate `cfg`, write RUN_DIR/config.yaml and start training in its own process group.
+
+    Returns the run folder. Raises ConfigError for a bad config, UserError when a live job
+    already uses the folder.
+    """
+    cfg.validate()
+    run = Path(cfg.out).resolve()
+    if (run / "status.json").exists() and read_status(run).state in ACTIVE:
+        raise UserError(f"{run}: a training job is already running there; cancel it first or pick another --out")
+    run.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run / "config.yaml")
+    return _spawn(run, resume=False)
+
+
+def resume_job(run_dir: str | Path) -> Path:
+    """Restart an interrupted, cancelled or failed job from its newest complete checkpoint.
+
+    Returns the run folder. Raises UserError when the job is still running, already completed,
+    or the folder has no config.yaml.
+    """
+    run = Path(run_dir).resolve()
+    status = read_status(run)
+    if status.state in ACTIVE:
+        raise UserError(f"{run}: the job is still {status.state} (pid {status.pid}); nothing to resume")
+    if status.state == "completed":
+        raise UserError(f"{run}: the job already completed; start a new run to train further")
+    if not (run / "config.yaml").exists():
+        raise UserError(f"{run}: config.yaml is missing, so the run cannot be resumed")
+    return _spawn(run, resume=True)
+
+
+def _spawn(run: Path, resume: bool) -> Path:
+    StatusWriter(run, state="queued", pid=None, reason=None, mergeable=False).update()
+    log = open(run / "train.log", "ab")
+    try:
+        proc = subprocess.Popen(worker_argv(run, resume), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True, cwd=os.getcwd(), env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    finally:
+        log.close()
+    # The worker rewrites the whole status itself; recording the pid now lets cancel reach it while it starts up.
+    writer = StatusWriter(run, state="queued", reason=None, mergeable=False)
+    writer.data.update(pid=proc.pid, pid_started=_started(proc.pid))
+    writer.update()
+    # Reap the child when it ends so it never lingers as a zombie of this process.
+    threading.Thread(target=proc.wait, name=f"ftassist-reap-{proc.pid}", daemon=True).start()
+    return run
+
+
+def _started(pid: int) -> float | None:
+    from ftassist.train.status import process_started
+
+    return process_started(pid)
+
+
+def cancel_job(run_dir: str | Path, timeout: float = 30.0) -> JobStatus:
+    """Stop a job: SIGTERM to its process group, SIGKILL to whatever is left after `timeout` s.
+
+    Returns the final JobStatus (state `cancelled` unless the job had already ended).
+    """
+    run = Path(run_dir)
+    status = read_status(run)
+    if status.state not in ACTIVE:
+        return status
+    pgid = status.pid
+    if pgid and pid_alive(status.pid, status.pid_started):
+        _signal_group(pgid, signal.SIGTERM)
+        deadline = time.time() + timeout
+        while _group_alive(pgid) and time.time() < deadline:
+            time.sleep(0.2)
+        if _group_alive(pgid):
+            _signal_group(pgid, signal.SIGKILL)
+            deadline = time.time() + 10
+            while _group_alive(pgid) and time.time() < deadline:
+                time.sleep(0.1)
+        # Give this process's reaper thread (see _spawn) a moment to collect the exit status.
+        deadline = time.time() + 5
+        while _group_exists(pgid) and time.time() < deadline:
+            time.sleep(0.05)
+    final = read_status(run)
+    if final.state in ACTIVE or final.state == "interrupted":
+        writer = StatusWriter(run)
+        writer.data.update({k: v for k, v in final.to_dict().items() if k not in ("resumable", "run_dir")})
+        writer.update(state="cancelled", reason="cancelled by the user", ended_at=time.time())
+        final = read_status(run)
+    return final
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _group_exists(pgid: int) -> bool:
+    """True while process group `pgid` has any member, zombies included."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _group_alive(pgid: int) -> bool:
+    """True while any non-zombie process is left in process group `pgid`."""
+    import psutil
+
+    for proc in psutil.process_iter(["pid", "status"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                return True
+        except (ProcessLookupError, psutil.NoSuchProcess, PermissionError):
+            continue
+    return False
+
+
+def list_jobs(root: str | Path) -> list[JobStatus]:
+    """Status of every run folder directly under `root` (newest first); [] when there is none."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [read_status(p) for p in root.iterdir() if (p / "status.json").exists()]
+    return sorted(found, key=lambda s: s.started_at or s.heartbeat or 0, reverse=True)
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The logged rows of metrics.jsonl (a half-written last line is skipped)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
+    return rows
+
+
+def follow_job(run_dir: str | Path, poll: float = 1.0) -> Iterator[dict | JobStatus]:
+    """Yield each new metrics row as it is written, then the final JobStatus when the job ends."""
+    seen = 0
+    while True:
+        rows = read_metrics(run_dir)
+        yield from rows[seen:]
+        seen = max(seen, len(rows))
+        status = read_status(run_dir)
+        if status.state not in ACTIVE:
+            rows = read_metrics(run_dir)
+            yield from rows[seen:]
+            yield status
+            return
+        time.sleep(poll)
+
+

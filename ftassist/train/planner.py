@@ -1,0 +1,261 @@
+"""Training plan: estimate memory, pick micro-batch / grad-accum / checkpointing, explain why.
+
+Everything here is a pure function of numbers (model shape, sequence length, hardware budget)
+so it can be tested without a GPU:
+
+    >>> shape = ModelShape(vocab=49152, hidden=576, layers=30, intermediate=1536, heads=9, kv_heads=3)
+    >>> est = estimate_memory(shape, seq_len=256, micro_batch=8, lora_r=16, weight_bytes=4, compute_bytes=4)
+    >>> round(est.total / 2**30, 1) > 0
+    True
+
+`plan_training` tries micro-batches from large to small (first without gradient checkpointing,
+which costs about a third more compute, then with it) and keeps the effective batch by raising
+gradient accumulation. It raises `UserError` when even one example with checkpointing does not
+fit. `shrink_after_oom` is the decision taken when CUDA runs out of memory mid-run.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+
+from ftassist.errors import UserError
+
+GiB = 2**30
+TARGET_EFFECTIVE_BATCH = 16
+MAX_OOM_RETRIES = 3
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The few numbers of a decoder-only transformer that decide its memory."""
+
+    vocab: int
+    hidden: int
+    layers: int
+    intermediate: int
+    heads: int
+    kv_heads: int
+    tied_embeddings: bool = False
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+    def linear_shapes(self) -> list[tuple[int, int]]:
+        """(in, out) of every linear layer of one block (Llama-style attention + gated MLP)."""
+        h, i, kv = self.hidden, self.intermediate, self.kv_heads * self.head_dim
+        return [(h, h), (h, kv), (h, kv), (h, h), (h, i), (h, i), (i, h)]
+
+    @property
+    def params(self) -> int:
+        block = sum(a * b for a, b in self.linear_shapes()) + 2 * self.hidden
+        embed = self.vocab * self.hidden * (1 if self.tied_embeddings else 2)
+        return self.layers * block + embed + self.hidden
+
+    def lora_params(self, r: int) -> int:
+        return self.layers * sum(r * (a + b) for a, b in self.linear_shapes())
+
+    @classmethod
+    def from_config(cls, config) -> "ModelShape":
+        """Read the shape from a transformers config (text config for multimodal ones)."""
+        c = config.get_text_config() if hasattr(config, "get_text_config") else config
+        heads = getattr(c, "num_attention_heads", 8)
+        return cls(
+            vocab=c.vocab_size, hidden=c.hidden_size, layers=c.num_hidden_layers,
+            intermediate=getattr(c, "intermediate_size", 4 * c.hidden_size), heads=heads,
+            kv_heads=getattr(c, "num_key_value_heads", None) or heads,
+            tied_embeddings=bool(getattr(c, "tie_word_embeddings", False)),
+        )
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes needed by each part of one training step."""
+
+    weights: int
+    lora: int
+    optimizer: int
+    activations: int
+    logits: int
+    overhead: int
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.lora + self.optimizer + self.activations + self.logits + self.overhead
+
+
+def estimate_memory(shape: ModelShape, *, seq_len: int, micro_batch: int, lora_r: int, weight_bytes: float,
+                    compute_bytes: int, checkpointing: bool = False, optimizer_bytes: int = 8,
+                    overhead: int = 1 * GiB) -> MemoryEstimate:
+    """Return the memory one step needs.
+
+    weight_bytes: bytes per frozen base weight (4 fp32, 2 bf16, ~0.53 NF4 double-quant; embeddings
+    and the LM head are never quantized). optimizer_bytes: AdamW state per trainable parameter
+    (8 for fp32 moments, 2 for 8-bit). LoRA weights and their gradients are fp32 (4 + 4 bytes).
+    Activations per token and layer: ~16 hidden-sized plus ~6 intermediate-sized tensors kept for
+    backward (norm/linear inputs, q/k/v, attention output, gate/up/act, LoRA dropout copies);
+    with checkpointing only each layer's input is kept, plus one layer recomputed at a time.
+    """
+    h, i = shape.hidden, shape.intermediate
+    embed = shape.vocab * h * (1 if shape.tied_embeddings else 2)
+    body = shape.params - embed
+    weights = int(body * weight_bytes + embed * max(weight_bytes, compute_bytes))
+    lora_n = shape.lora_params(lora_r)
+    tokens = seq_len * micro_batch
+    per_layer = (16 * h + 6 * i) * compute_bytes * tokens
+    activations = (shape.layers * h * compute_bytes * tokens + per_layer) if checkpointing else shape.layers * per_layer
+    # trl's fused LM head computes the loss in chunks; count about one vocab-wide fp32 tensor per token.
+    logits = tokens * shape.vocab * 4
+    return MemoryEstimate(weights=weights, lora=lora_n * 8, optimizer=lora_n * optimizer_bytes,
+                          activations=activations, logits=logits, overhead=overhead)
+
+
+@dataclass
+class Hardware:
+    """Where training runs and how much memory it may use."""
+
+    device: str  # "cuda" or "cpu"
+    name: str
+    budget: int  # bytes available to training
+    total: int
+    bf16: bool = False
+
+
+def detect_hardware(device: str = "auto") -> Hardware:
+    """The GPU (free memory, 90 %) when CUDA is usable and allowed, else the RAM (available + this process's own, 80 %).
+
+    Raises UserError when `device` is "cuda" and none is visible.
+    """
+    import torch
+
+    if device in ("auto", "cuda") and torch.cuda.is_available():
+        free, total = torch.cuda.mem_get_info()
+        return Hardware("cuda", torch.cuda.get_device_name(0), int(free * 0.9), total, torch.cuda.is_bf16_supported())
+    if device == "cuda":
+        raise UserError("--device cuda: no CUDA GPU is visible; use --device cpu or auto")
+    try:
+        import psutil
+
+        vm = psutil.virtual_memory()
+        # Memory this process already holds (an earlier model, the allocator's cache) is reusable.
+        available, total = vm.available + psutil.Process().memory_info().rss, vm.total
+    except ImportError:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    return Hardware("cpu", f"CPU ({os.cpu_count()} cores)", int(available * 0.8), total, False)
+
+
+@dataclass
+class Plan:
+    """What the planner chose, with the estimate behind it and a one-paragraph explanation."""
+
+    method: str
+    device: str
+    dtype: str
+    micro_batch: int
+    grad_accum: int
+    checkpointing: bool
+    seq_len: int
+    estimate_gib: float
+    budget_gib: float
+    explanation: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_method(method: str, device: str) -> str:
+    """auto -> qlora on CUDA, lora elsewhere.
+
+    >>> resolve_method("auto", "cpu"), resolve_method("auto", "cuda"), resolve_method("qlora", "cpu")
+    ('lora', 'qlora', 'qlora')
+    """
+    return ("qlora" if device == "cuda" else "lora") if method == "auto" else method
+
+
+def resolve_dtype(dtype: str, hw: Hardware) -> str:
+    """auto -> bfloat16 on GPUs that have it, float32 elsewhere (bf16 is very slow on most CPUs).
+
+    >>> resolve_dtype("auto", Hardware("cpu", "x", 1, 1))
+    'float32'
+    """
+    if dtype != "auto":
+        return dtype
+    if hw.device == "cuda":
+        return "bfloat16" if hw.bf16 else "float16"
+    return "float32"
+
+
+def plan_training(shape: ModelShape, hw: Hardware, *, seq_len: int, method: str, dtype: str, lora_r: int,
+                  batch_size: int = 0, grad_accum: int = 0, checkpointing: str = "auto",
+                  n_examples: int | None = None) -> Plan:
+    """Choose micro-batch, grad-accum and checkpointing that fit `hw.budget`; explain the choice.
+
+    User-fixed values (batch_size/grad_accum > 0, checkpointing on/off) are kept. Raises UserError
+    when nothing fits, naming the estimate and what to change.
+    """
+    compute_bytes = 4 if dtype == "float32" else 2
+    weight_bytes = 0.53 if method == "qlora" else compute_bytes
+    opt_bytes = 2 if hw.device == "cuda" else 8  # paged 8-bit AdamW on CUDA
+    target = batch_size * grad_accum if batch_size and grad_accum else TARGET_EFFECTIVE_BATCH
+    if n_examples:
+        target = min(target, max(1, n_examples))
+    cap = 8 if hw.device == "cpu" else 64  # on CPU a bigger micro-batch gains little and pads more
+    micro = [batch_size] if batch_size else [m for m in (64, 32, 16, 8, 4, 2, 1) if m <= min(target, cap)]
+    ck_opts = {"on": [True], "off": [False], "auto": [False, True]}[checkpointing]
+    floor = min(4, micro[0])
+    order = [(m, False) for m in micro if m >= floor and False in ck_opts]
+    order += [(m, True) for m in micro if True in ck_opts]
+    order += [(m, False) for m in micro if m < floor and False in ck_opts]
+
+    def est(m: int, ck: bool) -> MemoryEstimate:
+        return estimate_memory(shape, seq_len=seq_len, micro_batch=m, lora_r=lora_r, weight_bytes=weight_bytes,
+                               compute_bytes=compute_bytes, checkpointing=ck, optimizer_bytes=opt_bytes,
+                               overhead=(GiB // 2 if hw.device == "cuda" else GiB))
+
+    for m, ck in order:
+        e = est(m, ck)
+        if e.total <= hw.budget:
+            accum = grad_accum or max(1, -(-target // m))
+            text = explain(shape, hw, e, method=method, dtype=dtype, micro=m, accum=accum, ck=ck, seq_len=seq_len)
+            return Plan(method, hw.device, dtype, m, accum, ck, seq_len, round(e.total / GiB, 2),
+                        round(hw.budget / GiB, 2), text)
+    smallest = est(order[-1][0], order[-1][1] if len(order) else True) if order else est(1, True)
+    raise UserError(
+        f"training does not fit: even micro-batch {order[-1][0] if order else 1} needs about {smallest.total / GiB:.1f} GiB "
+        f"but {hw.name} has {hw.budget / GiB:.1f} GiB usable; lower --max-length (longest example: {seq_len} tokens), "
+        f"use --method qlora or --gradient-checkpointing on, or pick a smaller --model"
+    )
+
+
+def explain(shape: ModelShape, hw: Hardware, e: MemoryEstimate, *, method: str, dtype: str, micro: int, accum: int,
+            ck: bool, seq_len: int) -> str:
+    """One paragraph saying what was chosen and why."""
+    g = lambda b: f"{b / GiB:.2f} GiB"  # noqa: E731
+    prec = "NF4 4-bit (double quant) base" if method == "qlora" else f"{dtype} base"
+    why_dtype = " (float32: this CPU has no fast bfloat16)" if hw.device == "cpu" and dtype == "float32" else ""
+    return (
+        f"{method.upper()} on {hw.name}: {shape.params / 1e6:.0f}M-parameter model, {prec}{why_dtype}. "
+        f"Estimated memory {g(e.total)} of {g(hw.budget)} usable (weights {g(e.weights)}, LoRA + grads "
+        f"{g(e.lora)}, optimizer {g(e.optimizer)}, activations {g(e.activations)}, logits {g(e.logits)}, "
+        f"runtime {g(e.overhead)}) for micro-batch {micro} x {seq_len} tokens (longest example). "
+        f"Gradient accumulation {accum} keeps the effective batch at {micro * accum}. "
+        + ("Gradient checkpointing is on: without it the activations would not fit." if ck else
+           "Gradient checkpointing is off: the activations fit, and recomputing them would cost about a third more time.")
+        + " Batches are padded only to their longest example and grouped by length."
+    )
+
+
+def shrink_after_oom(micro_batch: int, grad_accum: int, retries_done: int,
+                     max_retries: int = MAX_OOM_RETRIES) -> tuple[int, int] | None:
+    """After a CUDA out-of-memory error: halve the micro-batch and double grad-accum, or None to give up.
+
+    >>> shrink_after_oom(8, 2, 0)
+    (4, 4)
+    >>> shrink_after_oom(1, 16, 0) is None, shrink_after_oom(8, 2, 3) is None
+    (True, True)
+    """
+    if micro_batch <= 1 or retries_done >= max_retries:
+        return None
+    return micro_batch // 2, grad_accum * 2

@@ -1,0 +1,370 @@
+"""`train(cfg)`: fine-tune a LoRA/QLoRA adapter with trl's SFTTrainer and write the run folder.
+
+    from ftassist.train.runner import train
+    result = train(TrainConfig(data="data/", out="runs/first", max_steps=30))
+    print(result.summary)
+
+The run folder gets `adapter/` (peft adapter + tokenizer + the chat template used),
+`config.yaml`, `run.json`, `metrics.jsonl`, `status.json`, `train.log` and `checkpoints/`.
+Speed on CPU comes from what is *not* done: batches are padded only to their own longest
+example and grouped by length (no padding to max_length), the weights stay float32 (bf16 is
+~300x slower on CPUs without native support), gradient checkpointing is off unless memory
+needs it, there is no evaluation during training, and checkpoints hold only the adapter and
+optimizer state. Padding-free packing is *not* used: trl documents its position_ids-based
+flattening for FlashAttention's varlen kernels only, and whether CPU sdpa keeps flattened rows
+apart (transformers may derive a block-diagonal mask from position_ids) has not been verified
+here; dynamic padding is correct on every backend.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import os
+import platform
+import shutil
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ftassist.config import TrainConfig, save_config
+from ftassist.errors import UserError
+from ftassist.files import atomic_dir, read_jsonl, write_json_atomic
+from ftassist.train import checkpoints
+from ftassist.train.planner import Plan, ModelShape, detect_hardware, plan_training, resolve_dtype, resolve_method, \
+    shrink_after_oom
+from ftassist.train.status import ACTIVE, StatusWriter, read_status
+
+log = logging.getLogger("ftassist.train")
+
+
+class TrainingFailed(UserError):
+    """Training stopped on its own: NaN/inf or dead loss, repeated out-of-memory."""
+
+
+class JobCancelled(BaseException):
+    """Raised in the training process when it receives SIGTERM (`ftassist jobs cancel`)."""
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced."""
+
+    run_dir: Path
+    adapter_dir: Path
+    summary: str
+    final_loss: float | None
+    first_loss: float | None
+    steps: int = 0
+    plan: Plan | None = None
+
+
+def is_main_process() -> bool:
+    """False on the non-zero ranks of an `accelerate launch` run (they write no run files)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, log_file: bool = True) -> TrainResult:
+    """Train per `cfg`, writing `cfg.out`; with `resume`, continue from the newest complete checkpoint.
+
+    Returns a TrainResult. Raises UserError (or its subclasses ConfigError / TrainingFailed) for
+    bad input or a run that had to stop; KeyboardInterrupt / JobCancelled leave state `cancelled`.
+    """
+    cfg.validate()
+    run = Path(cfg.out)
+    main = is_main_process()
+    if main:
+        _claim_run_dir(run, resume)
+    status = StatusWriter(run, state="running", started_at=time.time(), mergeable=False, reason=None) if main else None
+    handler = _attach_log(run / "train.log") if log_file and main else None
+    if status is not None:
+        status.update()
+        status.start_heartbeat()
+    old_sigterm = None
+    if threading.current_thread() is threading.main_thread():
+        old_sigterm = signal.signal(signal.SIGTERM, _raise_cancelled)
+    try:
+        result = _train(cfg, run, status, resume=resume, progress=progress and main)
+    except (JobCancelled, KeyboardInterrupt) as exc:
+        _finish(status, "cancelled", f"cancelled by the user ({type(exc).__name__})")
+        raise
+    except UserError as exc:
+        _finish(status, "failed", str(exc))
+        raise
+    except BaseException as exc:
+        log.exception("training crashed")
+        _finish(status, "failed", f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        if old_sigterm is not None:
+            signal.signal(signal.SIGTERM, old_sigterm)
+        if status is not None:
+            status.stop_heartbeat()
+        if handler is not None:
+            for name in ("ftassist", "transformers", "trl"):
+                logging.getLogger(name).removeHandler(handler)
+            handler.close()
+    return result
+
+
+def _train(cfg: TrainConfig, run: Path, status: StatusWriter | None, *, resume: bool, progress: bool) -> TrainResult:
+    import torch
+    from transformers import AutoConfig, AutoTokenizer
+
+    from ftassist.model import resolve_model
+    from ftassist.train.dataset import build_dataset
+
+    started = time.time()
+    dataset = build_dataset(cfg.data)  # fails on bad data before anything heavy loads
+    model_path = resolve_model(cfg.model)
+    tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=cfg.trust_remote_code)
+    if not tokenizer.chat_template:
+        raise UserError(f"--model {cfg.model}: the tokenizer has no chat template; use an instruct/chat model")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    lengths = [token_length(tokenizer, row) for row in dataset]
+    seq_len = min(cfg.max_length, max(lengths))
+    hw = detect_hardware(cfg.device)
+    method, dtype = resolve_method(cfg.method, hw.device), resolve_dtype(cfg.dtype, hw)
+    if method == "qlora":
+        _require_bitsandbytes()
+    shape = ModelShape.from_config(AutoConfig.from_pretrained(model_path, trust_remote_code=cfg.trust_remote_code))
+    plan = plan_training(shape, hw, seq_len=seq_len, method=method, dtype=dtype, lora_r=cfg.lora_r,
+                         batch_size=cfg.batch_size, grad_accum=cfg.grad_accum, checkpointing=cfg.gradient_checkpointing,
+                         n_examples=len(dataset))
+    log.info("plan: %s", plan.explanation)
+    info = run_info(cfg, model_path, plan, n_examples=len(dataset), longest=max(lengths),
+                    truncated=sum(n > cfg.max_length for n in lengths))
+    ckdir = run / "checkpoints"
+    if is_main_process():
+        save_config(cfg, run / "config.yaml")
+        write_json_atomic(run / "run.json", info)
+        checkpoints.clean_partial(ckdir)
+    resume_from = checkpoints.newest_checkpoint(ckdir) if resume else None
+    if resume_from is not None and is_main_process():
+        _trim_metrics(run / "metrics.jsonl", checkpoints.checkpoint_step(resume_from))
+        log.info("resuming from %s", resume_from)
+
+    retries = 0
+    while True:
+        trainer, guard = build_trainer(cfg, plan, model_path, tokenizer, dataset, run, status, progress)
+        try:
+            output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+            break
+        except torch.cuda.OutOfMemoryError as exc:
+            shrunk = shrink_after_oom(plan.micro_batch, plan.grad_accum, retries)
+            if shrunk is None:
+                raise TrainingFailed(f"CUDA out of memory at micro-batch {plan.micro_batch} after {retries} retries; "
+                                     "lower --max-length or use a smaller --model") from exc
+            retries += 1
+            log.warning("CUDA out of memory at micro-batch %d: retrying with %d x %d", plan.micro_batch, *shrunk)
+            plan.micro_batch, plan.grad_accum = shrunk
+            del trainer
+            gc.collect()
+            torch.cuda.empty_cache()
+            resume_from = checkpoints.newest_checkpoint(ckdir)
+            info["plan"] = plan.to_dict()
+            write_json_atomic(run / "run.json", info)
+
+    rows = read_jsonl(run / "metrics.jsonl") if (run / "metrics.jsonl").exists() else []
+    losses = [r["loss"] for r in rows if isinstance(r.get("loss"), (int, float))]
+    if guard.reason:
+        info.update(mergeable=False, failure=guard.reason)
+        write_json_atomic(run / "run.json", info)
+        raise TrainingFailed(f"training stopped: {guard.reason}; the run is marked not mergeable "
+                             "(try a lower --learning-rate)")
+    adapter = run / "adapter"
+    if is_main_process():
+        with atomic_dir(adapter) as tmp:
+            trainer.model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            # The exact template the prompts were rendered with, also as a plain file for servers.
+            (tmp / "chat_template.jinja").write_text(tokenizer.chat_template, encoding="utf-8")
+        elapsed = time.time() - started
+        info.update(mergeable=True, finished_at=time.time(), train_runtime_s=round(output.metrics.get("train_runtime", 0), 1),
+                    steps=trainer.state.global_step)
+        write_json_atomic(run / "run.json", info)
+        _finish(status, "completed", None, mergeable=True, step=trainer.state.global_step)
+    else:
+        elapsed = time.time() - started
+    first, final = (losses[0], losses[-1]) if losses else (None, None)
+    summary = (f"trained {trainer.state.global_step} steps in {elapsed:.0f} s ({plan.method}, {plan.dtype}, "
+               f"{plan.device}); loss {first} -> {final}; adapter: {adapter}")
+    log.info(summary)
+    return TrainResult(run, adapter, summary, final, first, trainer.state.global_step, plan)
+
+
+def build_trainer(cfg: TrainConfig, plan: Plan, model_path: str, tokenizer, dataset, run: Path,
+                  status: StatusWriter | None, progress: bool):
+    """Load the base model for `plan` and return (SFTTrainer, GuardCallback) ready to train."""
+    import torch
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig, SFTTrainer
+
+    from ftassist.train.callbacks import GuardCallback, MetricsCallback, NanInjectionCallback
+
+    torch_dtype = getattr(torch, plan.dtype)
+    kwargs = {"dtype": torch_dtype, "trust_remote_code": cfg.trust_remote_code}
+    if plan.method == "qlora":
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch_dtype)
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))} if plan.device == "cuda" else {"": "cpu"}
+    model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
+    model.config.use_cache = False
+    ck_kwargs = {"use_reentrant": False}
+    if plan.method == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=plan.checkpointing,
+                                                gradient_checkpointing_kwargs=ck_kwargs)
+    targets = cfg.target_modules if cfg.target_modules == "all-linear" else [
+        t.strip() for t in cfg.target_modules.split(",") if t.strip()]
+    peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                             target_modules=targets, bias="none", task_type="CAUSAL_LM")
+    args = SFTConfig(
+        output_dir=str(run / "checkpoints"),
+        per_device_train_batch_size=plan.micro_batch,
+        gradient_accumulation_steps=plan.grad_accum,
+        learning_rate=cfg.learning_rate,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        warmup_steps=cfg.warmup_ratio,  # a float < 1 is a ratio of the total steps in transformers 5
+        lr_scheduler_type="linear",
+        logging_steps=cfg.logging_steps,
+        logging_nan_inf_filter=False,  # the guard must see NaN, not a smoothed stand-in
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=None,  # AtomicCheckpointMixin rotates (HF's rotation would act on staging)
+        eval_strategy="no",
+        seed=cfg.seed,
+        bf16=plan.dtype == "bfloat16",  # trl defaults bf16=True, which is ~300x slower on this kind of CPU
+        fp16=plan.dtype == "float16",
+        use_cpu=plan.device == "cpu",
+        gradient_checkpointing=plan.checkpointing,
+        gradient_checkpointing_kwargs=ck_kwargs if plan.checkpointing else None,
+        optim="paged_adamw_8bit" if plan.device == "cuda" else "adamw_torch",
+        max_length=cfg.max_length,
+        packing=False,
+        padding_free=False,
+        completion_only_loss=True,
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+        dataloader_num_workers=0,
+        dataloader_pin_memory=plan.device == "cuda",
+        report_to="none",
+        disable_tqdm=True,
+        trust_remote_code=cfg.trust_remote_code,
+    )
+    guard = GuardCallback()
+    callbacks = [MetricsCallback(run, status, progress=progress, log=log) if is_main_process() else None, guard,
+                 NanInjectionCallback(cfg.debug_nan_at_step) if cfg.debug_nan_at_step else None]
+    trainer = _AtomicSFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                                peft_config=peft_config, callbacks=[c for c in callbacks if c is not None])
+    trainer.keep_checkpoints = cfg.save_total_limit
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # metrics go to metrics.jsonl / train.log / the bar, not stdout
+    if plan.method == "qlora" and plan.dtype == "float32":
+        # trl casts QLoRA adapters to bf16 (the paper's recipe); on CPU bf16 is very slow, keep fp32.
+        for p in trainer.model.parameters():
+            if p.requires_grad:
+                p.data = p.data.float()
+    return trainer, guard
+
+
+def _trainer_class():
+    from trl import SFTTrainer
+
+    class AtomicSFTTrainer(checkpoints.AtomicCheckpointMixin, SFTTrainer):
+        """SFTTrainer whose checkpoints appear only when complete."""
+
+    return AtomicSFTTrainer
+
+
+def _AtomicSFTTrainer(**kwargs):  # noqa: N802 - builds the class lazily so importing runner stays light
+    return _trainer_class()(**kwargs)
+
+
+def token_length(tokenizer, row: dict) -> int:
+    """Tokens of prompt + completion rendered with the tokenizer's chat template."""
+    text = tokenizer.apply_chat_template(row["prompt"] + row["completion"], tokenize=False)
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def run_info(cfg: TrainConfig, model_path: str, plan: Plan, **extra) -> dict:
+    """The run.json record: base model, method, precision, device, versions and the plan."""
+    import peft
+    import torch
+    import transformers
+    import trl
+
+    return {
+        "base_model": str(Path(model_path).resolve()) if Path(model_path).exists() else model_path,
+        "model": cfg.model,
+        "method": plan.method,
+        "dtype": plan.dtype,
+        "device": plan.device,
+        "plan": plan.to_dict(),
+        "plan_explanation": plan.explanation,
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "transformers": transformers.__version__, "peft": peft.__version__, "trl": trl.__version__},
+        "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+        "mergeable": False,
+        "started_at": time.time(),
+        **extra,
+    }
+
+
+def _claim_run_dir(run: Path, resume: bool) -> None:
+    """Refuse a folder a live job is using; on a fresh start clear a previous run's outputs."""
+    if (run / "status.json").exists():
+        state = read_status(run)
+        if state.state in ACTIVE and state.pid != os.getpid():
+            raise UserError(f"--out {run}: a training job (pid {state.pid}) is still running there; "
+                            f"cancel it with `ftassist jobs cancel {run}` or pick another --out")
+    run.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        for name in ("checkpoints", "adapter"):
+            shutil.rmtree(run / name, ignore_errors=True)
+        for name in ("metrics.jsonl", "run.json"):
+            (run / name).unlink(missing_ok=True)
+
+
+def _trim_metrics(path: Path, step: int) -> None:
+    """Drop metric rows after `step` (they are recomputed when a run resumes from there)."""
+    if path.exists():
+        from ftassist.files import write_jsonl_atomic
+
+        write_jsonl_atomic(path, [r for r in read_jsonl(path) if r.get("step", 0) <= step])
+
+
+def _finish(status: StatusWriter | None, state: str, reason: str | None, **fields) -> None:
+    if status is not None:
+        status.update(state=state, reason=reason, ended_at=time.time(), **fields)
+
+
+def _raise_cancelled(signum, frame):
+    raise JobCancelled(f"signal {signum}")
+
+
+def _require_bitsandbytes() -> None:
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as exc:
+        raise UserError("--method qlora needs bitsandbytes: `pip install bitsandbytes`, or use --method lora") from exc
+
+
+def _attach_log(path: Path) -> logging.Handler:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for name in ("ftassist", "transformers", "trl"):
+        logging.getLogger(name).addHandler(handler)
+    logging.getLogger("ftassist").setLevel(logging.INFO)
+    return handler

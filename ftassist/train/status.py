@@ -1,0 +1,138 @@
+"""`status.json` of a run folder: who runs it, how far it got, and whether it is still alive.
+
+The training process owns the file and rewrites it atomically: at every state change, after
+every optimizer step, and from a heartbeat thread every few seconds. Readers (`read_status`)
+never trust a `running` state blindly: a dead pid or a stale heartbeat reads as `interrupted`,
+which `ftassist jobs resume` continues from the newest complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ftassist.files import write_json_atomic
+
+STATES = ("queued", "running", "completed", "failed", "cancelled", "interrupted")
+ACTIVE = ("queued", "running")
+# A heartbeat older than this (seconds) means the process is gone or hung.
+STALE_AFTER = 90.0
+HEARTBEAT_EVERY = 5.0
+
+
+@dataclass
+class JobStatus:
+    """One run's state as read from `status.json` (plus what `read_status` found out)."""
+
+    run_dir: str
+    state: str = "queued"
+    pid: int | None = None
+    pid_started: float | None = None
+    heartbeat: float | None = None
+    step: int = 0
+    total_steps: int | None = None
+    reason: str | None = None
+    mergeable: bool = False
+    started_at: float | None = None
+    ended_at: float | None = None
+    resumable: bool = False
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def status_path(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "status.json"
+
+
+def pid_alive(pid: int | None, started: float | None = None) -> bool:
+    """True when `pid` runs (not a zombie) and, if `started` is given, is the same process."""
+    if not pid:
+        return False
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        # pids are reused: the creation time tells our process from a newcomer
+        return started is None or abs(proc.create_time() - started) < 1.0
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def process_started(pid: int) -> float | None:
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.NoSuchProcess:
+        return None
+
+
+def read_status(run_dir: str | Path, stale_after: float = STALE_AFTER) -> JobStatus:
+    """Return the run's JobStatus; an active state whose process is dead or silent reads `interrupted`.
+
+    Raises UserError when the folder has no status.json (not a run folder).
+    """
+    from ftassist.errors import UserError
+    from ftassist.train.checkpoints import newest_checkpoint
+
+    path = status_path(run_dir)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise UserError(f"{run_dir}: no status.json; pass a run folder written by `ftassist train`") from exc
+    known = {k: raw[k] for k in JobStatus.__dataclass_fields__ if k in raw}
+    known["run_dir"] = str(run_dir)
+    status = JobStatus(**known)
+    if status.state in ACTIVE:
+        silent = status.heartbeat is not None and time.time() - status.heartbeat > stale_after
+        if not pid_alive(status.pid, status.pid_started) or silent:
+            status.reason = "the training process is gone (killed or crashed)" if not silent else (
+                f"no heartbeat for {time.time() - status.heartbeat:.0f} s")
+            status.state = "interrupted"
+    ckpt = newest_checkpoint(Path(run_dir) / "checkpoints")
+    status.resumable = status.state in ("interrupted", "failed", "cancelled") and (Path(run_dir) / "config.yaml").exists()
+    status.extra["checkpoint"] = str(ckpt) if ckpt else None
+    return status
+
+
+class StatusWriter:
+    """Keeps `status.json` of one run up to date from the training process (thread-safe)."""
+
+    def __init__(self, run_dir: str | Path, **fields):
+        self.path = status_path(run_dir)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        pid = os.getpid()
+        self.data = JobStatus(run_dir=str(run_dir), pid=pid, pid_started=process_started(pid)).to_dict()
+        self.data.pop("resumable")
+        self.data.update(fields)
+
+    def update(self, **fields) -> None:
+        """Merge `fields` into the status, stamp the heartbeat and rewrite the file."""
+        with self._lock:
+            self.data.update(fields)
+            self.data["heartbeat"] = time.time()
+            write_json_atomic(self.path, self.data)
+
+    def start_heartbeat(self, every: float = HEARTBEAT_EVERY) -> None:
+        """Rewrite the heartbeat every `every` seconds from a daemon thread until `stop_heartbeat`."""
+        def beat() -> None:
+            while not self._stop.wait(every):
+                self.update()
+
+        self._thread = threading.Thread(target=beat, name="ftassist-heartbeat", daemon=True)
+        self._thread.start()
+
+    def stop_heartbeat(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)

@@ -1,0 +1,92 @@
+"""Background jobs for real: kill -9 then resume gives the same adapter; cancel leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ftassist.config import TrainConfig
+from ftassist.errors import UserError
+from ftassist.train.jobs import cancel_job, list_jobs, read_metrics, read_status, resume_job, start_job
+from ftassist.train.runner import train
+from tests.tiny import build_tiny_llama
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def wider_model(tmp_path_factory) -> Path:
+    """A tiny Llama a bit wider than the default fixture so a step takes long enough to kill mid-run."""
+    return build_tiny_llama(tmp_path_factory.mktemp("wide") / "model", hidden=256, layers=4)
+
+
+def cfg_for(data: Path, out: Path, model: Path, **kw) -> TrainConfig:
+    base = dict(data=str(data), out=str(out), model=str(model), max_steps=12, save_steps=3, batch_size=4,
+                grad_accum=1, learning_rate=1e-3, lora_dropout=0.1, seed=3)
+    return TrainConfig(**{**base, **kw})
+
+
+def wait_for(pred, timeout: float, poll: float = 0.02):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+def group_alive(pgid: int) -> bool:
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                return True
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            continue
+    return False
+
+
+def test_kill_9_then_resume_ends_with_the_same_adapter_as_an_uninterrupted_run(wider_model, small_data, tmp_path):
+    reference = train(cfg_for(small_data, tmp_path / "ref", wider_model), progress=False)
+
+    run = start_job(cfg_for(small_data, tmp_path / "job", wider_model))
+    status = wait_for(lambda: (s := read_status(run)).state == "running" and s.step >= 5 and s, timeout=120)
+    assert status.step < 12, "the job finished before it could be killed"
+    os.kill(status.pid, signal.SIGKILL)
+    wait_for(lambda: read_status(run).state == "interrupted", timeout=10)
+    killed = read_status(run)
+    assert killed.resumable and killed.extra["checkpoint"].endswith(("checkpoint-3", "checkpoint-6"))
+
+    resume_job(run)
+    final = wait_for(lambda: (s := read_status(run)).state not in ("queued", "running") and s, timeout=180, poll=0.2)
+    assert final.state == "completed", (run / "train.log").read_text()[-2000:]
+    assert [r["step"] for r in read_metrics(run)] == list(range(1, 13))
+
+    ref = load_file(reference.adapter_dir / "adapter_model.safetensors")
+    got = load_file(run / "adapter" / "adapter_model.safetensors")
+    assert ref.keys() == got.keys()
+    for key in ref:
+        torch.testing.assert_close(got[key], ref[key], rtol=0, atol=1e-6)
+    assert [j.run_dir for j in list_jobs(tmp_path)] and {j.state for j in list_jobs(tmp_path)} == {"completed"}
+
+
+def test_cancel_stops_the_whole_process_group_within_30_s(wider_model, small_data, tmp_path):
+    run = start_job(cfg_for(small_data, tmp_path / "job", wider_model, max_steps=2000, save_steps=1000))
+    with pytest.raises(UserError, match="already running"):
+        start_job(cfg_for(small_data, tmp_path / "job", wider_model))
+    status = wait_for(lambda: (s := read_status(run)).state == "running" and s.step >= 1 and s, timeout=120)
+    started = time.time()
+    final = cancel_job(run, timeout=30)
+    assert time.time() - started < 30
+    assert final.state == "cancelled" and final.resumable
+    assert not group_alive(status.pid)
+    with pytest.raises(ProcessLookupError):
+        os.killpg(status.pid, 0)
+    assert "cancelled" in (run / "train.log").read_text()

@@ -1,0 +1,72 @@
+"""The planner's pure decisions: memory estimate, batch choice, refusal, OOM back-off."""
+
+from __future__ import annotations
+
+import pytest
+
+from ftassist.errors import UserError
+from ftassist.train.planner import GiB, Hardware, ModelShape, estimate_memory, plan_training, resolve_dtype, \
+    resolve_method, shrink_after_oom
+
+SMOL = ModelShape(vocab=49152, hidden=576, layers=30, intermediate=1536, heads=9, kv_heads=3, tied_embeddings=True)
+SEVEN_B = ModelShape(vocab=32000, hidden=4096, layers=32, intermediate=11008, heads=32, kv_heads=32)
+
+
+def test_shape_counts_parameters_like_the_real_models():
+    assert 130e6 < SMOL.params < 140e6  # SmolLM2-135M
+    assert 6.5e9 < SEVEN_B.params < 6.9e9  # Llama-2-7B
+    # LoRA r=16 on all seven linear layers of SmolLM2: 30 x 16 x (sum of in+out)
+    assert SMOL.lora_params(16) == 30 * 16 * sum(a + b for a, b in SMOL.linear_shapes())
+
+
+def test_checkpointing_and_qlora_cut_the_estimate():
+    kw = dict(seq_len=1024, micro_batch=8, lora_r=16, compute_bytes=2)
+    full = estimate_memory(SEVEN_B, weight_bytes=2, **kw)
+    ck = estimate_memory(SEVEN_B, weight_bytes=2, checkpointing=True, **kw)
+    q = estimate_memory(SEVEN_B, weight_bytes=0.53, checkpointing=True, **kw)
+    assert ck.activations < full.activations / 5
+    assert q.weights < ck.weights / 3
+    assert full.total > ck.total > q.total
+
+
+def test_cpu_plan_for_the_demo_is_fp32_lora_without_checkpointing():
+    hw = Hardware("cpu", "CPU (2 cores)", budget=18 * GiB, total=24 * GiB)
+    method, dtype = resolve_method("auto", "cpu"), resolve_dtype("auto", hw)
+    plan = plan_training(SMOL, hw, seq_len=180, method=method, dtype=dtype, lora_r=16, n_examples=400)
+    assert (plan.method, plan.dtype, plan.checkpointing) == ("lora", "float32", False)
+    assert plan.micro_batch * plan.grad_accum == 16 and plan.micro_batch <= 8
+    assert "float32" in plan.explanation and "checkpointing is off" in plan.explanation
+
+
+def test_small_gpu_gets_checkpointing_or_smaller_batches_and_keeps_the_effective_batch():
+    hw = Hardware("cuda", "small GPU", budget=int(14 * GiB), total=16 * GiB, bf16=True)
+    plan = plan_training(SEVEN_B, hw, seq_len=2048, method="qlora", dtype="bfloat16", lora_r=16)
+    assert plan.micro_batch * plan.grad_accum == 16
+    assert plan.estimate_gib <= plan.budget_gib
+    big = Hardware("cuda", "big GPU", budget=int(130 * GiB), total=141 * GiB, bf16=True)
+    roomy = plan_training(SEVEN_B, big, seq_len=2048, method="qlora", dtype="bfloat16", lora_r=16)
+    assert roomy.micro_batch >= plan.micro_batch
+    assert not roomy.checkpointing or plan.checkpointing
+
+
+def test_refuses_clearly_when_nothing_fits():
+    hw = Hardware("cuda", "tiny GPU", budget=2 * GiB, total=4 * GiB, bf16=True)
+    with pytest.raises(UserError, match="does not fit.*--max-length"):
+        plan_training(SEVEN_B, hw, seq_len=4096, method="lora", dtype="bfloat16", lora_r=16)
+
+
+def test_user_choices_are_kept():
+    hw = Hardware("cpu", "CPU", budget=18 * GiB, total=24 * GiB)
+    plan = plan_training(SMOL, hw, seq_len=128, method="lora", dtype="float32", lora_r=8, batch_size=2,
+                         grad_accum=3, checkpointing="on")
+    assert (plan.micro_batch, plan.grad_accum, plan.checkpointing) == (2, 3, True)
+
+
+def test_oom_backoff_halves_the_micro_batch_a_few_times_then_gives_up():
+    steps, state, retries = [], (16, 1), 0
+    while (state := shrink_after_oom(*state, retries)) is not None:
+        steps.append(state)
+        retries += 1
+    assert steps == [(8, 2), (4, 4), (2, 8)]
+    assert all(m * a == 16 for m, a in steps)
+    assert shrink_after_oom(1, 16, 0) is None
