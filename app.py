@@ -1,0 +1,57 @@
+"""ftassist's Gradio app (also the Hugging Face Space entry point).
+
+    python app.py                              # http://127.0.0.1:7860
+    python app.py --host 0.0.0.0 --auth ada:secret --runs-dir runs/
+
+On a Space, data and runs go to /data when persistent storage is attached, and FTASSIST_AUTH
+(USER:PASSWORD) turns on the login. Sharing through gradio.live stays off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from ftassist.config import DEFAULT_MODEL
+from ftassist.errors import UserError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python app.py", description="ftassist's chat-first fine-tuning app.")
+    p.add_argument("--host", default=None, help="Address to bind (default 127.0.0.1; 0.0.0.0 on a Space).")
+    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)), help="Port (default 7860).")
+    p.add_argument("--runs-dir", default=None, help="Folder for data, runs and server records (default /data/runs on a Space, else ./runs).")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="Base model: a local folder or hub id (default SmolLM2-135M-Instruct).")
+    p.add_argument("--auth", default=os.environ.get("FTASSIST_AUTH"), help="USER:PASSWORD to require a login (or $FTASSIST_AUTH).")
+    p.add_argument("--max-file-size", default="50mb", help="Largest upload accepted (default 50mb).")
+    return p
+
+
+def settings_from_args(argv: list[str] | None = None):
+    from ftassist_app.settings import AppSettings, default_runs_dir, parse_auth
+
+    args = build_parser().parse_args(argv)
+    on_space = bool(os.environ.get("SPACE_ID"))
+    return AppSettings(
+        runs_dir=Path(args.runs_dir) if args.runs_dir else default_runs_dir(),
+        model=args.model, host=args.host or ("0.0.0.0" if on_space else "127.0.0.1"), port=args.port,
+        auth=parse_auth(args.auth), max_file_size=args.max_file_size,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        settings = settings_from_args(argv)
+    except UserError as exc:
+        print(f"app.py: error: {exc}", file=sys.stderr)
+        return 2
+    from ftassist_app.ui import build_app, launch_app
+
+    launch_app(build_app(settings), settings)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""Compare step: stream base and tuned replies side by side from the server, and run the JSON eval.
+
+`stream_compare` runs one streaming request per model in threads and yields snapshots, so the
+UI shows both replies growing together, each with its time to first token and total time.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from ftassist.config import EvalConfig
+from ftassist.errors import UserError
+from ftassist.files import read_jsonl
+
+NO_SERVER = "No server is running: start one first (Serve tab, or the **Start the server** button in the chat)."
+
+
+@dataclass
+class Reply:
+    text: str = ""
+    first_token_s: float | None = None
+    total_s: float | None = None
+    error: str | None = None
+
+    def caption(self) -> str:
+        if self.error:
+            return f"error: {self.error}"
+        if self.total_s is None:
+            return "streaming…" if self.first_token_s is not None else "waiting…"
+        return f"first token {self.first_token_s or 0:.2f} s · total {self.total_s:.2f} s"
+
+
+def first_test_prompt(data_dir: str | None) -> list[dict]:
+    """The messages of the first test example without its reference reply."""
+    if not data_dir or not (Path(data_dir) / "test.jsonl").exists():
+        raise UserError("no test split yet: build the data first (Data step)")
+    row = read_jsonl(Path(data_dir) / "test.jsonl")[0]
+    msgs = row["messages"]
+    return msgs[:-1] if msgs and msgs[-1]["role"] == "assistant" else msgs
+
+
+def stream_compare(info: Any, messages: list[dict], models: list[str], max_tokens: int = 128) -> Iterator[dict[str, Reply]]:
+    """Yield {model: Reply} snapshots while every model streams; the last one has every total."""
+    if info is None:
+        raise UserError(NO_SERVER)
+    from openai import OpenAI
+
+    client = OpenAI(base_url=info.base_url, api_key=info.api_key or "EMPTY", timeout=120)
+    replies = {m: Reply() for m in models}
+    events: queue.Queue = queue.Queue()
+
+    def worker(model: str) -> None:
+        t0 = time.perf_counter()
+        try:
+            stream = client.chat.completions.create(model=model, messages=messages, max_tokens=max_tokens,
+                                                    temperature=0.0, stream=True)
+            for chunk in stream:
+                delta = chunk.choices[0].delta.content if chunk.choices else None
+                if delta:
+                    events.put((model, "delta", delta, time.perf_counter() - t0))
+            events.put((model, "done", None, time.perf_counter() - t0))
+        except Exception as exc:  # noqa: BLE001 - any client error is shown in that model's pane
+            events.put((model, "error", f"{type(exc).__name__}: {exc}", time.perf_counter() - t0))
+
+    threads = [threading.Thread(target=worker, args=(m,), daemon=True) for m in models]
+    for t in threads:
+        t.start()
+    pending = set(models)
+    while pending:
+        model, kind, payload, elapsed = events.get()
+        reply = replies[model]
+        if kind == "delta":
+            reply.text += payload
+            if reply.first_token_s is None:
+                reply.first_token_s = elapsed
+        elif kind == "done":
+            reply.total_s = elapsed
+            pending.discard(model)
+        else:
+            reply.error, reply.total_s = payload, elapsed
+            pending.discard(model)
+        yield replies
+
+
+def compare_markdown(replies: dict[str, Reply]) -> str:
+    """Both replies in one chat message."""
+    parts = []
+    for model, r in replies.items():
+        parts += [f"**{model}** — {r.caption()}", "```text", r.text or " ", "```"]
+    return "\n".join(parts)
+
+
+def run_evaluation(info: Any, data_dir: str | None, out: Path, limit: int = 0) -> Any:
+    """JSON-compliance eval of every served model on the test split; returns the EvalResult."""
+    if info is None:
+        raise UserError(NO_SERVER)
+    if not data_dir or not (Path(data_dir) / "test.jsonl").exists():
+        raise UserError("no test split yet: build the data first (Data step)")
+    from ftassist.evaluation.runner import run_eval
+
+    schema = Path(data_dir) / "schema.json"
+    cfg = EvalConfig(base_url=info.base_url, models=list(info.models), data=str(Path(data_dir) / "test.jsonl"),
+                     schema=str(schema) if schema.exists() else None, out=str(out), api_key=info.api_key,
+                     limit=limit, concurrency=4)
+    cfg.validate()
+    return run_eval(cfg)
+
+
+def eval_chart(result: Any) -> str | None:
+    path = Path(result.out) / "rates.png"
+    return str(path) if path.exists() else None

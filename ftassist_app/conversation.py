@@ -1,0 +1,298 @@
+"""The chat-first flow: decide -> data -> train -> serve/compare, driven by quick replies or text.
+
+`respond(session, settings, text, files)` is a generator of updated sessions (it yields a
+"working…" message before slow steps); it imports no gradio, so tests call it directly.
+User mistakes raise `UserError`; the UI turns them into `gr.Error`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Iterator
+
+from ftassist.advisor import Answers, apply_answer, next_question, recommend
+from ftassist.errors import UserError
+from ftassist_app import compare_step, data_step, serve_step, train_step
+from ftassist_app.session import Session
+from ftassist_app.settings import AppSettings
+
+EXAMPLE_DIR = Path(__file__).resolve().parent.parent / "examples" / "support_tickets"
+
+RESTART = "Start over"
+UPLOAD = "Upload my data"
+USE_EXAMPLE = "Use the example data"
+CONTINUE_TRAIN = "Continue to training"
+START_TRAIN = "Start training"
+QUICK_TRAIN = "Quick test run (10 steps)"
+START_SERVER = "Start the server"
+COMPARE = "Compare on a test example"
+EVAL = "Run the JSON eval"
+STOP_SERVER = "Stop the server"
+QUICK_STEPS = 10
+
+WELCOME = ("Hi! I help you decide whether fine-tuning is the right tool, check your data, train a LoRA adapter, "
+           "compare it with the base model and serve it. A few questions first.")
+
+
+def new_session() -> Session:
+    """A fresh conversation: the welcome and the first advisor question."""
+    s = Session()
+    s.say(WELCOME)
+    _ask_next(s)
+    return s
+
+
+def _ask_next(s: Session) -> None:
+    q = next_question(s.answers)
+    if q is not None:
+        s.say(q.text)
+        s.quick = list(q.choices)
+        return
+    rec = recommend(s.answers)
+    text = rec.to_markdown()
+    if not rec.fine_tuning_fits:
+        text += ("\n\nFine-tuning is not the best tool for this, honestly. You can still go on — for example to "
+                 "try it on your data and measure the difference.")
+    else:
+        text += "\n\nReady when you are: drop your files into the message box, or use the example data."
+    s.say(text)
+    s.stage = "data"
+    s.quick = [UPLOAD, USE_EXAMPLE, RESTART]
+
+
+def respond(s: Session, settings: AppSettings, text: str = "", files: list[str] | None = None) -> Iterator[Session]:
+    """Handle one user turn (quick-reply label, free text and/or uploaded files)."""
+    text = (text or "").strip()
+    files = list(files or [])
+    if text or files:
+        s.user(text or ", ".join(Path(f).name for f in files))
+    if text == RESTART:
+        fresh = new_session()
+        fresh.id = s.id
+        yield fresh
+        return
+    if files:
+        yield from _data(s, settings, data_step.stash_uploads(files, settings.session_dir(s.id) / "uploads"))
+        return
+    if s.stage == "decide" or (s.stage == "data" and next_question(s.answers) is not None):
+        yield from _decide(s, text)
+    elif s.stage == "data":
+        yield from _data_reply(s, settings, text)
+    elif s.stage == "train":
+        yield from _train_reply(s, settings, text)
+    else:
+        yield from _serve_reply(s, settings, text)
+
+
+def _decide(s: Session, text: str) -> Iterator[Session]:
+    q = next_question(s.answers)
+    if q is None:
+        _ask_next(s)
+        yield s
+        return
+    try:
+        s.answers = apply_answer(s.answers, q, text)
+    except ValueError as exc:
+        s.say(str(exc))
+        yield s
+        return
+    _ask_next(s)
+    yield s
+
+
+def _data_reply(s: Session, settings: AppSettings, text: str) -> Iterator[Session]:
+    if text == USE_EXAMPLE:
+        files = [str(EXAMPLE_DIR / n) for n in ("train.jsonl", "test.jsonl", "schema.json")]
+        yield from _data(s, settings, files)
+    elif text in s.fix_options:
+        s.data_fixes[s.fix_options[text]] = True
+        yield from _data(s, settings, s.data_inputs)
+    elif text == CONTINUE_TRAIN:
+        yield from _propose_training(s, settings)
+    else:
+        s.say("Drop one or more files (JSONL, CSV, JSON, Parquet, XLSX) into the message box below — "
+              "or use the example data.")
+        s.quick = [USE_EXAMPLE]
+        yield s
+
+
+def _data(s: Session, settings: AppSettings, inputs: list[str]) -> Iterator[Session]:
+    if s.data_inputs != inputs:
+        s.data_fixes = {}
+    s.data_inputs = inputs
+    s.stage = "data"
+    s.say(f"Checking {len(inputs)} file(s)…")
+    s.quick = []
+    yield s
+    out = settings.session_dir(s.id) / "data"
+    cfg = data_step.build_config(inputs, out, settings.model, s.data_fixes)
+    result = data_step.build_data(cfg)
+    s.data_dir = str(result.out)
+    s.data_ready = result.exit_code == 0 and result.train_rows > 0
+    s.say(data_step.describe_data(result, cfg))
+    chart = data_step.lengths_chart(result)
+    if chart:
+        s.show_image(chart)
+    fixes = data_step.offered_fixes(result.findings, s.data_fixes)
+    s.fix_options = {f.label: f.switch for f in fixes}
+    if s.data_ready:
+        s.say("The data is usable." + (" You can apply a fix first, or go on." if fixes else ""))
+        s.quick = [f.label for f in fixes] + [CONTINUE_TRAIN]
+    else:
+        s.say("The data has errors that block training: apply a fix below, or upload corrected files.")
+        s.quick = [f.label for f in fixes]
+    yield s
+
+
+def _propose_training(s: Session, settings: AppSettings) -> Iterator[Session]:
+    if not s.data_ready or not s.data_dir:
+        raise UserError("build a usable data set first: upload files or use the example data")
+    cfg, explanation = train_step.plan_training(s.data_dir, settings.model, str(train_step.new_run_dir(settings.jobs_dir)),
+                                                s.train_overrides)
+    s.stage = "train"
+    s.say(f"**Proposed training**\n\n{explanation}\n\n```bash\n{train_step.train_command(cfg)}\n```\n\n"
+          "Start it, or change settings in the **Train** tab.")
+    s.quick = [START_TRAIN, QUICK_TRAIN]
+    yield s
+
+
+def _train_reply(s: Session, settings: AppSettings, text: str) -> Iterator[Session]:
+    if text in (START_TRAIN, QUICK_TRAIN):
+        overrides = dict(s.train_overrides)
+        if text == QUICK_TRAIN:
+            overrides["max_steps"] = QUICK_STEPS
+        run_dir = train_step.new_run_dir(settings.jobs_dir)
+        cfg, _ = train_step.plan_training(s.data_dir or "", settings.model, str(run_dir), overrides)
+        yield from start_job_in_chat(s, cfg)
+    elif text == START_SERVER:
+        yield from start_server_in_chat(s, settings)
+    else:
+        s.say("Training runs as a background job; its progress shows below the chat. "
+              "You can close this tab — the job keeps running and I find it again.")
+        yield s
+
+
+def start_job_in_chat(s: Session, cfg) -> Iterator[Session]:
+    run_dir = train_step.start_training(cfg)
+    s.run_dir, s.reported_state, s.stage = str(run_dir), None, "train"
+    s.say(f"Training started as job `{run_dir.name}`. Progress and the loss chart update below; "
+          "closing or reloading the tab loses nothing.")
+    s.quick = []
+    yield s
+
+
+def poll(s: Session) -> tuple[Session, object | None, list[dict]]:
+    """Read the session's job; when it finishes, say so once and offer the next step."""
+    if not s.run_dir:
+        return s, None, []
+    status, metrics = train_step.job_snapshot(s.run_dir)
+    if status.state not in train_step.ACTIVE and s.reported_state != status.state:
+        s.reported_state = status.state
+        if status.state == "completed":
+            last = next((m for m in reversed(metrics) if m.get("loss") is not None), None)
+            loss = f" Final loss {last['loss']:.4f}." if last else ""
+            s.say(f"Training finished: {status.step} steps.{loss} Next, serve base and tuned side by side "
+                  "to compare them (vLLM takes about a minute to start).")
+            s.stage = "train"
+            s.quick = [START_SERVER]
+        else:
+            why = f" ({status.reason})" if status.reason else ""
+            s.say(f"The job is **{status.state}**{why}. Resume it from the progress panel, or start again.")
+            s.quick = [START_TRAIN, QUICK_TRAIN]
+    return s, status, metrics
+
+
+def start_server_in_chat(s: Session, settings: AppSettings) -> Iterator[Session]:
+    s.say("Starting vLLM with `base` and `tuned` (about 40-60 s)…")
+    s.quick = []
+    yield s
+    record = Path(s.run_dir) if s.run_dir else settings.runs_dir
+    cfg = serve_step.serve_config(settings.model, s.run_dir, record)
+    info = serve_step.start_serving(cfg, record)
+    s.server_file = str(record / serve_step.SERVER_FILE)
+    s.stage = "serve"
+    s.say(serve_step.describe_server(info))
+    s.quick = [COMPARE, EVAL, STOP_SERVER]
+    yield s
+
+
+def current_server(s: Session, settings: AppSettings):
+    """The live server of this session (or any recorded under the runs folder), or None."""
+    if s.server_file:
+        info = serve_step.read_server(s.server_file)
+        if info is not None:
+            return info
+    found = serve_step.find_server(settings.runs_dir)
+    if found is None:
+        return None
+    s.server_file = found[0]
+    return found[1]
+
+
+def _serve_reply(s: Session, settings: AppSettings, text: str) -> Iterator[Session]:
+    info = current_server(s, settings)
+    if text == STOP_SERVER:
+        if s.server_file:
+            serve_step.stop_serving(s.server_file)
+        s.server_file = None
+        s.say("Server stopped.")
+        s.quick = [START_SERVER]
+        s.stage = "train"
+        yield s
+        return
+    if info is None:
+        s.say(compare_step.NO_SERVER)
+        s.quick = [START_SERVER]
+        s.stage = "train"
+        yield s
+        return
+    if text == COMPARE:
+        messages = compare_step.first_test_prompt(s.data_dir)
+        s.say(f"Prompt: {messages[-1]['content']}")
+        s.say("…")
+        for replies in compare_step.stream_compare(info, messages, info.models):
+            s.messages[-1] = {"role": "assistant", "content": compare_step.compare_markdown(replies)}
+            yield s
+    elif text == EVAL:
+        s.say("Running the JSON-compliance eval on the test split…")
+        yield s
+        result = compare_step.run_evaluation(info, s.data_dir, Path(s.run_dir or settings.runs_dir) / "eval")
+        s.say(f"**JSON compliance, base vs tuned**\n\n{result.table}")
+        chart = compare_step.eval_chart(result)
+        if chart:
+            s.show_image(chart)
+        yield s
+    else:
+        s.say(serve_step.describe_server(info))
+        yield s
+    s.quick = [COMPARE, EVAL, STOP_SERVER]
+    yield s
+
+
+def reattach(s: Session, settings: AppSettings) -> Session:
+    """On page load: pick up the newest running job (and a live server) from disk."""
+    run_dir = train_step.newest_active_job(settings.jobs_dir)
+    if run_dir and run_dir != s.run_dir:
+        s.run_dir, s.stage, s.reported_state = run_dir, "train", None
+        s.say(f"Welcome back: job `{Path(run_dir).name}` is still running — progress below.")
+        s.quick = []
+    elif not s.run_dir:
+        # the newest finished run stays at hand (Serve/Compare tabs) without interrupting the chat
+        done = train_step.newest_completed_job(settings.jobs_dir)
+        if done:
+            s.run_dir, s.reported_state = done, "completed"
+    if s.run_dir and not s.data_dir:
+        s.data_dir = train_step.run_data_dir(s.run_dir)
+        s.data_ready = s.data_dir is not None
+    found = serve_step.find_server(settings.runs_dir)
+    if found and not s.server_file:
+        s.server_file = found[0]
+    return s
+
+
+def with_overrides(s: Session, overrides: dict) -> Session:
+    return dataclasses.replace(s, train_overrides=dict(overrides))
+
+
+__all__ = ["new_session", "respond", "poll", "reattach", "current_server", "Answers"]

@@ -1,0 +1,129 @@
+"""Serve step: start vLLM with the base model and the tuned adapter, and remember it on disk.
+
+The server is its own process group; `server.json` beside the run (pid, base URL, key, names)
+lets any page, after a reload or an app restart, find it again and stop it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ftassist.config import ServeConfig
+from ftassist.errors import UserError
+from ftassist.files import write_json_atomic
+from ftassist.snippets import cli_command, curl_snippet, python_snippet
+
+SERVER_FILE = "server.json"
+
+
+@dataclass
+class ServerInfo:
+    """What a client needs to reach a running server, as stored in server.json."""
+
+    base_url: str
+    api_key: str | None
+    models: list[str]
+    pid: int
+    pid_started: float | None = None
+    log_path: str = ""
+    command: str = ""
+    started_at: float = field(default_factory=time.time)
+
+    @property
+    def tuned(self) -> str | None:
+        return self.models[1] if len(self.models) > 1 else None
+
+
+def serve_config(model: str, run_dir: str | None, log_dir: Path, port: int | None = None) -> ServeConfig:
+    """Base model plus the run's adapter (as "tuned"), loopback, a fresh API key, quick start."""
+    from serving.preflight import free_port
+
+    adapters = {}
+    if run_dir:
+        adapter = Path(run_dir) / "adapter"
+        if not adapter.is_dir():
+            raise UserError(f"run {Path(run_dir).name} has no adapter yet: wait until training completes")
+        adapters["tuned"] = str(adapter)
+    return ServeConfig(model=model, adapters=adapters, served_name="base", port=port or free_port(),
+                       api_key="ft-" + secrets.token_urlsafe(12), enforce_eager=True, dtype="auto",
+                       log_file=str(log_dir / "server.log"))
+
+
+def start_serving(cfg: ServeConfig, record_dir: Path) -> ServerInfo:
+    """Start the server (blocks ~40-60 s until it answers) and write `record_dir/server.json`."""
+    from ftassist.train.status import process_started
+    from serving.launch import start_server
+
+    cfg.validate()
+    server = start_server(cfg)
+    info = ServerInfo(base_url=server.base_url, api_key=server.api_key, models=server.model_names, pid=server.pid,
+                      pid_started=process_started(server.pid), log_path=str(server.log_path),
+                      command=cli_command("serve", cfg))
+    write_json_atomic(Path(record_dir) / SERVER_FILE, info.__dict__)
+    return info
+
+
+def read_server(path: str | Path) -> ServerInfo | None:
+    """The server recorded in `path` if its process still runs, else None."""
+    from ftassist.train.status import pid_alive
+
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+        info = ServerInfo(**raw)
+    except (OSError, ValueError, TypeError):
+        return None
+    return info if pid_alive(info.pid, info.pid_started) else None
+
+
+def find_server(runs_dir: Path) -> tuple[str, ServerInfo] | None:
+    """The newest live server recorded anywhere under `runs_dir`: (its server.json, info)."""
+    found = []
+    for path in Path(runs_dir).glob(f"**/{SERVER_FILE}"):
+        info = read_server(path)
+        if info is not None:
+            found.append((info.started_at, str(path), info))
+    if not found:
+        return None
+    _, path, info = max(found)
+    return path, info
+
+
+def stop_serving(path: str | Path) -> None:
+    """Stop the recorded server's process group and remove its record."""
+    info = read_server(path)
+    if info is not None:
+        try:
+            os.killpg(info.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        from ftassist.train.status import pid_alive
+
+        deadline = time.time() + 20
+        while pid_alive(info.pid, info.pid_started) and time.time() < deadline:
+            time.sleep(0.3)
+        if pid_alive(info.pid, info.pid_started):
+            os.killpg(info.pid, signal.SIGKILL)
+    Path(path).unlink(missing_ok=True)
+
+
+def describe_server(info: ServerInfo) -> str:
+    """Markdown: URL, model names, key, and copy-ready curl and Python snippets."""
+    model = info.tuned or info.models[0]
+    return "\n".join([
+        f"**Server ready** at `{info.base_url}`",
+        f"- models: {', '.join(f'`{m}`' for m in info.models)}",
+        f"- API key: `{info.api_key}`",
+        "",
+        "curl:",
+        "```bash", curl_snippet(info.base_url, model, info.api_key), "```",
+        "Python (openai):",
+        "```python", python_snippet(info.base_url, model, info.api_key).rstrip(), "```",
+        "Same server from the command line:",
+        "```bash", info.command, "```",
+    ])

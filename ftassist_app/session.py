@@ -1,0 +1,48 @@
+"""Per-user conversation state, kept in `gr.State` (one copy per browser tab).
+
+Nothing long-lived lives here: jobs and servers are found again on disk by run id, so a reload
+only loses the chat transcript, and `conversation.reattach` rebuilds the useful part of it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from ftassist.advisor import Answers
+
+STAGES = ("decide", "data", "train", "serve")
+
+
+@dataclass
+class Session:
+    """One user's place in the conversation.
+
+    `messages` are chat messages ({"role", "content"}; content is text or {"path": image});
+    `quick` the quick-reply labels offered now; the other fields record what was built where.
+    """
+
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    stage: str = "decide"
+    answers: Answers = field(default_factory=Answers)
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    quick: list[str] = field(default_factory=list)
+    data_inputs: list[str] = field(default_factory=list)
+    data_fixes: dict[str, bool] = field(default_factory=dict)
+    data_dir: str | None = None
+    data_ready: bool = False
+    fix_options: dict[str, str] = field(default_factory=dict)
+    train_overrides: dict[str, Any] = field(default_factory=dict)
+    run_dir: str | None = None
+    reported_state: str | None = None
+    server_file: str | None = None
+
+    def say(self, text: str) -> None:
+        self.messages.append({"role": "assistant", "content": text})
+
+    def show_image(self, path: str) -> None:
+        self.messages.append({"role": "assistant", "content": {"path": str(path)}})
+
+    def user(self, text: str) -> None:
+        self.messages.append({"role": "user", "content": text})

@@ -1,0 +1,176 @@
+"""Train step: plan a configuration for this hardware, start it as a job, and report progress.
+
+Jobs live on disk under `<runs>/jobs/<run id>` (config, status.json, metrics.jsonl), so the page
+finds them again after a reload or an app restart: `newest_active_job` is what the page reattaches to.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ftassist.config import TrainConfig
+from ftassist.errors import UserError
+from ftassist.snippets import cli_command
+
+ACTIVE = ("queued", "running")
+
+
+def new_run_dir(jobs_dir: Path) -> Path:
+    """A fresh run folder name: time first so folders sort by age."""
+    return Path(jobs_dir) / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+def plan_training(data_dir: str, model: str, out: str, overrides: dict[str, Any] | None = None) -> tuple[TrainConfig, str]:
+    """The TrainConfig for `data_dir` plus the user's overrides, with the planner's one-paragraph
+    explanation of what it will choose on this hardware. Raises ConfigError/UserError."""
+    cfg = dataclasses.replace(TrainConfig(data=data_dir, out=out, model=model), **(overrides or {}))
+    cfg.validate()
+    return cfg, explain_plan(cfg)
+
+
+def explain_plan(cfg: TrainConfig) -> str:
+    """The planner's explanation for `cfg` (the same calls the trainer makes before it starts)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from ftassist.model import resolve_model
+    from ftassist.train.dataset import build_dataset
+    from ftassist.train.planner import ModelShape, detect_hardware, plan_training as plan
+    from ftassist.train.planner import resolve_dtype, resolve_method
+    from ftassist.train.runner import token_length
+
+    dataset = build_dataset(cfg.data)
+    model_path = resolve_model(cfg.model)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    lengths = [token_length(tokenizer, row) for row in dataset]
+    hw = detect_hardware(cfg.device)
+    shape = ModelShape.from_config(AutoConfig.from_pretrained(model_path))
+    planned = plan(shape, hw, seq_len=min(cfg.max_length, max(lengths)), method=resolve_method(cfg.method, hw.device),
+                   dtype=resolve_dtype(cfg.dtype, hw), lora_r=cfg.lora_r, batch_size=cfg.batch_size,
+                   grad_accum=cfg.grad_accum, checkpointing=cfg.gradient_checkpointing, n_examples=len(dataset))
+    steps = f"{cfg.max_steps} steps" if cfg.max_steps > 0 else f"{cfg.epochs:g} epochs over {len(dataset)} examples"
+    return f"{planned.explanation} Training runs {steps} with LoRA r={cfg.lora_r}, learning rate {cfg.learning_rate:g}."
+
+
+def start_training(cfg: TrainConfig) -> Path:
+    """Start the job in its own process; returns its run folder."""
+    from ftassist.train.jobs import start_job
+
+    cfg.validate()
+    return Path(start_job(cfg))
+
+
+def job_snapshot(run_dir: str | Path) -> tuple[Any, list[dict]]:
+    """(JobStatus, metrics rows) of one run."""
+    from ftassist.train.jobs import read_metrics, read_status
+
+    return read_status(run_dir), read_metrics(run_dir)
+
+
+def progress_markdown(status: Any, metrics: list[dict]) -> str:
+    """One line for the progress panel: state, step/total, loss, throughput, ETA."""
+    run_id = Path(status.run_dir).name
+    total = status.total_steps or 0
+    pct = f" ({100 * status.step / total:.0f}%)" if total else ""
+    parts = [f"**Run `{run_id}`: {status.state}**", f"step {status.step}/{total or '?'}{pct}"]
+    last = next((m for m in reversed(metrics) if m.get("loss") is not None), None)
+    if last:
+        parts.append(f"loss {last['loss']:.4f}")
+        if last.get("tokens_per_s"):
+            parts.append(f"{last['tokens_per_s']:.0f} tokens/s")
+        if status.state in ACTIVE and last.get("eta_s") is not None:
+            parts.append(f"ETA {format_seconds(last['eta_s'])}")
+    if status.reason and status.state not in ACTIVE:
+        parts.append(f"({status.reason})")
+    return " · ".join(parts)
+
+
+def format_seconds(seconds: float) -> str:
+    """72 -> '1 min 12 s'.
+
+    >>> format_seconds(72), format_seconds(5)
+    ('1 min 12 s', '5 s')
+    """
+    seconds = int(round(seconds))
+    return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
+
+
+def loss_frame(metrics: list[dict]) -> pd.DataFrame:
+    """Rows with a loss as a (step, loss) frame for gr.LinePlot."""
+    rows = [{"step": int(m["step"]), "loss": float(m["loss"])} for m in metrics if m.get("loss") is not None]
+    return pd.DataFrame(rows, columns=["step", "loss"])
+
+
+def jobs_table(jobs_dir: Path) -> pd.DataFrame:
+    """Every run under `jobs_dir`, newest first: run id, state, step, total."""
+    from ftassist.train.jobs import list_jobs
+
+    rows = []
+    for st in list_jobs(jobs_dir):
+        rows.append({"run": Path(st.run_dir).name, "state": st.state, "step": st.step, "total": st.total_steps or 0})
+    rows.sort(key=lambda r: r["run"], reverse=True)
+    return pd.DataFrame(rows, columns=["run", "state", "step", "total"])
+
+
+def newest_active_job(jobs_dir: Path) -> str | None:
+    """The run folder of the newest queued/running job, or None."""
+    from ftassist.train.jobs import list_jobs
+
+    if not Path(jobs_dir).is_dir():
+        return None
+    active = [st for st in list_jobs(jobs_dir) if st.state in ACTIVE]
+    active.sort(key=lambda st: Path(st.run_dir).name, reverse=True)
+    return active[0].run_dir if active else None
+
+
+def newest_completed_job(jobs_dir: Path) -> str | None:
+    """The run folder of the newest completed job that has an adapter, or None."""
+    from ftassist.train.jobs import list_jobs
+
+    if not Path(jobs_dir).is_dir():
+        return None
+    done = [st for st in list_jobs(jobs_dir) if st.state == "completed" and (Path(st.run_dir) / "adapter").is_dir()]
+    done.sort(key=lambda st: Path(st.run_dir).name, reverse=True)
+    return done[0].run_dir if done else None
+
+
+def run_data_dir(run_dir: str | Path) -> str | None:
+    """The data folder a run was trained on (from its config.yaml), if it still exists."""
+    from ftassist.config import load_config
+
+    path = Path(run_dir) / "config.yaml"
+    if not path.exists():
+        return None
+    data = load_config(TrainConfig, path).data
+    return data if (Path(data) / "train.jsonl").exists() else None
+
+
+def run_path(jobs_dir: Path, run_id: str) -> Path:
+    """The folder of `run_id`; UserError when there is no such run."""
+    if not run_id:
+        raise UserError("no run selected: pick a run in the job list")
+    path = Path(jobs_dir) / Path(run_id).name
+    if not (path / "status.json").exists():
+        raise UserError(f"run {run_id!r} not found under {jobs_dir}")
+    return path
+
+
+def cancel_training(run_dir: str | Path) -> None:
+    from ftassist.train.jobs import cancel_job
+
+    cancel_job(run_dir)
+
+
+def resume_training(run_dir: str | Path) -> None:
+    from ftassist.train.jobs import resume_job
+
+    resume_job(run_dir)
+
+
+def train_command(cfg: TrainConfig) -> str:
+    return cli_command("train", cfg)

@@ -1,0 +1,196 @@
+"""The app's handlers called directly (no browser, no server): conversation, data, training jobs."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from ftassist.advisor import QUESTIONS
+from ftassist.config import DataConfig, TrainConfig
+from ftassist.errors import UserError
+from ftassist.snippets import cli_command, curl_snippet, python_snippet
+from ftassist_app import compare_step, conversation, train_step
+from ftassist_app.serve_step import ServerInfo, describe_server, find_server
+from ftassist_app.settings import AppSettings, parse_auth
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "support_tickets"
+
+
+@pytest.fixture()
+def settings(tmp_path, tiny_model) -> AppSettings:
+    return AppSettings(runs_dir=tmp_path / "runs", model=str(tiny_model))
+
+
+def run(gen):
+    """The last session a handler yields."""
+    out = None
+    for out in gen:
+        pass
+    return out
+
+
+def answer_all(s, settings, picks=(1, 0, 1, 2, 3)):
+    for q, pick in zip(QUESTIONS, picks):
+        s = run(conversation.respond(s, settings, q.choices[pick]))
+    return s
+
+
+def test_advisor_conversation_recommends_fine_tuning_and_offers_data(settings):
+    s = conversation.new_session()
+    assert s.quick == list(QUESTIONS[0].choices)
+    s = answer_all(s, settings)
+    assert s.stage == "data"
+    assert "fine-tuning (LoRA)" in s.messages[-1]["content"]
+    assert conversation.USE_EXAMPLE in s.quick
+    # every question was asked, and every answer echoed as the user's message
+    assert sum(m["role"] == "user" for m in s.messages) == len(QUESTIONS)
+
+
+def test_advisor_is_honest_when_rag_fits_but_lets_user_go_on(settings):
+    s = answer_all(conversation.new_session(), settings, picks=(0, 1, 1, 3, 3))
+    text = s.messages[-1]["content"]
+    assert "RAG, not fine-tuning" in text and "You can still go on" in text
+    assert conversation.UPLOAD in s.quick
+
+
+def test_unreadable_free_text_gets_a_hint_not_a_crash(settings):
+    s = run(conversation.respond(conversation.new_session(), settings, "perhaps"))
+    assert "yes or no" in s.messages[-1]["content"]
+    assert s.answers.new_facts is None
+
+
+def test_start_over_keeps_session_id(settings):
+    s = answer_all(conversation.new_session(), settings)
+    s2 = run(conversation.respond(s, settings, conversation.RESTART))
+    assert s2.id == s.id and s2.stage == "decide" and s2.answers.new_facts is None
+
+
+def test_upload_nothing_is_a_user_error(settings, tmp_path):
+    from ftassist_app.data_step import stash_uploads
+
+    with pytest.raises(UserError, match="no files were attached"):
+        stash_uploads([], tmp_path)
+
+
+def test_compare_without_server_says_so(settings):
+    with pytest.raises(UserError, match="No server is running"):
+        next(compare_step.stream_compare(None, [{"role": "user", "content": "hi"}], ["base", "tuned"]))
+    s = conversation.new_session()
+    s.stage = "serve"
+    s = run(conversation.respond(s, settings, conversation.COMPARE))
+    assert compare_step.NO_SERVER in s.messages[-1]["content"]
+    assert s.quick == [conversation.START_SERVER]
+    assert find_server(settings.runs_dir) is None
+
+
+def test_server_description_has_everything_a_client_needs():
+    info = ServerInfo(base_url="http://127.0.0.1:8123/v1", api_key="ft-key", models=["base", "tuned"], pid=1,
+                      command="ftassist serve --port 8123")
+    text = describe_server(info)
+    for needle in ("http://127.0.0.1:8123/v1", "`base`", "`tuned`", "ft-key", "Authorization: Bearer ft-key",
+                   "OpenAI(base_url='http://127.0.0.1:8123/v1'", "ftassist serve --port 8123"):
+        assert needle in text
+
+
+def test_snippets_and_cli_commands():
+    assert "-H \"Authorization: Bearer k\"" in curl_snippet("http://h:1/v1", "tuned", "k")
+    assert "Authorization" not in curl_snippet("http://h:1/v1", "tuned", None)
+    code = python_snippet("http://h:1/v1", "tuned", None)
+    compile(code, "<snippet>", "exec")
+    assert "api_key='EMPTY'" in code and "stream=True" in code
+    cmd = cli_command("data build", DataConfig(inputs=["a.jsonl"], out="d/", drop_duplicates=True, column_map={"output": "y"}))
+    assert cmd == "ftassist data build a.jsonl --out d/ --map output=y --drop-duplicates"
+    assert cli_command(None, TrainConfig(data="d", out="r", lora_r=8)) == "ftassist train --data d --out r --lora-r 8"
+
+
+def test_auth_flag():
+    assert parse_auth("u:p") == ("u", "p")
+    assert parse_auth(None) is None
+    with pytest.raises(UserError, match="USER:PASSWORD"):
+        parse_auth("nopassword")
+
+
+def test_progress_helpers():
+    class St:
+        run_dir, state, step, total_steps, reason = "/x/run-1", "running", 3, 12, None
+    metrics = [{"step": 1, "loss": 2.5}, {"step": 2, "loss": None}, {"step": 3, "loss": 2.0, "tokens_per_s": 99.0, "eta_s": 75}]
+    text = train_step.progress_markdown(St, metrics)
+    assert "run-1" in text and "step 3/12 (25%)" in text and "loss 2.0000" in text and "ETA 1 min 15 s" in text
+    frame = train_step.loss_frame(metrics)
+    assert list(frame["step"]) == [1, 3] and list(frame["loss"]) == [2.5, 2.0]
+
+
+def test_guard_turns_user_errors_into_gradio_errors():
+    import gradio as gr
+
+    from ftassist_app.ui import _guard
+
+    @_guard
+    def bad():
+        raise UserError("upload a file first")
+
+    with pytest.raises(gr.Error, match="upload a file first"):
+        bad()
+
+
+# --- with the library's data build and training jobs ------------------------------------------
+
+def _dirty_file(tmp_path: Path) -> Path:
+    lines = (EXAMPLE / "train.jsonl").read_text(encoding="utf-8").splitlines()[:40]
+    row = json.loads(lines[0])
+    row["messages"][1]["content"] += " Reach me at jane.doe@example.com."
+    path = tmp_path / "tickets.jsonl"
+    path.write_text("\n".join(lines + lines[:3] + [json.dumps(row)]) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.slow
+def test_upload_shows_findings_and_offers_fixes(settings, tmp_path):
+    pytest.importorskip("ftassist.data.build", reason="ftassist.data.build not built yet")
+    s = answer_all(conversation.new_session(), settings)
+    s = run(conversation.respond(s, settings, "", [str(_dirty_file(tmp_path))]))
+    report = next(m["content"] for m in reversed(s.messages) if isinstance(m["content"], str) and "Data checked" in m["content"])
+    assert "ftassist data build" in report
+    dup = [q for q in s.quick if q.startswith("Drop") and "duplicate" in q]
+    assert dup, s.quick
+    s = run(conversation.respond(s, settings, dup[0]))
+    assert s.data_fixes.get("drop_duplicates") is True
+    assert "--drop-duplicates" in next(m["content"] for m in reversed(s.messages)
+                                       if isinstance(m["content"], str) and "Data checked" in m["content"])
+
+
+@pytest.mark.slow
+def test_example_data_then_training_job_to_completion(settings):
+    pytest.importorskip("ftassist.data.build", reason="ftassist.data.build not built yet")
+    s = answer_all(conversation.new_session(), settings)
+    s = run(conversation.respond(s, settings, conversation.USE_EXAMPLE))
+    assert s.data_ready and conversation.CONTINUE_TRAIN in s.quick
+    assert any(isinstance(m["content"], dict) and m["content"]["path"].endswith("lengths.png") for m in s.messages)
+    s = run(conversation.respond(s, settings, conversation.CONTINUE_TRAIN))
+    assert s.stage == "train" and "ftassist train" in s.messages[-1]["content"]
+    s.train_overrides = {"max_steps": 3, "max_length": 256}
+    s = run(conversation.respond(s, settings, conversation.START_TRAIN))
+    assert s.run_dir and Path(s.run_dir).parent == settings.jobs_dir.resolve()
+
+    # a reloaded page (a fresh session) finds the running job again
+    fresh = conversation.reattach(conversation.new_session(), settings)
+    assert fresh.run_dir == s.run_dir or train_step.newest_active_job(settings.jobs_dir) is None
+
+    deadline = time.time() + 420
+    status = None
+    while time.time() < deadline:
+        s, status, metrics = conversation.poll(s)
+        if status.state not in train_step.ACTIVE:
+            break
+        time.sleep(2)
+    assert status is not None and status.state == "completed", (status, (Path(s.run_dir) / "train.log").read_text()[-2000:])
+    assert "Training finished" in s.messages[-1]["content"] and s.quick == [conversation.START_SERVER]
+    assert len(train_step.loss_frame(metrics)) >= 1
+    # after a reload the finished run is at hand again, without interrupting the new conversation
+    again = conversation.reattach(conversation.new_session(), settings)
+    assert again.run_dir == s.run_dir and again.stage == "decide" and again.data_dir == s.data_dir
+    table = train_step.jobs_table(settings.jobs_dir)
+    assert list(table["state"]) == ["completed"]
