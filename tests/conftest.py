@@ -37,3 +37,50 @@ def small_data(tmp_path) -> Path:
     (out / "test.jsonl").write_text("\n".join(test[:8]) + "\n", encoding="utf-8")
     shutil.copy(EXAMPLE / "schema.json", out / "schema.json")
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_adapter(tiny_model, tmp_path_factory) -> Path:
+    """A LoRA adapter (r=8, all linear layers) for `tiny_model`, made directly with peft.
+
+    Its B matrices are random, not zero, so it really changes the model's outputs.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(1)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    config = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear",
+                        init_lora_weights=False, task_type="CAUSAL_LM")
+    model = get_peft_model(base, config)
+    out = tmp_path_factory.mktemp("tiny_adapter") / "adapter"
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tiny_model, tiny_adapter, tmp_path_factory):
+    """The real vLLM CPU server, started once per session: `tiny_model` as "base", the adapter as "tuned".
+
+    Yields a `serving.server.VllmServer`: `base_url` (ends in /v1), `api_key`, `base_name`,
+    `adapter_name`, `log_path`. Stopped (whole process group) when the session ends.
+    """
+    import os
+
+    from ftassist.config import ServeConfig
+    from serving.launch import start_server
+    from serving.preflight import free_port
+
+    log = tmp_path_factory.mktemp("vllm") / "server.log"
+    cfg = ServeConfig(
+        model=str(tiny_model), adapters={"tuned": str(tiny_adapter)}, port=free_port(), api_key="sk-ftassist-test",
+        dtype="float32", max_model_len=512, max_lora_rank=16, enforce_eager=True, startup_timeout=300,
+        log_file=str(log),
+    )
+    server = start_server(cfg, env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"})
+    try:
+        yield server
+    finally:
+        server.stop()

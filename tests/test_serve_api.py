@@ -1,0 +1,113 @@
+"""The real vLLM CPU server through the official openai client: models, chat, streaming, auth, errors."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+import requests
+from openai import OpenAI
+
+pytestmark = pytest.mark.vllm
+
+HI = [{"role": "user", "content": "Hi, my order F12345 has not arrived."}]
+
+
+@pytest.fixture(scope="module")
+def client(vllm_server) -> OpenAI:
+    return OpenAI(base_url=vllm_server.base_url, api_key=vllm_server.api_key, max_retries=0, timeout=60)
+
+
+def greedy(client: OpenAI, model: str, **kw) -> str:
+    resp = client.chat.completions.create(model=model, messages=HI, max_tokens=16, temperature=0, **kw)
+    assert resp.choices[0].finish_reason in ("stop", "length")
+    return resp.choices[0].message.content
+
+
+def test_models_lists_base_and_adapter(client, vllm_server):
+    models = {m.id: m for m in client.models.list().data}
+    assert set(models) == {"base", "tuned"}
+    assert vllm_server.base_url.endswith("/v1") and vllm_server.base_name == "base" and vllm_server.adapter_name == "tuned"
+
+
+def test_chat_base_and_adapter_differ(client):
+    base, tuned = greedy(client, "base"), greedy(client, "tuned")
+    assert base and tuned and base != tuned  # the adapter really is applied
+    assert greedy(client, "tuned") == tuned  # greedy is repeatable
+
+
+def test_streaming_matches_the_full_reply(client):
+    stream = client.chat.completions.create(model="tuned", messages=HI, max_tokens=16, temperature=0, stream=True)
+    chunks = [c.choices[0].delta.content or "" for c in stream if c.choices]
+    assert len([c for c in chunks if c]) > 1
+    assert "".join(chunks) == greedy(client, "tuned")
+
+
+def routes(vllm_server) -> list[tuple[str, str]]:
+    spec = requests.get(f"{vllm_server.root_url}/openapi.json", headers=vllm_server.headers(), timeout=10).json()
+    return [(method.upper(), path.replace("{", "").replace("}", ""))
+            for path, ops in spec["paths"].items() for method in ops]
+
+
+def test_every_route_needs_the_key(vllm_server):
+    """vLLM itself guards only /v1; serving.guard extends the key to every route but the probes."""
+    assert requests.get(f"{vllm_server.root_url}/openapi.json", timeout=10).status_code == 401
+    checked = []
+    for method, path in routes(vllm_server):
+        if path in ("/health", "/ping"):
+            continue
+        for headers in ({}, {"Authorization": "Bearer wrong-key"}, {"Authorization": vllm_server.api_key}):
+            resp = requests.request(method, vllm_server.root_url + path, headers=headers, json={}, timeout=10)
+            assert resp.status_code == 401, (method, path, headers, resp.status_code, resp.text[:200])
+        checked.append(path)
+    assert {"/v1/chat/completions", "/v1/models", "/invocations", "/tokenize", "/metrics"} <= set(checked)
+    assert requests.get(f"{vllm_server.root_url}/health", timeout=10).status_code == 200
+
+
+def test_invocations_cannot_generate_without_the_key(vllm_server):
+    body = {"model": "tuned", "messages": HI, "max_tokens": 4}
+    assert requests.post(f"{vllm_server.root_url}/invocations", json=body, timeout=30).status_code == 401
+
+
+def test_openai_client_with_a_wrong_key(vllm_server):
+    bad = OpenAI(base_url=vllm_server.base_url, api_key="wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        bad.models.list()
+
+
+def test_unknown_model_is_404(client):
+    with pytest.raises(openai.NotFoundError) as err:
+        greedy(client, "no-such-model")
+    assert "no-such-model" in str(err.value)
+
+
+def test_over_context_is_400(client):
+    long = [{"role": "user", "content": "order F12345 " * 400}]  # far beyond --max-model-len 512
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model="base", messages=long, max_tokens=16)
+    assert "context" in str(err.value).lower() or "length" in str(err.value).lower()
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="base", messages=HI, max_tokens=4096)
+
+
+def test_malformed_json_body_is_400(vllm_server):
+    resp = requests.post(f"{vllm_server.base_url}/chat/completions", data=b'{"model": "base", "messages": [',
+                         headers={**vllm_server.headers(), "Content-Type": "application/json"}, timeout=30)
+    assert resp.status_code == 400, resp.text[:300]
+    assert "error" in resp.json()
+
+
+def test_invalid_json_schema_is_400(client):
+    bad = {"type": "json_schema", "json_schema": {"name": "ticket", "schema": {"type": "no-such-type", "properties": 3}}}
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="tuned", messages=HI, max_tokens=8, response_format=bad)
+
+
+def test_valid_json_schema_constrains_the_reply(client):
+    import json
+
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"], "additionalProperties": False}
+    resp = client.chat.completions.create(
+        model="tuned", messages=HI, max_tokens=32, temperature=0,
+        response_format={"type": "json_schema", "json_schema": {"name": "r", "schema": schema, "strict": True}},
+    )
+    assert isinstance(json.loads(resp.choices[0].message.content)["ok"], bool)
