@@ -1,0 +1,54 @@
+"""What the Dockerfile and the README's "Scaling out" section run is accepted by our own parsers."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from pathlib import Path
+
+import app
+from ftassist.cli import build_parser
+from ftassist.cli.args import config_from_args
+from ftassist.config import ServeConfig
+from serving.launch import build_vllm_argv
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_dockerfile_default_command_is_the_app():
+    text = (ROOT / "Dockerfile").read_text()
+    cmd = json.loads(re.search(r"^CMD (\[.*\])$", text, re.M).group(1))
+    assert cmd[:2] == ["python3", "app.py"]
+    settings = app.settings_from_args(cmd[2:])
+    assert (settings.host, settings.port, str(settings.runs_dir)) == ("0.0.0.0", 7860, "/data/runs")
+    for path in re.findall(r"^COPY (\S+) ", text, re.M):
+        assert (ROOT / path).exists(), f"Dockerfile copies {path}, which the repository lacks"
+
+
+def test_dockerfile_serve_command_parses():
+    text = (ROOT / "Dockerfile").read_text()
+    line = next(l for l in text.splitlines() if "ftassist serve --model" in l)
+    argv = shlex.split(line.split("ftassist serve", 1)[1].replace("\\", "").replace('"$KEY"', "k"))
+    args = build_parser().parse_args(["serve", *argv])
+    cfg = config_from_args(ServeConfig, args)
+    assert (cfg.host, cfg.port, cfg.api_key) == ("0.0.0.0", 8000, "k")
+
+
+def readme_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Scaling out", 1)[1].split("\n## ", 1)[0]
+    return [l.strip() for l in section.splitlines() if l.strip().startswith("ftassist serve")]
+
+
+def test_scaling_out_flags_reach_vllm(tmp_path):
+    commands = readme_commands()
+    assert len(commands) >= 2
+    for line in commands:
+        args = build_parser().parse_args(shlex.split(line)[1:])
+        cfg = config_from_args(ServeConfig, args)
+        argv = build_vllm_argv(cfg, python="python")
+        for extra in cfg.extra_args:
+            assert extra in argv, f"{extra} from the README is not passed to vLLM"
+    joined = " ".join(commands)
+    assert "--tensor-parallel-size" in joined and "--pipeline-parallel-size" in joined
