@@ -48,9 +48,35 @@ class DataConfig:
     drop_overlength: bool = _f(False, "Drop examples longer than --max-length tokens.")
     drop_invalid: bool = _f(False, "Drop examples with errors instead of failing.")
     mask_pii: bool = _f(False, "Replace personal data (emails, phones, cards, IBANs, ids) with placeholders.")
+    teacher_url: str | None = _f(None, "OpenAI-compatible endpoint of a teacher model that writes question/answer pairs from "
+                                       "document passages, e.g. http://127.0.0.1:8000/v1 (default: templates, no model).")
+    teacher_model: str | None = _f(None, "Model name the teacher endpoint serves (required with --teacher-url).")
+    teacher_api_key: str | None = _f(None, "API key for the teacher endpoint (default: $OPENAI_API_KEY or 'EMPTY').")
+    pairs_per_passage: int = _f(2, "Question/answer pairs the teacher writes per passage (templates make one).")
+    teacher_concurrency: int = _f(4, "Teacher requests in flight at once.")
+    teacher_timeout: float = _f(120.0, "Seconds allowed for one teacher request.")
+    teacher_max_tokens: int = _f(1024, "Longest teacher reply in tokens.")
+    teacher_response_format: str = _f("auto", "json_schema (structured outputs), none (JSON asked for in the prompt), or auto "
+                                              "(json_schema, falling back to none when the endpoint rejects it).",
+                                      choices=["auto", "json_schema", "none"])
 
     def validate(self) -> None:
         problems = []
+        if self.teacher_url:
+            if not self.teacher_url.startswith(("http://", "https://")):
+                problems.append(f"--teacher-url {self.teacher_url} must start with http:// or https://, e.g. http://127.0.0.1:8000/v1")
+            if not self.teacher_model:
+                problems.append("--teacher-url needs --teacher-model: name the model the endpoint serves")
+        else:
+            given = [flag for flag, on in (("--teacher-model", self.teacher_model), ("--teacher-api-key", self.teacher_api_key),
+                                           ("--pairs-per-passage", self.pairs_per_passage != 2)) if on]
+            if given:
+                problems.append(f"{', '.join(given)} only apply with --teacher-url: add the teacher endpoint or drop them "
+                                "(templates make one pair per passage)")
+        if not 1 <= self.pairs_per_passage <= 20:
+            problems.append(f"--pairs-per-passage {self.pairs_per_passage} is out of range: use 1 to 20")
+        if self.teacher_concurrency < 1 or self.teacher_timeout <= 0 or self.teacher_max_tokens < 16:
+            problems.append("--teacher-concurrency must be >= 1, --teacher-timeout > 0 and --teacher-max-tokens >= 16")
         if not self.inputs:
             problems.append("no input files: pass one or more files, e.g. `ftassist data build data.csv --out data/`")
         if not self.out:
@@ -172,12 +198,17 @@ class ServeConfig:
 class EvalConfig:
     """How `ftassist eval` measures JSON-format compliance through any OpenAI-compatible endpoint."""
 
-    base_url: str = _f("", "Endpoint base URL, e.g. http://127.0.0.1:8000/v1")
-    models: list[str] = _f([], "Model names to compare (repeatable --model).", flag="model")
+    base_url: str = _f("", "Endpoint base URL of every model named without @URL, e.g. http://127.0.0.1:8000/v1 "
+                           "(optional when every --model names its URL).")
+    models: list[str] = _f([], "Arms to compare, the first is the reference (repeatable): NAME served at --base-url, or "
+                               "NAME@URL / LABEL=NAME@URL on another OpenAI-compatible endpoint, e.g. "
+                               "merged=merged@http://127.0.0.1:8001/v1. Labels must be unique.", flag="model")
     data: str = _f("", "Test set JSONL in OpenAI messages format (the last assistant message is the reference).")
     schema: str | None = _f(None, "JSON Schema of the reply (inferred from the references when omitted).")
     out: str = _f("", "Output folder: report.json, report.md, charts.")
-    api_key: str | None = _f(None, "API key for the endpoint (default: $OPENAI_API_KEY or 'EMPTY').")
+    api_key: str | None = _f(None, "API key for the endpoint (default: $OPENAI_API_KEY or 'EMPTY'); also sent to "
+                                   "NAME@URL endpoints that have no --api-key-for.")
+    api_keys: dict[str, str] = _f({}, "API key of one arm's endpoint: LABEL=KEY (repeatable), e.g. gpt=sk-...", flag="api_key_for")
     max_tokens: int = _f(256, "Longest reply generated.")
     temperature: float = _f(0.0, "Sampling temperature (0: greedy).")
     samples: int = _f(1, "Samples per example (with temperature > 0 this measures stability).")
@@ -190,11 +221,14 @@ class EvalConfig:
     worst: int = _f(5, "How many worst examples the report shows side by side.")
 
     def validate(self) -> None:
+        from ftassist.evaluation.arms import arm_problems
+
         problems = []
-        if not self.base_url:
-            problems.append("--base-url is missing, e.g. --base-url http://127.0.0.1:8000/v1")
         if not self.models:
             problems.append("--model is missing: name at least one served model")
+            if not self.base_url:
+                problems.append("--base-url is missing, e.g. --base-url http://127.0.0.1:8000/v1")
+        problems += arm_problems(self.models, self.base_url, self.api_keys)
         if not self.data:
             problems.append("--data is missing: pass a test.jsonl from `ftassist data build`")
         if not self.out:

@@ -19,6 +19,7 @@ def s(strict, extractable, valid, fields, failures=()):
 GOOD = s(True, True, True, {"a": True, "b": True})
 FENCED = s(False, True, True, {"a": True, "b": False}, ["code_fence"])
 BROKEN = s(False, False, False, {"a": False, "b": False}, ["truncated"])
+X, Y = "http://x/v1", "http://y/v1"
 SPEED = {"requests": 10, "completion_tokens": 200, "wall_s": 4.0, "tokens_per_s": 50.0, "mean_request_tokens_per_s": 20.0}
 
 
@@ -26,16 +27,17 @@ def arms_and_scores():
     base = [[FENCED]] * 6 + [[BROKEN]] * 2 + [[GOOD]] * 2
     tuned = [[GOOD]] * 9 + [[BROKEN]]
     scores = {"base": base, "tuned": tuned}
-    arms = [summarize_arm("base", base, "json", speed=SPEED),
-            summarize_arm("tuned", tuned, "json", speed={**SPEED, "tokens_per_s": 40.0}),
-            summarize_arm("base+json_schema", tuned, "json", model="base", constrained=True, speed={**SPEED, "tokens_per_s": 25.0})]
+    arms = [summarize_arm("base", base, "json", endpoint=X, speed=SPEED),
+            summarize_arm("tuned", tuned, "json", endpoint=Y, speed={**SPEED, "tokens_per_s": 40.0}),
+            summarize_arm("base+json_schema", tuned, "json", model="base", constrained=True, endpoint=X,
+                          speed={**SPEED, "tokens_per_s": 25.0})]
     return arms, scores
 
 
 def test_summarize_arm_exact_numbers():
     arms, _ = arms_and_scores()
     base = arms[0]
-    assert (base["n"], base["samples"], base["request_errors"]) == (10, 1, 0)
+    assert (base["n"], base["samples"], base["request_errors"], base["endpoint"]) == (10, 1, 0, X)
     assert {m: (e["successes"], e["value"]) for m, e in base["rates"].items()} == \
         {"strict": (2, 0.2), "extractable": (8, 0.8), "schema_valid": (8, 0.8)}
     assert round(base["rates"]["strict"]["low"], 4) == 0.0567 and round(base["rates"]["strict"]["high"], 4) == 0.5098
@@ -69,7 +71,14 @@ def test_compare_arms_verdicts():
 
 def test_constrained_speed_and_worst():
     arms, scores = arms_and_scores()
-    assert constrained_speed(arms) == [{"model": "base", "tokens_per_s": 50.0, "constrained_tokens_per_s": 25.0, "ratio": 0.5}]
+    assert constrained_speed(arms) == [{"arm": "base", "constrained_arm": "base+json_schema", "model": "base",
+                                        "tokens_per_s": 50.0, "constrained_tokens_per_s": 25.0, "ratio": 0.5}]
+    # The same model on another endpoint is another arm: its constrained run is paired with it, not with base.
+    other = summarize_arm("b2", scores["base"], "json", model="base", endpoint=Y, speed={**SPEED, "tokens_per_s": 10.0})
+    other_c = summarize_arm("b2+json_schema", scores["base"], "json", model="base", constrained=True, endpoint=Y,
+                            speed={**SPEED, "tokens_per_s": 5.0})
+    assert [(c["arm"], c["constrained_arm"]) for c in constrained_speed([*arms, other, other_c])] == [
+        ("base", "base+json_schema"), ("b2", "b2+json_schema")]
     # Base's broken 6, 7 and tuned's broken 9 tie (badness 4, earlier first); then base's fenced ones (1.5).
     assert select_worst(scores, "json", 4) == [6, 7, 9, 0]
     assert select_worst({"a": [[GOOD]]}, "json", 3) == []
@@ -79,9 +88,9 @@ def test_markdown_table():
     arms, _ = arms_and_scores()
     table = markdown_table(arms[:1], "json")
     assert table.splitlines() == [
-        "| arm | strict % (95% CI) | extractable % (95% CI) | schema-valid % (95% CI) | field accuracy % (95% CI) | n |",
-        "|---|---|---|---|---|---|",
-        "| base | 20.0% (5.7-51.0) | 80.0% (49.0-94.3) | 80.0% (49.0-94.3) | 50.0% (30.0-70.0) | 10 |",
+        "| arm | strict % (95% CI) | extractable % (95% CI) | schema-valid % (95% CI) | field accuracy % (95% CI) | n | endpoint |",
+        "|---|---|---|---|---|---|---|",
+        "| base | 20.0% (5.7-51.0) | 80.0% (49.0-94.3) | 80.0% (49.0-94.3) | 50.0% (30.0-70.0) | 10 | http://x/v1 |",
     ]
     # The field-accuracy interval is the seeded bootstrap; normal theory gives 0.5 +- 1.96 * 0.1 = 30.4-69.6.
 
@@ -89,7 +98,9 @@ def test_markdown_table():
 def synthetic_report(tmp_path, arms, scores):
     report = {
         "created": "2026-11-22T10:00:00+00:00", "out": str(tmp_path / "eval"),
-        "config": {"base_url": "http://x/v1", "temperature": 0.0, "samples": 1, "max_tokens": 64},
+        "config": {"base_url": X, "temperature": 0.0, "samples": 1, "max_tokens": 64},
+        "endpoints": [{"url": X, "arms": ["base"], "models": ["base"], "served": ["base"]},
+                      {"url": Y, "arms": ["tuned"], "models": ["tuned"], "served": None}],
         "data": {"path": "test.jsonl", "sha256": "ab" * 32, "examples": 10, "task": "json"},
         "schema": {"source": "inferred from the references", "schema": {"type": "object"}},
         "arms": arms, "comparisons": compare_arms("base", ["tuned"], {"base": [False] * 8 + [True] * 2,
@@ -128,6 +139,8 @@ def test_write_report_files_and_markdown(tmp_path):
     assert '| {"a": 1} | ```json<br>{"a": 1<br> | (empty) |' in md
     assert "With structured outputs base ran at 25.0 tokens/s against 50.0 without (0.50x)." in md
     assert "tuned is better than base on strict" in md
+    assert "Endpoints: http://x/v1 (base); http://y/v1 (tuned), temperature 0.0" in md
+    assert "| base+json_schema | 90.0% (59.6-98.2) |" in md and md.count("| http://x/v1 |") == 2
     assert render_markdown(report) == md
 
 
@@ -138,14 +151,19 @@ def test_history_append_read_render(tmp_path):
     assert history_path("x", "custom.jsonl").name == "custom.jsonl"
     path = tmp_path / "history.jsonl"
     entry = history_entry(report)
-    assert entry["arms"][1] == {"name": "tuned", "strict": 0.9, "extractable": 0.9, "schema_valid": 0.9, "field_accuracy": 0.9}
+    assert entry["arms"][1] == {"name": "tuned", "endpoint": Y, "strict": 0.9, "extractable": 0.9, "schema_valid": 0.9,
+                                "field_accuracy": 0.9}
     append_history(path, entry)
     path.write_text(path.read_text() + "garbage\n")
     append_history(path, {**entry, "data_sha256": "other", "out": "evals/b"})
     entries = read_history(path)
     assert len(entries) == 2
     table = render_history(entries, current_sha="ab" * 32).splitlines()
-    assert table[0] == "| when | out | arm | strict | extractable | schema valid | field accuracy | n | same test set |"
-    assert table[3] == f"| 2026-11-22T10:00 | {tmp_path / 'eval'} | tuned | 90.0% | 90.0% | 90.0% | 90.0% | 10 | yes |"
-    assert table[5].endswith("| evals/b | tuned | 90.0% | 90.0% | 90.0% | 90.0% | 10 | no (not comparable) |")
+    assert table[0] == ("| when | out | arm | endpoint | strict | extractable | schema valid | field accuracy | n "
+                        "| same test set |")
+    assert table[3] == f"| 2026-11-22T10:00 | {tmp_path / 'eval'} | tuned | {Y} | 90.0% | 90.0% | 90.0% | 90.0% | 10 | yes |"
+    assert table[5].endswith(f"| evals/b | tuned | {Y} | 90.0% | 90.0% | 90.0% | 90.0% | 10 | no (not comparable) |")
+    # Entries written before arms had endpoints still render.
+    old = {**entry, "arms": [{k: v for k, v in a.items() if k != "endpoint"} for a in entry["arms"]]}
+    assert render_history([old]).splitlines()[2].split(" | ")[3] == "-"
     assert render_history([]) == "_No earlier evals recorded._"

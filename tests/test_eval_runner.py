@@ -41,7 +41,8 @@ def canned(model: str, user: str, refs: dict[str, str], index: dict[str, int], c
 class FakeOpenAI(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self):
+    def __init__(self, key: str | None = None):
+        self.key = key  # when set, every request must carry "Authorization: Bearer <key>"
         examples, _ = load_examples(EXAMPLE / "test.jsonl")
         self.refs = {e.prompt[-1]["content"]: e.reference_text for e in examples}
         self.index = {e.prompt[-1]["content"]: i for i, e in enumerate(examples)}
@@ -63,13 +64,23 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _refused(self) -> bool:
+        if self.server.key and self.headers.get("Authorization") != f"Bearer {self.server.key}":
+            self._send(401, {"error": {"message": "Unauthorized", "type": "Unauthorized", "param": None, "code": 401}})
+            return True
+        return False
+
     def do_GET(self):
+        if self._refused():
+            return
         if self.path == "/v1/models":
             return self._send(200, {"object": "list", "data": [
                 {"id": m, "object": "model", "created": 0, "owned_by": "test"} for m in ("base", "tuned")]})
         self._send(404, {"error": {"message": "not found", "type": "NotFoundError", "param": None, "code": 404}})
 
     def do_POST(self):
+        if self._refused():
+            return
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.server.requests.append(body)
         if body["model"] not in ("base", "tuned"):
@@ -83,9 +94,8 @@ class Handler(BaseHTTPRequestHandler):
                          "usage": {"prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 30}})
 
 
-@pytest.fixture()
-def fake_server():
-    server = FakeOpenAI()
+def serve(key: str | None = None):
+    server = FakeOpenAI(key)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server
@@ -93,8 +103,23 @@ def fake_server():
     server.server_close()
 
 
+@pytest.fixture()
+def fake_server():
+    yield from serve()
+
+
+@pytest.fixture()
+def second_server():
+    """Another endpoint, one that wants the key "sk-second"."""
+    yield from serve("sk-second")
+
+
+def url(server) -> str:
+    return f"http://127.0.0.1:{server.server_address[1]}/v1"
+
+
 def config(server, tmp_path, **kw) -> EvalConfig:
-    values = dict(base_url=f"http://127.0.0.1:{server.server_address[1]}/v1", models=["base", "tuned"],
+    values = dict(base_url=url(server), models=["base", "tuned"],
                   data=str(EXAMPLE / "test.jsonl"), out=str(tmp_path / "evals" / "a"), limit=N, concurrency=3)
     return EvalConfig(**{**values, **kw})
 
@@ -135,6 +160,9 @@ def test_run_eval_exact_numbers_files_and_history(fake_server, tmp_path):
     assert json.loads((out / "report.json").read_text())["table"] == result.table
     assert len((out / "replies.jsonl").read_text().splitlines()) == 4 * N
     assert result.table.splitlines()[2].startswith("| base | 50.0% (21.5-78.5) | 100.0% (67.6-100.0) |")
+    assert result.table.splitlines()[2].endswith(f"| {N} | {url(fake_server)} |")
+    assert result.report["endpoints"] == [{"url": url(fake_server), "arms": ["base", "tuned"], "models": ["base", "tuned"],
+                                           "served": ["base", "tuned"]}]
     assert [w["row"] for w in result.report["worst"]] == [1, 3, 5, 7]
     history = tmp_path / "evals" / "history.jsonl"
     assert len(history.read_text().splitlines()) == 1
@@ -206,3 +234,72 @@ def test_cli_eval(fake_server, tmp_path, capsys):
     assert f"report: {tmp_path / 'cli' / 'report.md'}" in out
     assert main(argv[:5] + ["--model", "ghost"] + argv[7:]) == 2
     assert "does not serve model(s) ghost; it serves: base, tuned" in capsys.readouterr().err
+
+
+def test_arms_on_two_endpoints_with_their_own_keys(fake_server, second_server, tmp_path):
+    remote = url(second_server)
+    cfg = config(fake_server, tmp_path, models=["base", "tuned", f"remote=tuned@{remote}/"], api_keys={"remote": "sk-second"},
+                 constrained=True)
+    result = run_eval(cfg, progress=lambda m: None)
+    names = ["base", "tuned", "remote", "base+json_schema", "tuned+json_schema", "remote+json_schema"]
+    assert [a["name"] for a in result.arms] == names
+    here = url(fake_server)
+    assert [(a["model"], a["endpoint"]) for a in result.arms] == [("base", here), ("tuned", here), ("tuned", remote)] * 2
+    assert result.report["endpoints"] == [
+        {"url": here, "arms": ["base", "tuned"], "models": ["base", "tuned"], "served": ["base", "tuned"]},
+        {"url": remote, "arms": ["remote"], "models": ["tuned"], "served": ["base", "tuned"]}]
+    # Each endpoint got only its own arms' requests: remote's N plain + N constrained + 4 probe prompts.
+    assert [r["model"] for r in second_server.requests] == ["tuned"] * (2 * N + 4)
+    assert sum("response_format" in r for r in second_server.requests) == N
+    assert len(fake_server.requests) == 4 * N + 2 * 4
+    assert [c["b"] for c in result.report["comparisons"]] == names[1:]
+    assert result.report["constrained_speed"][2]["arm"] == "remote"
+    assert result.report["config"]["api_keys"] == {"remote": "***"}
+    assert "sk-second" not in (result.out / "report.json").read_text()
+    assert result.table.splitlines()[4].startswith("| remote | 100.0% (67.6-100.0) |")
+    assert result.table.splitlines()[4].endswith(f"| {remote} |")
+    md = (result.out / "report.md").read_text()
+    assert f"Endpoints: {here} (base, tuned); {remote} (remote), temperature 0.0" in md
+    history = [json.loads(x) for x in (tmp_path / "evals" / "history.jsonl").read_text().splitlines()]
+    assert [(a["name"], a["endpoint"]) for a in history[0]["arms"]][2] == ("remote", remote)
+
+
+def test_every_endpoint_checked_before_any_completion(fake_server, second_server, tmp_path):
+    remote = url(second_server)
+    keys = {"ghost": "sk-second"}
+    with pytest.raises(UserError, match=rf"^the endpoint {remote} does not serve model\(s\) ghost; it serves: base, tuned"):
+        run_eval(config(fake_server, tmp_path, models=["base", f"ghost@{remote}"], api_keys=keys))
+    # Without its own key the second endpoint gets --api-key (none here) and refuses; the fix names the arm.
+    with pytest.raises(UserError, match=rf"the endpoint {remote} refused the API key .* --api-key-for remote=KEY"):
+        run_eval(config(fake_server, tmp_path, models=["base", f"remote=tuned@{remote}"]))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    with pytest.raises(UserError) as info:  # both failures are reported together
+        run_eval(config(fake_server, tmp_path, models=["nope", f"far=tuned@{dead}"]))
+    assert str(info.value).startswith(f"the endpoint {url(fake_server)} does not serve model(s) nope")
+    assert f"; cannot reach the endpoint {dead} " in str(info.value)
+    assert "fix the URL after @ in --model far=...@URL" in str(info.value)
+    assert fake_server.requests == [] and second_server.requests == []
+
+
+def test_base_url_optional_when_every_model_names_its_url(fake_server, second_server, tmp_path):
+    cfg = config(fake_server, tmp_path, base_url="", models=[f"base@{url(fake_server)}", f"t2=tuned@{url(second_server)}"],
+                 api_key="sk-second", forgetting_probe=False)
+    result = run_eval(cfg, progress=lambda m: None)  # --api-key reaches the NAME@URL endpoints; the open one ignores it
+    assert [(a["name"], a["endpoint"]) for a in result.arms] == [("base", url(fake_server)), ("t2", url(second_server))]
+    assert len(second_server.requests) == N
+
+
+def test_cli_eval_with_a_second_endpoint(fake_server, second_server, tmp_path, capsys):
+    remote = url(second_server)
+    argv = ["eval", "--base-url", url(fake_server), "--model", "base", "--model", f"far=tuned@{remote}",
+            "--api-key-for", "far=sk-second", "--data", str(EXAMPLE / "test.jsonl"), "--out", str(tmp_path / "cli"),
+            "--limit", "4", "--no-forgetting-probe"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"| far | {'100.0% (51.0-100.0) | ' * 3}100.0% (100.0-100.0) | 4 | {remote} |" in out
+    assert main(argv[:5] + ["--model", "base"] + argv[5:]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        "--model label 'base' is used 2 times: give each arm its own label with LABEL=NAME or LABEL=NAME@URL, "
+        "e.g. base-2=base@http://127.0.0.1:8001/v1")

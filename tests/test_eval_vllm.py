@@ -50,3 +50,28 @@ def test_vllm_unknown_model_and_wrong_key(vllm_server, tmp_path):
         run_eval(config(vllm_server, tmp_path, models=["ghost"]))
     with pytest.raises(UserError, match="refused the API key"):
         run_eval(config(vllm_server, tmp_path, api_key="wrong-key"))
+
+
+def test_arms_on_two_endpoint_urls_of_one_server(vllm_server, tmp_path):
+    """A plain name, LABEL=NAME@ the same URL (shares its Endpoint), and @ another spelling of it (a second Endpoint)."""
+    here = vllm_server.base_url
+    there = here.replace("127.0.0.1", "localhost")
+    assert there != here
+    base, tuned = vllm_server.base_name, vllm_server.adapter_name
+    models = [base, f"{tuned}={tuned}@{here}", f"far={tuned}@{there}"]
+    result = run_eval(config(vllm_server, tmp_path, models=models, limit=2, constrained=True, forgetting_probe=False),
+                      progress=lambda m: None)
+    report = json.loads((result.out / "report.json").read_text())
+    assert [(a["name"], a["model"], a["endpoint"]) for a in report["arms"]] == [
+        (base, base, here), (tuned, tuned, here), ("far", tuned, there),
+        (f"{base}+json_schema", base, here), (f"{tuned}+json_schema", tuned, here), ("far+json_schema", tuned, there)]
+    assert [(e["url"], e["arms"], e["models"]) for e in report["endpoints"]] == [
+        (here, [base, tuned], [base, tuned]), (there, ["far"], [tuned])]
+    assert all(base in e["served"] and tuned in e["served"] for e in report["endpoints"])
+    assert all(a["n"] == 2 and a["request_errors"] == 0 and a["speed"]["completion_tokens"] > 0 for a in report["arms"])
+    assert [c["b"] for c in report["comparisons"]] == [a["name"] for a in report["arms"][1:]]
+    assert report["config"]["api_key"] == "***" and vllm_server.api_key not in (result.out / "report.json").read_text()
+    assert f"Endpoints: {here} ({base}, {tuned}); {there} (far)" in (result.out / "report.md").read_text()
+
+    with pytest.raises(UserError, match=rf"^the endpoint {there} does not serve model\(s\) ghost; it serves: "):
+        run_eval(config(vllm_server, tmp_path, models=[base, f"ghost@{there}"]))

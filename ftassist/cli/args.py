@@ -64,7 +64,8 @@ def config_from_args(cls: type, ns: argparse.Namespace) -> Any:
             continue
         value = getattr(ns, name)
         if _base_type(hints[name]) is dict and isinstance(value, list):
-            value = parse_pairs(value, flag="--" + next(f for f in dataclasses.fields(cls) if f.name == name).metadata.get("flag", name))
+            meta = next(f for f in dataclasses.fields(cls) if f.name == name).metadata
+            value = parse_pairs(value, flag="--" + meta.get("flag", name).replace("_", "-"))
         values[name] = value
     path = getattr(ns, "config", None)
     if path:

@@ -1,4 +1,4 @@
-"""Talk to an OpenAI-compatible endpoint through the official `openai` client.
+"""Talk to one OpenAI-compatible endpoint through the official `openai` client.
 
 `Endpoint.check_models` fails before any work when the server is down or does not serve a
 model; `Endpoint.chat` turns one request into a `Reply`, where a request the server refuses
@@ -29,10 +29,15 @@ class Reply:
 
 
 class Endpoint:
-    """A chat-completions endpoint at `base_url`; thread-safe (one httpx pool shared by threads)."""
+    """A chat-completions endpoint at `base_url`; thread-safe (one httpx pool shared by threads).
 
-    def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 120.0):
+    `fix_url` and `fix_key` name, in error messages, the flag that set the URL and the key.
+    """
+
+    def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 120.0, *,
+                 fix_url: str = "--base-url", fix_key: str = "--api-key"):
         self.base_url = base_url.rstrip("/")
+        self.fix_url, self.fix_key = fix_url, fix_key
         key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
         self.client = OpenAI(base_url=self.base_url, api_key=key, timeout=timeout, max_retries=2)
 
@@ -92,11 +97,11 @@ class Endpoint:
 
     def _unreachable(self, exc: Exception) -> UserError:
         return UserError(f"cannot reach the endpoint {self.base_url} ({exc}): start a server with "
-                         f"`ftassist serve --model MODEL` or fix --base-url")
+                         f"`ftassist serve --model MODEL` or fix {self.fix_url}")
 
     def _refused(self, exc: Exception) -> UserError:
         return UserError(f"the endpoint {self.base_url} refused the API key ({_message(exc)}): "
-                         "pass the server's key with --api-key")
+                         f"pass the server's key with {self.fix_key}")
 
     def _unknown(self, missing: list[str], served: list[str]) -> UserError:
         listed = ", ".join(served) if served else "(none listed)"

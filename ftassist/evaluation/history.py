@@ -33,7 +33,8 @@ def history_entry(report: dict) -> dict:
         "n": report["data"]["examples"],
         "temperature": report["config"]["temperature"],
         "samples": report["config"]["samples"],
-        "arms": [{"name": a["name"], **{m: a[g][m]["value"] for g, m in metrics}} for a in report["arms"]],
+        "arms": [{"name": a["name"], "endpoint": a.get("endpoint"), **{m: a[g][m]["value"] for g, m in metrics}}
+                 for a in report["arms"]],
     }
 
 
@@ -63,16 +64,16 @@ def read_history(path: Path) -> list[dict]:
 
 
 def render_history(entries: list[dict], current_sha: str | None = None, last: int = 20) -> str:
-    """A markdown table of the last `last` entries, one row per arm; marks rows on another test set."""
+    """A markdown table of the last `last` entries, one row per arm and its endpoint; marks rows on another test set."""
     if not entries:
         return "_No earlier evals recorded._"
-    metrics = list(dict.fromkeys(k for e in entries for a in e["arms"] for k in a if k != "name"))
-    head = ["when", "out", "arm", *[m.replace("_", " ") for m in metrics], "n", "same test set"]
+    metrics = list(dict.fromkeys(k for e in entries for a in e["arms"] for k in a if k not in ("name", "endpoint")))
+    head = ["when", "out", "arm", "endpoint", *[m.replace("_", " ") for m in metrics], "n", "same test set"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for e in entries[-last:]:
         same = "yes" if current_sha is None or e.get("data_sha256") == current_sha else "no (not comparable)"
         for a in e["arms"]:
-            cells = [str(e.get("created", ""))[:16], str(e.get("out", "")), a["name"]]
+            cells = [str(e.get("created", ""))[:16], str(e.get("out", "")), a["name"], str(a.get("endpoint") or "-")]
             cells += [f"{100 * a[m]:.1f}%" if isinstance(a.get(m), (int, float)) else "-" for m in metrics]
             cells += [str(e.get("n", "")), same]
             lines.append("| " + " | ".join(cells) + " |")

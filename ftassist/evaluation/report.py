@@ -31,13 +31,22 @@ def pct(entry: dict) -> str:
 
 
 def markdown_table(arms: list[dict], task: str) -> str:
-    """One row per arm: every headline metric with its 95% CI, then n."""
+    """One row per arm: every headline metric with its 95% CI, n, then the endpoint that served it."""
     metrics = [("rates", m) for m in RATE_METRICS[task]] + [("means", m) for m in MEAN_METRICS[task]]
-    head = ["arm", *[f"{LABELS[m]} % (95% CI)" for _, m in metrics], "n"]
+    head = ["arm", *[f"{LABELS[m]} % (95% CI)" for _, m in metrics], "n", "endpoint"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for arm in arms:
-        lines.append("| " + " | ".join([arm["name"], *[pct(arm[g][m]) for g, m in metrics], str(arm["n"])]) + " |")
+        cells = [arm["name"], *[pct(arm[g][m]) for g, m in metrics], str(arm["n"]), arm.get("endpoint") or "-"]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def endpoints_line(report: dict) -> str:
+    """'Endpoint URL' for one endpoint, else 'Endpoints: URL (arm, arm); URL (arm)'."""
+    found = report.get("endpoints") or [{"url": report["config"].get("base_url"), "arms": None}]
+    if len(found) == 1:
+        return f"Endpoint {found[0]['url']}"
+    return "Endpoints: " + "; ".join(f"{e['url']} ({', '.join(e['arms'])})" for e in found)
 
 
 def _cell(text: str, limit: int = 400) -> str:
@@ -54,7 +63,7 @@ def render_markdown(report: dict) -> str:
     task, arms, data, cfg = report["data"]["task"], report["arms"], report["data"], report["config"]
     md = ["# Evaluation report", "",
           f"Test set `{data['path']}`: {data['examples']} examples ({task} task, sha256 {data['sha256'][:12]}). "
-          f"Endpoint {cfg['base_url']}, temperature {cfg['temperature']}, {cfg['samples']} sample(s) per example, "
+          f"{endpoints_line(report)}, temperature {cfg['temperature']}, {cfg['samples']} sample(s) per example, "
           f"max_tokens {cfg['max_tokens']}. Written {report['created']}.", "",
           "## Results", "", report["table"], ""]
     used = RATE_METRICS[task] + MEAN_METRICS[task]
@@ -87,7 +96,7 @@ def render_markdown(report: dict) -> str:
                    f"{a['speed']['tokens_per_s']:.1f}", f"{a['speed']['mean_request_tokens_per_s']:.1f}"]
                   for a in arms if a.get("speed")])
     for c in report.get("constrained_speed", []):
-        md.append(f"\nWith structured outputs {c['model']} ran at {c['constrained_tokens_per_s']:.1f} tokens/s "
+        md.append(f"\nWith structured outputs {c.get('arm', c['model'])} ran at {c['constrained_tokens_per_s']:.1f} tokens/s "
                   f"against {c['tokens_per_s']:.1f} without ({c['ratio']:.2f}x).")
     md.append("")
     if report.get("probe"):

@@ -1,15 +1,17 @@
-"""Run an eval: query every arm on the test set through the endpoint, score, and write the report.
+"""Run an eval: query every arm on the test set through its endpoint, score, and write the report.
 
     from ftassist.config import EvalConfig
     from ftassist.evaluation.runner import run_eval
-    result = run_eval(EvalConfig(base_url="http://127.0.0.1:8000/v1", models=["base", "tuned"],
+    result = run_eval(EvalConfig(base_url="http://127.0.0.1:8000/v1",
+                                 models=["base", "tuned", "merged=merged@http://127.0.0.1:8001/v1"],
                                  data="data/test.jsonl", out="evals/tuned", constrained=True))
     print(result.table)
 
-Each model is one arm; with `constrained` each model also runs as "<model>+json_schema" under
-structured outputs. Arms run one after another (so their tokens/s are comparable), each with
-`concurrency` requests in flight. Everything is checked (data, schema, endpoint, model names)
-before the first completion is requested.
+Each `--model` entry is one arm, on `base_url` or on its own endpoint (`LABEL=NAME@URL`, see
+`arms`); with `constrained` each also runs as "<label>+json_schema" under structured outputs.
+The first arm is compared with each other one. Arms run one after another (so their tokens/s
+are comparable), each with `concurrency` requests in flight. Everything is checked (data,
+schema, every endpoint and the models it serves) before the first completion is requested.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Callable
 
 from ftassist.config import EvalConfig
 from ftassist.errors import UserError
+from ftassist.evaluation.arms import Arm, check_endpoints, open_endpoints, plan_arms
 from ftassist.evaluation.client import Endpoint, Reply
 from ftassist.evaluation.freetext import score_text
 from ftassist.evaluation.history import append_history, history_entry, history_path, read_history, render_history
@@ -37,7 +40,6 @@ from ftassist.evaluation.summary import PRIMARY, compare_arms, constrained_speed
 from ftassist.evaluation.taxonomy import describe
 from ftassist.evaluation.testset import Example, file_sha256, load_examples, load_schema
 
-CONSTRAINED_SUFFIX = "+json_schema"
 INFERRED = "inferred from the references"
 
 
@@ -49,25 +51,6 @@ class EvalResult:
     table: str
     report: dict
     arms: list[dict]
-
-
-@dataclass(frozen=True)
-class Arm:
-    """One thing evaluated: a served model, optionally under a `response_format`."""
-
-    name: str
-    model: str
-    response_format: dict | None = None
-
-
-def plan_arms(models: list[str], constrained: bool, schema: dict | None) -> list[Arm]:
-    """The models as arms, then (with `constrained`) each again under json_schema structured outputs."""
-    arms = [Arm(m, m) for m in models]
-    if constrained and schema is not None:
-        sent = {k: v for k, v in schema.items() if k != "$schema"}
-        fmt = {"type": "json_schema", "json_schema": {"name": "reply", "schema": sent}}
-        arms += [Arm(m + CONSTRAINED_SUFFIX, m, fmt) for m in models]
-    return arms
 
 
 def resolve_schema(cfg: EvalConfig, examples: list[Example], task: str) -> tuple[dict | None, str]:
@@ -86,7 +69,7 @@ def run_eval(cfg: EvalConfig, progress: Callable[[str], None] | None = None) -> 
     """Evaluate every arm of `cfg` and write the report into `cfg.out`; returns an `EvalResult`.
 
     Raises UserError (or ConfigError) for an unreadable test set or schema, an unreachable
-    endpoint, a refused key or a model the endpoint does not serve, before any completion.
+    endpoint, a refused key or a model an endpoint does not serve, before any completion.
     """
     say = progress or (lambda msg: print(msg, file=sys.stderr))
     cfg.validate()
@@ -95,21 +78,22 @@ def run_eval(cfg: EvalConfig, progress: Callable[[str], None] | None = None) -> 
     if cfg.constrained and schema is None:
         raise UserError("--constrained needs a JSON test set (its references are free text)")
     validator = make_validator(schema) if schema is not None else None
-    endpoint = Endpoint(cfg.base_url, cfg.api_key, cfg.timeout)
-    endpoint.check_models(cfg.models)
+    arms = plan_arms(cfg.models, cfg.base_url, cfg.constrained, schema)
+    endpoints = open_endpoints(arms, cfg.api_key, cfg.api_keys, cfg.timeout)
+    served = check_endpoints(arms, endpoints)
 
-    arms = plan_arms(cfg.models, cfg.constrained, schema)
     scores: dict[str, list[list[dict]]] = {}
     summaries, replies_rows, probe = [], [], {"probes": [], "arms": {}, "totals": {}}
     for arm in arms:
-        say(f"eval: {arm.name}: {len(examples)} examples x {cfg.samples} sample(s)")
+        endpoint = endpoints[arm.label]
+        say(f"eval: {arm.name} ({arm.model} at {arm.url}): {len(examples)} examples x {cfg.samples} sample(s)")
         replies, wall = query_arm(endpoint, arm, examples, cfg)
         arm_scores = [[_score(r, ex, task, validator) for r in row] for row, ex in zip(replies, examples)]
         scores[arm.name] = arm_scores
         canon = [[canonical(r.text, ex.reference) for r in row] for row, ex in zip(replies, examples)] \
             if cfg.samples > 1 else None
         summaries.append(summarize_arm(arm.name, arm_scores, task, model=arm.model, constrained=bool(arm.response_format),
-                                       canon=canon, speed=_speed(replies, wall)))
+                                       endpoint=arm.url, canon=canon, speed=_speed(replies, wall)))
         replies_rows += [_reply_row(ex, arm.name, j, r, s) for ex, row, srow in zip(examples, replies, arm_scores)
                          for j, (r, s) in enumerate(zip(row, srow))]
         if cfg.forgetting_probe and arm.response_format is None:
@@ -123,7 +107,9 @@ def run_eval(cfg: EvalConfig, progress: Callable[[str], None] | None = None) -> 
     report = {
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "out": str(Path(cfg.out)),
-        "config": {**dataclasses.asdict(cfg), "api_key": "***" if cfg.api_key else None},
+        "config": {**dataclasses.asdict(cfg), "api_key": "***" if cfg.api_key else None,
+                   "api_keys": {label: "***" for label in cfg.api_keys}},
+        "endpoints": served,
         "data": {"path": str(cfg.data), "sha256": file_sha256(cfg.data), "examples": len(examples), "task": task},
         "schema": {"source": schema_source, "schema": schema} if schema is not None else None,
         "arms": summaries,

@@ -1,8 +1,8 @@
 """Per-arm summaries, paired comparisons and worst examples, computed from scored replies.
 
 Pure functions over the score dicts of `ftassist.evaluation.metrics` (or `freetext`), so the
-report can be tested on hand-made scores. An "arm" is one model under one setting (the same
-model under structured outputs is a second arm). `scores[i][j]` is the score of example i,
+report can be tested on hand-made scores. An "arm" is one model on one endpoint under one
+setting (the same model under structured outputs is a second arm). `scores[i][j]` is the score of example i,
 sample j. Headline rates use each example's first sample, so every arm is paired with every
 other on the same examples; extra samples measure stability.
 """
@@ -34,11 +34,15 @@ def mean(values: list[float]) -> dict:
 
 
 def summarize_arm(name: str, scores: list[list[dict]], task: str, *, model: str | None = None,
-                  constrained: bool = False, canon: list[list[str]] | None = None, speed: dict | None = None) -> dict:
-    """The summary of one arm: rates and means with CIs, per-field accuracy, failure counts, stability."""
+                  constrained: bool = False, endpoint: str | None = None, canon: list[list[str]] | None = None,
+                  speed: dict | None = None) -> dict:
+    """The summary of one arm: rates and means with CIs, per-field accuracy, failure counts, stability.
+
+    `endpoint` is the base URL that served the arm (None when unknown).
+    """
     first = [s[0] for s in scores]
     n = len(first)
-    out: dict = {"name": name, "model": model or name, "constrained": constrained, "n": n,
+    out: dict = {"name": name, "model": model or name, "endpoint": endpoint, "constrained": constrained, "n": n,
                  "samples": len(scores[0]) if scores else 0}
     out["rates"] = {m: rate(sum(bool(s[m]) for s in first), n) for m in RATE_METRICS[task]}
     out["means"] = {m: mean([float(s[m]) for s in first]) for m in MEAN_METRICS[task]}
@@ -84,15 +88,18 @@ def compare_arms(first: str, others: list[str], success: dict[str, list[bool]], 
 
 
 def constrained_speed(arms: list[dict]) -> list[dict]:
-    """For each model run with and without structured outputs: tokens/s of both and their ratio."""
-    plain = {a["model"]: a for a in arms if not a["constrained"]}
+    """For each model run with and without structured outputs on one endpoint: tokens/s of both and their ratio.
+
+    Each entry names the plain arm ("arm"), the constrained one ("constrained_arm") and the model.
+    """
+    plain = {(a["model"], a.get("endpoint")): a for a in arms if not a["constrained"]}
     out = []
     for arm in arms:
-        base = plain.get(arm["model"])
+        base = plain.get((arm["model"], arm.get("endpoint")))
         if arm["constrained"] and base and base.get("speed") and arm.get("speed"):
             free, tied = base["speed"]["tokens_per_s"], arm["speed"]["tokens_per_s"]
-            out.append({"model": arm["model"], "tokens_per_s": free, "constrained_tokens_per_s": tied,
-                        "ratio": tied / free if free else None})
+            out.append({"arm": base["name"], "constrained_arm": arm["name"], "model": arm["model"],
+                        "tokens_per_s": free, "constrained_tokens_per_s": tied, "ratio": tied / free if free else None})
     return out
 
 
