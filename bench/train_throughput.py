@@ -34,10 +34,10 @@ class PeakRSS:
     def __init__(self):
         import psutil
 
-        self.proc, self.peak, self._stop = psutil.Process(), 0, threading.Event()
+        self.proc, self.peak, self.start, self._stop = psutil.Process(), 0, 0, threading.Event()
 
     def __enter__(self):
-        self.peak = self.proc.memory_info().rss
+        self.start = self.peak = self.proc.memory_info().rss
         self._t = threading.Thread(target=self._run, daemon=True)
         self._t.start()
         return self
@@ -84,7 +84,7 @@ def plain_recipe(model_path: str, rows: list[dict], steps: int, batch: int, max_
             Trainer(model=model, args=args, train_dataset=ds, data_collator=default_data_collator,
                     callbacks=[Mark()]).train()
     (t1, n1), (t2, n2) = marks[0], marks[-1]
-    return {"tokens_per_s": (n2 - n1) / (t2 - t1), "peak_rss_gib": rss.peak / 2**30,
+    return {"tokens_per_s": (n2 - n1) / (t2 - t1), "peak_rss_gib": rss.peak / 2**30, "start_rss_gib": rss.start / 2**30,
             "s_per_step": (t2 - t1) / (len(marks) - 1), "padded_tokens_per_step": batch * max_length}
 
 
@@ -100,7 +100,8 @@ def ftassist_recipe(model_path: str, data_dir: Path, steps: int, batch: int) -> 
         rows = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
     first, last = rows[0], rows[-1]
     return {"tokens_per_s": (last["tokens"] - first["tokens"]) / (last["time"] - first["time"]),
-            "peak_rss_gib": rss.peak / 2**30, "s_per_step": (last["time"] - first["time"]) / (len(rows) - 1)}
+            "peak_rss_gib": rss.peak / 2**30, "start_rss_gib": rss.start / 2**30,
+            "s_per_step": (last["time"] - first["time"]) / (len(rows) - 1)}
 
 
 def _trim_heap() -> None:
@@ -138,16 +139,17 @@ def main() -> None:
         if "a" in args.recipes:
             plain = plain_recipe(model_path, rows, args.steps, args.batch)
             print(f"(a) plain HF Trainer + peft, padded to 512: {plain['tokens_per_s']:.1f} trained tokens/s, "
-                  f"{plain['s_per_step']:.1f} s/step, peak RSS {plain['peak_rss_gib']:.2f} GiB", flush=True)
+                  f"{plain['s_per_step']:.1f} s/step, peak RSS {plain['peak_rss_gib']:.2f} GiB "
+                  f"(phase began at {plain['start_rss_gib']:.2f})", flush=True)
             gc.collect()
             _trim_heap()
         if "b" in args.recipes:
             ours = ftassist_recipe(model_path, data_dir, args.steps, args.batch)
             print(f"(b) ftassist trainer: {ours['tokens_per_s']:.1f} trained tokens/s, {ours['s_per_step']:.1f} s/step, "
-                  f"peak RSS {ours['peak_rss_gib']:.2f} GiB", flush=True)
+                  f"peak RSS {ours['peak_rss_gib']:.2f} GiB (phase began at {ours['start_rss_gib']:.2f})", flush=True)
     if plain and ours:
-        print(f"ratio (b)/(a): {ours['tokens_per_s'] / plain['tokens_per_s']:.2f}x tokens/s; "
-          f"load average now {os.getloadavg()[0]:.1f}")
+        print(f"ratio (b)/(a): {ours['tokens_per_s'] / plain['tokens_per_s']:.2f}x tokens/s, "
+              f"{ours['peak_rss_gib'] / plain['peak_rss_gib']:.2f}x peak RSS; load average now {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

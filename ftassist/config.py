@@ -55,7 +55,8 @@ class DataConfig:
     pairs_per_passage: int = _f(2, "Question/answer pairs the teacher writes per passage (templates make one).")
     teacher_concurrency: int = _f(4, "Teacher requests in flight at once.")
     teacher_timeout: float = _f(120.0, "Seconds allowed for one teacher request.")
-    teacher_max_tokens: int = _f(1024, "Longest teacher reply in tokens.")
+    teacher_max_tokens: int = _f(1024, "Longest teacher reply in tokens; under json_schema it also caps the characters of each "
+                                       "pair (question + answer) at this number divided by --pairs-per-passage.")
     teacher_response_format: str = _f("auto", "json_schema (structured outputs), none (JSON asked for in the prompt), or auto "
                                               "(json_schema, falling back to none when the endpoint rejects it).",
                                       choices=["auto", "json_schema", "none"])

@@ -2,6 +2,7 @@
 
     ftassist data build examples/support_tickets/train.jsonl --test-inputs examples/support_tickets/test.jsonl \
         --schema examples/support_tickets/schema.json --out data/
+    ftassist data build manual.pdf --teacher-url http://127.0.0.1:8000/v1 --teacher-model base --out data/
     ftassist data inspect tickets.csv
 
 Exit codes: 0 usable, 1 errors found (report written), 2 input unusable (one line on stderr).

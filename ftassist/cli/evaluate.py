@@ -1,7 +1,12 @@
 """`ftassist eval`: measure JSON-format compliance of served models and write a report.
 
     ftassist eval --base-url http://127.0.0.1:8000/v1 --model base --model tuned \
-        --data data/test.jsonl --out evals/tuned --constrained
+        --model merged=merged@http://127.0.0.1:8001/v1 --constrained \
+        --data data/test.jsonl --out evals/tuned
+
+Each `--model` is one arm: NAME on --base-url, or NAME@URL / LABEL=NAME@URL on any other
+OpenAI-compatible endpoint (a second server, a hosted model; its key with --api-key-for LABEL=KEY).
+The first arm is compared with each other one.
 """
 
 from __future__ import annotations
@@ -11,12 +16,21 @@ import argparse
 from ftassist.cli.args import add_config_args, config_from_args
 from ftassist.config import EvalConfig
 
+EPILOG = """example: base, the LoRA adapter "tuned" (both on one vLLM server), the merged model on a
+second server, and each of them again under structured outputs (--constrained):
+
+  ftassist eval --base-url http://127.0.0.1:8000/v1 --model base --model tuned \\
+      --model merged=merged@http://127.0.0.1:8001/v1 --constrained \\
+      --data data/test.jsonl --out evals/tuned
+
+a hosted model as one more arm: --model gpt=gpt-4o-mini@https://api.openai.com/v1 --api-key-for gpt=sk-..."""
+
 
 def register(subparsers) -> None:
     """Add the `eval` subcommand."""
     parser = subparsers.add_parser(
         "eval", help="Measure JSON compliance of served models (strict, extractable, schema-valid, field accuracy).",
-        description=EvalConfig.__doc__)
+        description=EvalConfig.__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(parser, EvalConfig)
     parser.set_defaults(handler=run)
 

@@ -8,7 +8,7 @@ import argparse
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("verify", help="Check that merged and served models reply like base + adapter.",
                             description="Greedy probes through base+adapter, the merged model and a vLLM server; "
-                                        "fails below 99%% token agreement or on a different chat template.")
+                                        "fails below 99% token agreement or on a different chat template.")
     parser.add_argument("run_dir", help="Run folder written by `ftassist train`.")
     parser.add_argument("--merged", help="Merged folder (default: RUN_DIR/merged, else merged into a temp folder).")
     parser.add_argument("--base-url", help="A running server to check too, e.g. http://127.0.0.1:8000/v1")

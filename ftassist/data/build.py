@@ -5,8 +5,10 @@
     print(result.summary); raise SystemExit(result.exit_code)
 
 Writes into `cfg.out` in one atomic rename: train.jsonl, test.jsonl, schema.json (JSON tasks),
-hf_dataset/ (datasets.DatasetDict), report.json, report.md, lengths.png, dataset_card.md.
-When errors remain (exit code 1) only the reports are written.
+hf_dataset/ (datasets.DatasetDict), provenance.jsonl (documents: the source passage of each
+train/test line), report.json, report.md, lengths.png, dataset_card.md. When errors remain
+(exit code 1) only the reports are written. With `cfg.teacher_url`, documents become pairs
+written by that teacher model (`ftassist.data.teacher`); otherwise by templates.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ftassist.config import DEFAULT_MODEL, DataConfig
 from ftassist.data.checks_content import class_labels, prompt_key, reply
@@ -23,7 +25,9 @@ from ftassist.data.checks_format import valid_messages
 from ftassist.data.checks_length import load_tokenizer
 from ftassist.data.findings import Finding, count_by_severity
 from ftassist.data.fixes import apply_fixes
-from ftassist.data.records import FileInfo, load_records
+from ftassist.data.loaders import file_kind
+from ftassist.data.pii import mask_pii
+from ftassist.data.records import DOCUMENT_KINDS, FileInfo, load_records
 from ftassist.data.report import build_report, length_stats, write_reports
 from ftassist.data.schema import infer_schema, is_json_task, load_schema, parse_reply
 from ftassist.data.split import split_rows
@@ -31,7 +35,12 @@ from ftassist.data.validation import usable_messages, validate_records
 from ftassist.errors import UserError
 from ftassist.files import atomic_dir, write_jsonl_atomic, write_json_atomic
 
-OUR_FILES = {"train.jsonl", "test.jsonl", "schema.json", "hf_dataset", "report.json", "report.md", "lengths.png", "dataset_card.md"}
+if TYPE_CHECKING:
+    from ftassist.data.teacher import Teacher
+
+OUR_FILES = {"train.jsonl", "test.jsonl", "schema.json", "hf_dataset", "provenance.jsonl", "report.json", "report.md", "lengths.png",
+             "dataset_card.md"}
+SECRET_FIELDS = ("teacher_api_key",)
 
 
 @dataclass
@@ -66,21 +75,25 @@ def check_out_folder(out: Path, inputs: list[str]) -> None:
 def build_dataset(cfg: DataConfig) -> DataResult:
     """Load, validate, fix, split and export per `cfg`; returns a DataResult.
 
-    Raises UserError (exit 2) when an input cannot be used at all, naming the file (and line).
+    Raises UserError (exit 2) when an input cannot be used at all, naming the file (and line), and,
+    with a teacher, when its endpoint is unreachable or does not serve the model (before any work).
     """
     cfg.validate()
     out = Path(cfg.out)
     check_out_folder(out, cfg.inputs + cfg.test_inputs)
     schema = load_schema(cfg.schema) if cfg.schema else None
     schema_source = f"given: {cfg.schema}" if cfg.schema else "none (replies are not JSON)"
-    loaded = load_records(cfg.inputs, cfg.column_map, "train")
+    teacher = connect_teacher(cfg) if cfg.teacher_url else None
+    loaded = load_records(cfg.inputs, cfg.column_map, "train", teacher)
     if cfg.test_inputs:
-        test = load_records(cfg.test_inputs, cfg.column_map, "test")
+        test = load_records(cfg.test_inputs, cfg.column_map, "test", teacher)
         loaded.examples += test.examples
         loaded.files += test.files
         loaded.findings += test.findings
+    if teacher is not None:
+        loaded.findings += teacher.final_findings()
     examples = loaded.examples
-    if not examples:
+    if not examples and not (teacher is not None and teacher.stats.asked):
         raise UserError(f"{cfg.inputs[0]}: no readable examples in the inputs; see the problems above or check the files")
     if cfg.system_prompt:
         for ex in examples:
@@ -125,8 +138,10 @@ def build_dataset(cfg: DataConfig) -> DataResult:
         "split": split_desc, "schema": {"source": schema_source, "schema": schema},
         "token_lengths": length_stats(lengths.known(), cfg.max_length),
         "open_findings_by_severity": count_by_severity(remaining),
-        "config": {k: v for k, v in vars(cfg).items()},
+        "config": {k: ("***" if k in SECRET_FIELDS and v else v) for k, v in vars(cfg).items()},
     }
+    if any(f.format.startswith("document") for f in loaded.files):
+        info["documents"] = {"method": "teacher", **teacher.describe()} if teacher is not None else {"method": "template"}
     report = build_report(info, findings)
     with atomic_dir(out) as tmp:
         if exit_code == 0:
@@ -134,6 +149,9 @@ def build_dataset(cfg: DataConfig) -> DataResult:
             test = [{"messages": fixed.messages[i]} for i in test_idx]
             write_jsonl_atomic(tmp / "train.jsonl", train)
             write_jsonl_atomic(tmp / "test.jsonl", test)
+            prov = provenance_rows(examples, train_idx, test_idx, cfg.mask_pii)
+            if prov:
+                write_jsonl_atomic(tmp / "provenance.jsonl", prov)
             if schema is not None:
                 if cfg.schema:
                     shutil.copyfile(cfg.schema, tmp / "schema.json")
@@ -143,7 +161,36 @@ def build_dataset(cfg: DataConfig) -> DataResult:
         write_reports(tmp, report, findings, lengths.known(), schema)
     summary = render_summary(out, loaded.files, findings, remaining, fixed.dropped, fixed.masked,
                              len(train_idx), len(test_idx), exit_code)
+    if teacher is not None:
+        st = teacher.stats
+        summary += (f"\nteacher {teacher.model}: {st.asked} passages asked, {st.pairs} pairs from {st.answered}; "
+                    f"{st.invalid} replies without pairs, {st.failed} failed requests")
     return DataResult(out, exit_code, summary, findings, info["counts"]["train"], info["counts"]["test"], loaded.files, report)
+
+
+def connect_teacher(cfg: DataConfig) -> Teacher:
+    """The teacher of `cfg`, checked to answer and serve the model; UserError when no input is a
+    document (the teacher only writes pairs from documents), the URL is down or the model unknown."""
+    from ftassist.data.teacher import Teacher
+
+    if not any(file_kind(Path(p)) in DOCUMENT_KINDS for p in cfg.inputs + cfg.test_inputs):
+        raise UserError(f"--teacher-url {cfg.teacher_url}: the teacher writes pairs from documents (TXT, MD, PDF, DOCX) and "
+                        "none of the inputs is one; drop --teacher-url or add a document")
+    return Teacher.connect(cfg)
+
+
+def provenance_rows(examples: list, train_idx: list[int], test_idx: list[int], mask: bool = False) -> list[dict]:
+    """One row per train/test line made from a document ({split, line, source, file, passage, heading, text,
+    method[, model]}), in file order; [] when no example came from a document. `mask` masks personal data
+    in the passage text as the examples were masked."""
+    rows = []
+    for split, idx in (("train", train_idx), ("test", test_idx)):
+        for line, i in enumerate(idx, 1):
+            prov = examples[i].meta.get("provenance")
+            if prov:
+                text = mask_pii(prov["text"])[0] if mask else prov["text"]
+                rows.append({"split": split, "line": line, "source": examples[i].source, **prov, "text": text})
+    return rows
 
 
 def save_hf_dataset(path: Path, train: list[dict], test: list[dict]) -> None:

@@ -2,7 +2,8 @@
 
 No model is needed: a passage under a heading becomes "According to TITLE, what is said about
 HEADING?" -> the passage; a passage without one becomes "Continue this passage from TITLE:
-FIRST SENTENCE" -> the rest. Each example keeps its source passage as provenance.
+FIRST SENTENCE" -> the rest. Each example keeps its source passage as provenance. (With a
+teacher model, `ftassist.data.teacher` turns the same passages into question/answer pairs.)
 
 PDFs are parsed in a child process (`python -m ftassist.data.documents FILE.pdf`) under CPU-time
 and memory limits, so a PDF built to expand without end fails with a clear error, not a hang.
@@ -197,16 +198,32 @@ def passage_messages(passage: str, title: str, heading: str | None = None) -> li
             {"role": "assistant", "content": rest}]
 
 
-def document_examples(path: Path, kind: str, split: str = "train") -> tuple[list[Example], str, str]:
-    """Examples for a document file; returns (examples, format id, reason). UserError if unusable."""
-    text, encoding = read_document(path, kind)
+def document_passages(path: Path, kind: str) -> list[tuple[str | None, str]]:
+    """[(heading or None, passage)] of a document file; UserError if unreadable or without text."""
+    text, _ = read_document(path, kind)
     passages = split_passages(text)
     if not passages:
         raise UserError(f"{path}: no text to make examples from; add content or remove it from the inputs")
-    title = path.stem.replace("_", " ")
+    return passages
+
+
+def document_title(path: Path) -> str:
+    """The title templates and the teacher prompt use: the file name without extension, '_' as spaces."""
+    return path.stem.replace("_", " ")
+
+
+def provenance(path: Path, index: int, heading: str | None, text: str, method: str = "template") -> dict:
+    """The provenance kept with each example made from a passage (`index` counts from 0)."""
+    return {"file": str(path), "passage": index + 1, "heading": heading, "text": text, "method": method}
+
+
+def document_examples(path: Path, kind: str, split: str = "train") -> tuple[list[Example], str, str]:
+    """Examples for a document file; returns (examples, format id, reason). UserError if unusable."""
+    passages = document_passages(path, kind)
+    title = document_title(path)
     examples = [
         Example(messages=passage_messages(p, title, h), raw=None, fmt="document", split=split,
-                source=f"{path}:passage {i + 1}", meta={"provenance": {"file": str(path), "passage": i + 1, "heading": h, "text": p}})
+                source=f"{path}:passage {i + 1}", meta={"provenance": provenance(path, i, h, p)})
         for i, (h, p) in enumerate(passages)
     ]
     reason = (f"{kind.upper()} document: {len(passages)} passages split at headings and paragraphs (~{PASSAGE_CHARS} characters), "

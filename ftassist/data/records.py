@@ -9,9 +9,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ftassist.data.findings import Example, Finding
 from ftassist.data.loaders import file_kind, read_table
+
+if TYPE_CHECKING:
+    from ftassist.data.teacher import Teacher
 
 DOCUMENT_KINDS = ("text", "markdown", "pdf", "docx")
 
@@ -42,8 +46,10 @@ class LoadResult:
     findings: list[Finding] = field(default_factory=list)
 
 
-def load_records(paths: list[str | Path], column_map: dict[str, str] | None = None, split: str = "train") -> LoadResult:
-    """Read every file in `paths` into examples of the given split.
+def load_records(paths: list[str | Path], column_map: dict[str, str] | None = None, split: str = "train",
+                 teacher: Teacher | None = None) -> LoadResult:
+    """Read every file in `paths` into examples of the given split; documents become pairs by
+    templates, or by `teacher` (a `ftassist.data.teacher.Teacher`) when one is given.
 
     Returns a LoadResult; raises UserError naming the file (and line) when one cannot be used.
     """
@@ -55,7 +61,11 @@ def load_records(paths: list[str | Path], column_map: dict[str, str] | None = No
         path = Path(p)
         kind = file_kind(path)
         if kind in DOCUMENT_KINDS:
-            examples, fmt, reason = document_examples(path, kind, split)
+            if teacher is not None:
+                examples, problems, fmt, reason = teacher.document_examples(path, kind, split)
+                result.findings += problems
+            else:
+                examples, fmt, reason = document_examples(path, kind, split)
             encoding = "utf-8" if kind in ("text", "markdown") else "binary"
         else:
             raw = read_table(path)

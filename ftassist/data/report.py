@@ -59,8 +59,10 @@ def render_markdown(report: dict[str, Any], findings: list[Finding], has_plot: b
              f"- rows read: {c['rows_in']}; train: {c['train']}; test: {c['test']}",
              f"- dropped: {', '.join(f'{k} {v}' for k, v in c['dropped'].items()) or 'none'}; personal data masked: {c['masked']}",
              f"- findings: " + ", ".join(f"{k} {v}" for k, v in report["findings_by_severity"].items()),
-             f"- schema: {report['schema']['source']}", "", "## Inputs", "", "| file | split | kind | encoding | format | rows | why |",
-             "|---|---|---|---|---|---|---|"]
+             f"- schema: {report['schema']['source']}"]
+    if "documents" in report:
+        lines.append(f"- documents: {describe_documents(report['documents'])}")
+    lines += ["", "## Inputs", "", "| file | split | kind | encoding | format | rows | why |", "|---|---|---|---|---|---|---|"]
     for f in report["inputs"]:
         lines.append(f"| `{f['path']}` | {f['split']} | {f['kind']} | {f['encoding']} | {f['format']} | {f['rows']} | {f['reason']} |")
     st = report["token_lengths"]
@@ -94,6 +96,20 @@ def render_markdown(report: dict[str, Any], findings: list[Finding], has_plot: b
     return "\n".join(lines) + "\n"
 
 
+def describe_documents(doc: dict[str, Any]) -> str:
+    """One line on how documents became pairs, for report.md and the dataset card.
+
+    >>> describe_documents({"method": "template"})
+    'one pair per passage by templates; provenance.jsonl gives the source passage of each line'
+    """
+    tail = "; provenance.jsonl gives the source passage of each line"
+    if doc.get("method") != "teacher":
+        return "one pair per passage by templates" + tail
+    return (f"pairs written by the teacher model `{doc['model']}` at {doc['url']} (temperature {doc['temperature']}, "
+            f"response_format {doc['response_format']}): {doc['pairs']} pairs from {doc['answered']} of {doc['asked']} passages, "
+            f"{doc['invalid']} replies without pairs, {doc['failed']} failed requests" + tail)
+
+
 def _md(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
@@ -111,6 +127,7 @@ def render_card(report: dict[str, Any], schema: dict | None) -> str:
              f"- train: {c['train']} examples; test: {c['test']} examples ({report['split']})",
              f"- sources: " + ", ".join(f"`{Path(f['path']).name}` ({f['format']}, {f['rows']} rows)" for f in report["inputs"]),
              f"- input formats: {', '.join(formats)}",
+             *([f"- from documents: {describe_documents(report['documents'])}"] if "documents" in report else []),
              f"- dropped while building: {', '.join(f'{k} {v}' for k, v in c['dropped'].items()) or 'none'}",
              f"- personal data masked: {c['masked']} values" if c["masked"] else "- personal data: not masked (see report.md)",
              f"- token lengths ({report['model']}): " + (f"median {report['token_lengths']['p50']}, max {report['token_lengths']['max']}"

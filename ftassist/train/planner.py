@@ -77,25 +77,45 @@ class MemoryEstimate:
     lora: int
     optimizer: int
     activations: int
-    logits: int
+    lm_head: int
     overhead: int
 
     @property
     def total(self) -> int:
-        return self.weights + self.lora + self.optimizer + self.activations + self.logits + self.overhead
+        return self.weights + self.lora + self.optimizer + self.activations + self.lm_head + self.overhead
+
+
+# Floats per token and layer that autograd keeps for backward in a Llama block with LoRA on all seven
+# linear layers: ~16 hidden-sized + ~6 intermediate-sized (norm/linear inputs, q/k/v, attention output,
+# gate/up/act, LoRA dropout copies). Counted with torch.autograd.graph.saved_tensors_hooks on
+# SmolLM2-shaped blocks (h 576, i 1536): 18.6k floats a token, against 16h + 6i = 18.4k. sdpa on CPU and
+# CUDA keeps no heads x seq x seq attention matrix (only the mask and a logsumexp).
+SAVED_HIDDEN, SAVED_INTERMEDIATE = 16, 6
+# On CPU, peak RSS grows ~1.65x faster per layer than what autograd saves: the forward's freed temporaries
+# and the backward's gradients sit in glibc's heap, which hands little back mid-step. Measured with
+# trl 1.16 on SmolLM2-shaped models, fp32, 8 x 212 tokens: +0.19 GiB RSS a layer (1 -> 5 layers) against
+# 0.12 GiB saved. CUDA's caching allocator reuses blocks, so its count stays at the saved tensors.
+CPU_HEAP_FACTOR = 1.65
+# trl 1.16's SFTTrainer never builds the (tokens x vocab) logits: its fused LM head scores tiles of
+# at most 4096 tokens x 32768 vocabulary entries. Without Triton (CPU) the tile is processed with torch
+# ops that hold ~9 tile-sized float32 temporaries at the backward's peak (measured: +1.81 GiB RSS for
+# 8 x 212 tokens at vocab 49152, i.e. 8.7 tiles of 1696 x 32768); the CUDA kernel works in place on ~2.
+HEAD_TILE_TOKENS, HEAD_TILE_VOCAB = 4096, 32768
+HEAD_TILES = {"cpu": 9, "cuda": 2}
 
 
 def estimate_memory(shape: ModelShape, *, seq_len: int, micro_batch: int, lora_r: int, weight_bytes: float,
                     compute_bytes: int, checkpointing: bool = False, optimizer_bytes: int = 8,
-                    overhead: int = 1 * GiB) -> MemoryEstimate:
-    """Return the memory one step needs.
+                    overhead: int = GiB // 2, device: str = "cpu") -> MemoryEstimate:
+    """Return the memory one step needs on `device` ("cpu": peak RSS; "cuda": peak allocated).
 
     weight_bytes: bytes per frozen base weight (4 fp32, 2 bf16, ~0.53 NF4 double-quant; embeddings
     and the LM head are never quantized). optimizer_bytes: AdamW state per trainable parameter
     (8 for fp32 moments, 2 for 8-bit). LoRA weights and their gradients are fp32 (4 + 4 bytes).
-    Activations per token and layer: ~16 hidden-sized plus ~6 intermediate-sized tensors kept for
-    backward (norm/linear inputs, q/k/v, attention output, gate/up/act, LoRA dropout copies);
+    Activations: what autograd saves per token and layer (SAVED_*), times CPU_HEAP_FACTOR on CPU;
     with checkpointing only each layer's input is kept, plus one layer recomputed at a time.
+    lm_head: trl's tiled log-prob head (HEAD_*), which does not grow past 4096 tokens a micro-batch.
+    overhead: the Python/torch/transformers runtime (~0.5 GiB RSS measured before the first step).
     """
     h, i = shape.hidden, shape.intermediate
     embed = shape.vocab * h * (1 if shape.tied_embeddings else 2)
@@ -103,12 +123,13 @@ def estimate_memory(shape: ModelShape, *, seq_len: int, micro_batch: int, lora_r
     weights = int(body * weight_bytes + embed * max(weight_bytes, compute_bytes))
     lora_n = shape.lora_params(lora_r)
     tokens = seq_len * micro_batch
-    per_layer = (16 * h + 6 * i) * compute_bytes * tokens
+    heap = CPU_HEAP_FACTOR if device == "cpu" else 1.0
+    per_layer = int((SAVED_HIDDEN * h + SAVED_INTERMEDIATE * i) * compute_bytes * tokens * heap)
     activations = (shape.layers * h * compute_bytes * tokens + per_layer) if checkpointing else shape.layers * per_layer
-    # trl's fused LM head computes the loss in chunks; count about one vocab-wide fp32 tensor per token.
-    logits = tokens * shape.vocab * 4
+    tile = min(tokens, HEAD_TILE_TOKENS) * min(shape.vocab, HEAD_TILE_VOCAB) * 4
+    lm_head = HEAD_TILES.get(device, HEAD_TILES["cpu"]) * tile
     return MemoryEstimate(weights=weights, lora=lora_n * 8, optimizer=lora_n * optimizer_bytes,
-                          activations=activations, logits=logits, overhead=overhead)
+                          activations=activations, lm_head=lm_head, overhead=overhead)
 
 
 @dataclass
@@ -212,7 +233,7 @@ def plan_training(shape: ModelShape, hw: Hardware, *, seq_len: int, method: str,
     def est(m: int, ck: bool) -> MemoryEstimate:
         return estimate_memory(shape, seq_len=seq_len, micro_batch=m, lora_r=lora_r, weight_bytes=weight_bytes,
                                compute_bytes=compute_bytes, checkpointing=ck, optimizer_bytes=opt_bytes,
-                               overhead=(GiB // 2 if hw.device == "cuda" else GiB))
+                               device=hw.device)
 
     for m, ck in order:
         e = est(m, ck)
@@ -238,7 +259,7 @@ def explain(shape: ModelShape, hw: Hardware, e: MemoryEstimate, *, method: str, 
     return (
         f"{method.upper()} on {hw.name}: {shape.params / 1e6:.0f}M-parameter model, {prec}{why_dtype}. "
         f"Estimated memory {g(e.total)} of {g(hw.budget)} usable (weights {g(e.weights)}, LoRA + grads "
-        f"{g(e.lora)}, optimizer {g(e.optimizer)}, activations {g(e.activations)}, logits {g(e.logits)}, "
+        f"{g(e.lora)}, optimizer {g(e.optimizer)}, activations {g(e.activations)}, LM head + loss {g(e.lm_head)}, "
         f"runtime {g(e.overhead)}) for micro-batch {micro} x {seq_len} tokens (longest example). "
         f"Gradient accumulation {accum} keeps the effective batch at {micro * accum}. "
         + ("Gradient checkpointing is on: without it the activations would not fit." if ck else

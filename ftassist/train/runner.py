@@ -40,6 +40,10 @@ from ftassist.train.status import ACTIVE, StatusWriter, read_status
 
 log = logging.getLogger("ftassist.train")
 
+# QLoRA's base: bitsandbytes 4-bit NormalFloat with its quantization constants quantized again (the paper's recipe).
+QLORA_QUANT_TYPE = "nf4"
+QLORA_DOUBLE_QUANT = True
+
 
 class TrainingFailed(UserError):
     """Training stopped on its own: NaN/inf or dead loss, repeated out-of-memory."""
@@ -213,7 +217,7 @@ def build_trainer(cfg: TrainConfig, plan: Plan, model_path: str, tokenizer, data
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            load_in_4bit=True, bnb_4bit_quant_type=QLORA_QUANT_TYPE, bnb_4bit_use_double_quant=QLORA_DOUBLE_QUANT,
             bnb_4bit_compute_dtype=torch_dtype)
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))} if plan.device == "cuda" else {"": "cpu"}
     model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
@@ -312,6 +316,9 @@ def run_info(cfg: TrainConfig, model_path: str, plan: Plan, **extra) -> dict:
         "device": plan.device,
         "plan": plan.to_dict(),
         "plan_explanation": plan.explanation,
+        # How the frozen base was held while training; the adapter is plain LoRA and loads onto the full-precision base.
+        "quantization": {"library": "bitsandbytes", "bits": 4, "quant_type": QLORA_QUANT_TYPE,
+                         "double_quant": QLORA_DOUBLE_QUANT, "compute_dtype": plan.dtype} if plan.method == "qlora" else None,
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "transformers": transformers.__version__, "peft": peft.__version__, "trl": trl.__version__},
         "world_size": int(os.environ.get("WORLD_SIZE", "1")),
