@@ -174,7 +174,7 @@ class ServeConfig:
     host: str = _f("127.0.0.1", "Address to bind; anything but loopback requires --api-key.")
     port: int = _f(8000, "Port to bind.")
     api_key: str | None = _f(None, "Bearer key clients must send on every route but /health and /ping (required off loopback).")
-    dtype: str = _f("auto", "auto (float32 on CPUs without fast bf16), float32, bfloat16 or float16.",
+    dtype: str = _f("auto", "auto (float32 on CPU: the precision ftassist trains in there, so replies match; bfloat16 on CUDA), float32, bfloat16 or float16.",
                     choices=["auto", "float32", "bfloat16", "float16"])
     max_model_len: int = _f(2048, "Longest prompt + reply in tokens.")
     max_lora_rank: int = _f(64, "Largest LoRA rank the server accepts (rounded up to one vLLM takes: 8, 16, 32, 64, ...).")

@@ -111,8 +111,10 @@ def likely_causes(paths: dict[str, float], mismatches: list[Mismatch], template_
             causes.append("the server computes differently from transformers: check its --dtype (bfloat16 vs the "
                           "float32 reference), its --max-model-len, and that it serves this run's model")
         elif "adapter_vllm" in low:
-            causes.append("vLLM's LoRA path differs from the merged weights: check the adapter it loaded "
-                          "(--lora-modules path, --max-lora-rank) and serve the merged folder instead")
+            causes.append("the server's adapter replies differ from base + adapter: check its --dtype first (a "
+                          "bfloat16 server drifts from a float32-trained adapter at near-ties; serve with --dtype "
+                          "float32), then the adapter it loaded (--lora-modules path, --max-lora-rank), or serve "
+                          "the merged folder instead")
         else:
             causes.append("the served merged model differs from the merged folder: check that the server serves "
                           "this folder and its --dtype")

@@ -42,11 +42,10 @@ def test_argv_is_a_list_of_strings_run_by_module():
 
 
 def test_dtype_auto():
-    assert resolve_dtype("auto", cuda=False, flags={"avx2", "fma"}) == "float32"
-    assert resolve_dtype("auto", cuda=False, flags={"avx512_bf16"}) == "bfloat16"
-    assert resolve_dtype("auto", cuda=False, flags={"amx_bf16"}) == "bfloat16"
-    assert resolve_dtype("auto", cuda=True, flags=set()) == "bfloat16"
-    assert resolve_dtype("float16", cuda=False, flags=set()) == "float16"
+    assert resolve_dtype("auto", cuda=False) == "float32"
+    assert resolve_dtype("auto", cuda=True) == "bfloat16"
+    assert resolve_dtype("bfloat16", cuda=False) == "bfloat16"
+    assert resolve_dtype("float16", cuda=False) == "float16"
 
 
 def test_lora_rank_rounds_up_to_what_vllm_accepts():
