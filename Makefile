@@ -60,7 +60,7 @@ run: model
 
 test: setup browser
 	@echo "==> [test] running the suite"
-	$(PY) -m pytest -q -p no:cacheprovider --timeout=900 $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider --timeout=900 --doctest-modules tests ftassist serving --ignore=ftassist/__main__.py $(PYTEST_ARGS)
 
 demo: model
 	$(PY) -m ftassist demo

@@ -1,8 +1,8 @@
 """Loading several input files into one list of examples, each file's format detected and explained.
 
-    >>> result = load_records(["tickets.jsonl"])          # doctest: +SKIP
-    >>> result.files[0].format, result.files[0].reason    # doctest: +SKIP
-    ('openai_chat', '200 of 200 sampled records have a `messages` list (OpenAI chat format)')
+    result = load_records(["tickets.jsonl"])
+    result.files[0].format, result.files[0].reason
+    # -> ('openai_chat', '200 of 200 sampled records have a `messages` list (OpenAI chat format)')
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """All checks together: `validate_records` returns every finding for a list of examples.
 
-    >>> findings, lengths = validate_records(load_records(["a.jsonl"]).examples, tokenizer=tok)  # doctest: +SKIP
+    findings, lengths = validate_records(load_records(["a.jsonl"]).examples, tokenizer=tok)
 """
 
 from __future__ import annotations
