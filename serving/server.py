@@ -16,6 +16,7 @@ from pathlib import Path
 import requests
 
 from ftassist.errors import UserError
+from ftassist.process import group_alive, signal_group
 
 
 def log_tail(path: Path, lines: int = 40) -> str:
@@ -69,17 +70,17 @@ class VllmServer:
     def stop(self, grace: float = 20.0) -> int | None:
         """Stop the server and every process of its group; returns the server's exit code."""
         pgid = self.process.pid  # start_new_session made it the group leader
-        if not _group_alive(pgid):
+        if not group_alive(pgid):
             return self.process.poll()
-        _signal_group(pgid, signal.SIGTERM)
+        signal_group(pgid, signal.SIGTERM)
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
             self.process.poll()  # reap the leader so the group can empty
-            if not _group_alive(pgid):
+            if not group_alive(pgid):
                 break
             time.sleep(0.2)
         else:
-            _signal_group(pgid, signal.SIGKILL)
+            signal_group(pgid, signal.SIGKILL)
         try:
             return self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -90,24 +91,6 @@ class VllmServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _group_alive(pgid: int) -> bool:
-    """True while any process of group `pgid` exists (zombies of others' children aside)."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def wait_ready(server: VllmServer, timeout: float, poll: float = 0.5) -> float:

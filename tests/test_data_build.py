@@ -68,6 +68,10 @@ def test_errors_give_exit_1_and_reports_only(tiny_model, tmp_path):
 
 
 def test_mask_pii_and_inferred_schema(tiny_model, tmp_path):
+    """PII is masked in the written rows; a JSON task without --schema gets a schema inferred from its replies.
+
+    Inferred type lists follow `ftassist.schema` (object, array, string, number, boolean, null), the order eval uses.
+    """
     result = build_dataset(DataConfig(inputs=[str(D / "pii.jsonl")], out=str(tmp_path / "o"), model=str(tiny_model), mask_pii=True))
     rows = read_jsonl(result.out / "train.jsonl") + read_jsonl(result.out / "test.jsonl")
     text = json.dumps(rows)
@@ -75,7 +79,7 @@ def test_mask_pii_and_inferred_schema(tiny_model, tmp_path):
     result = build_dataset(DataConfig(inputs=[str(D / "json_task.jsonl")], out=str(tmp_path / "j"), model=str(tiny_model),
                                       drop_invalid=True))
     schema = json.loads((result.out / "schema.json").read_text())
-    assert schema["properties"]["urgent"] == {"type": ["boolean", "string"]}  # inferred from every JSON reply
+    assert schema["properties"]["urgent"] == {"type": ["string", "boolean"]}  # inferred from every JSON reply
     assert result.report["schema"]["source"] == "inferred from 7 JSON replies"
     assert result.report["findings_by_check"] == {"invalid_json_output": 1}
 

@@ -18,8 +18,8 @@ from ftassist.cli import main
 from ftassist.config import EvalConfig
 from ftassist.errors import UserError
 from ftassist.evaluation.runner import run_eval
-from ftassist.evaluation.schema_infer import infer_schema
 from ftassist.evaluation.testset import load_examples
+from ftassist.schema import infer_schema
 from tests.conftest import EXAMPLE
 
 N = 8

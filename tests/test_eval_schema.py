@@ -7,8 +7,8 @@ import json
 import pytest
 
 from ftassist.errors import UserError
-from ftassist.evaluation.schema_infer import infer_schema
-from ftassist.evaluation.testset import load_examples, load_schema
+from ftassist.evaluation.testset import load_examples
+from ftassist.schema import infer_schema, load_schema
 from tests.conftest import EXAMPLE
 
 
@@ -53,6 +53,8 @@ def test_load_schema_errors(tmp_path):
     with pytest.raises(UserError, match=r"not a valid JSON Schema at properties/a/type: 'strnig' is not valid"):
         load_schema(tmp_path / "invalid.json")
     assert load_schema(EXAMPLE / "schema.json")["type"] == "object"
+    (tmp_path / "bom.json").write_bytes(b"\xef\xbb\xbf" + (EXAMPLE / "schema.json").read_bytes())
+    assert load_schema(tmp_path / "bom.json") == load_schema(EXAMPLE / "schema.json")
 
 
 def _write(path, rows):

@@ -29,11 +29,12 @@ from ftassist.data.loaders import file_kind
 from ftassist.data.pii import mask_pii
 from ftassist.data.records import DOCUMENT_KINDS, FileInfo, load_records
 from ftassist.data.report import build_report, length_stats, write_reports
-from ftassist.data.schema import infer_schema, is_json_task, load_schema, parse_reply
+from ftassist.data.schema import is_json_task, parse_reply
 from ftassist.data.split import split_rows
 from ftassist.data.validation import usable_messages, validate_records
 from ftassist.errors import UserError
 from ftassist.files import atomic_dir, write_jsonl_atomic, write_json_atomic
+from ftassist.schema import infer_schema, load_schema
 
 if TYPE_CHECKING:
     from ftassist.data.teacher import Teacher

@@ -8,6 +8,6 @@
     print(result.table)
 
 Each model is an arm on `base_url` or on its own endpoint (`LABEL=NAME@URL`, parsed by `arms`).
-The metrics are pure functions (`metrics`, `taxonomy`, `schema_infer`, `stats`); `runner` queries
-the endpoints through `client`, `report`, `charts` and `history` write what it found.
+The metrics are pure functions (`metrics`, `taxonomy`, `stats`; the schema comes from `ftassist.schema`);
+`runner` queries the endpoints through `client`, `report`, `charts` and `history` write what it found.
 """

@@ -35,10 +35,10 @@ from ftassist.evaluation.history import append_history, history_entry, history_p
 from ftassist.evaluation.metrics import canonical, make_validator, score_reply, score_request_error
 from ftassist.evaluation.probe import PROBES, check_probe, probe_messages
 from ftassist.evaluation.report import markdown_table, write_report
-from ftassist.evaluation.schema_infer import infer_schema
 from ftassist.evaluation.summary import PRIMARY, compare_arms, constrained_speed, select_worst, summarize_arm
 from ftassist.evaluation.taxonomy import describe
-from ftassist.evaluation.testset import Example, file_sha256, load_examples, load_schema
+from ftassist.evaluation.testset import Example, file_sha256, load_examples
+from ftassist.schema import infer_schema, load_schema
 
 INFERRED = "inferred from the references"
 

@@ -1,4 +1,4 @@
-"""Read the test set and the reply schema for an eval, failing early with a message that says what to fix.
+"""Read the test set for an eval, failing early with a message that says what to fix.
 
 A test row is `{"messages": [...]}` in OpenAI format; its last message must be the assistant's
 reply, which is the reference, and the messages before it are the prompt.
@@ -12,10 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jsonschema.exceptions import SchemaError
-
 from ftassist.errors import UserError
-from ftassist.evaluation.metrics import make_validator
 from ftassist.files import read_jsonl
 
 
@@ -66,25 +63,6 @@ def load_examples(path: str | Path, limit: int = 0) -> tuple[list[Example], str]
         return examples, "text"
     raise UserError(f"--data {path}: the references of row(s) {_rows(not_json)} are not JSON while the others are; "
                     "fix those rows, or evaluate them as a separate free-text set")
-
-
-def load_schema(path: str | Path) -> dict:
-    """The JSON Schema in `path`, checked against its draft; raises UserError naming the problem."""
-    path = Path(path)
-    try:
-        schema = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UserError(f"--schema {path}: cannot read it ({exc.strerror or exc})") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"--schema {path}: not valid JSON ({exc})") from exc
-    if not isinstance(schema, dict):
-        raise UserError(f"--schema {path}: a JSON Schema must be an object, got {type(schema).__name__}")
-    try:
-        make_validator(schema)
-    except SchemaError as exc:
-        where = "/".join(str(p) for p in exc.absolute_path) or "(top level)"
-        raise UserError(f"--schema {path}: not a valid JSON Schema at {where}: {exc.message}") from exc
-    return schema
 
 
 def file_sha256(path: str | Path) -> str:

@@ -26,6 +26,7 @@ from typing import Iterator
 
 from ftassist.config import TrainConfig, save_config
 from ftassist.errors import UserError
+from ftassist.process import group_alive, signal_group
 from ftassist.train.status import ACTIVE, JobStatus, StatusWriter, pid_alive, read_status
 
 __all__ = ["start_job", "resume_job", "cancel_job", "read_status", "list_jobs", "read_metrics", "follow_job",
@@ -108,18 +109,18 @@ def cancel_job(run_dir: str | Path, timeout: float = 30.0) -> JobStatus:
         return status
     pgid = status.pid
     if pgid and pid_alive(status.pid, status.pid_started):
-        _signal_group(pgid, signal.SIGTERM)
+        signal_group(pgid, signal.SIGTERM)
         deadline = time.time() + timeout
         while _group_alive(pgid) and time.time() < deadline:
             time.sleep(0.2)
         if _group_alive(pgid):
-            _signal_group(pgid, signal.SIGKILL)
+            signal_group(pgid, signal.SIGKILL)
             deadline = time.time() + 10
             while _group_alive(pgid) and time.time() < deadline:
                 time.sleep(0.1)
         # Give this process's reaper thread (see _spawn) a moment to collect the exit status.
         deadline = time.time() + 5
-        while _group_exists(pgid) and time.time() < deadline:
+        while group_alive(pgid) and time.time() < deadline:
             time.sleep(0.05)
     final = read_status(run)
     if final.state in ACTIVE or final.state == "interrupted":
@@ -128,24 +129,6 @@ def cancel_job(run_dir: str | Path, timeout: float = 30.0) -> JobStatus:
         writer.update(state="cancelled", reason="cancelled by the user", ended_at=time.time())
         final = read_status(run)
     return final
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _group_exists(pgid: int) -> bool:
-    """True while process group `pgid` has any member, zombies included."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _group_alive(pgid: int) -> bool:

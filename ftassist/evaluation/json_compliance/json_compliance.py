@@ -16,8 +16,8 @@ import datasets
 import evaluate
 
 from ftassist.evaluation.metrics import make_validator, score_reply
-from ftassist.evaluation.schema_infer import infer_schema
 from ftassist.evaluation.taxonomy import count_kinds
+from ftassist.schema import infer_schema
 
 _DESCRIPTION = "Strict / extractable / schema-valid JSON rates, exact field accuracy and a failure taxonomy."
 _KWARGS_DESCRIPTION = """

@@ -1,0 +1,94 @@
+"""JSON Schemas for JSON tasks: read the user's `--schema` file, or infer one from reference replies.
+
+Used by `ftassist data` (to check training replies) and `ftassist eval` (to score model replies).
+
+    >>> infer_schema([{"a": 1, "b": "x"}, {"a": 2.5}])
+    {'type': 'object', 'properties': {'a': {'type': 'number'}, 'b': {'type': 'string'}}, 'required': ['a'], 'additionalProperties': False}
+    >>> infer_schema(["high"] * 3 + ["low"] * 4)
+    {'type': 'string', 'enum': ['high', 'low']}
+    >>> infer_schema([True, None, "x"])
+    {'type': ['string', 'boolean', 'null']}
+
+What `infer_schema` infers, deliberately plain so a report can show it and the user can check it:
+the JSON types seen (integers and floats both become "number"; several types are listed in the
+order object, array, string, number, boolean, null), object properties with the keys present in
+every value as `required`, `additionalProperties: false`, array item schemas, and an `enum` for a
+string field only when few distinct values each recur often (at most `ENUM_MAX` values, each seen
+at least `ENUM_MIN_SEEN` times). The values may miss a valid value of such a field: pass
+`--schema` when that matters.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from ftassist.errors import UserError
+
+ENUM_MAX = 10
+ENUM_MIN_SEEN = 3
+_ORDER = ("object", "array", "string", "number", "boolean", "null")
+
+
+def load_schema(path: str | Path) -> dict:
+    """The JSON Schema in `path` (UTF-8, with or without a BOM), checked against its metaschema.
+
+    The metaschema is the one its `$schema` names, else the newest draft. Raises UserError naming
+    `--schema PATH`, what is wrong (and where, for an invalid schema) and what to do.
+    """
+    path = Path(path)
+    try:
+        schema = json.loads(path.read_text(encoding="utf-8-sig"))
+    except OSError as exc:
+        raise UserError(f"--schema {path}: cannot read it ({exc.strerror or exc}); check the path") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"--schema {path}: not valid JSON ({exc}); fix the file") from exc
+    if not isinstance(schema, dict):
+        raise UserError(f"--schema {path}: a JSON Schema must be an object, got {type(schema).__name__}; "
+                        'fix the file (e.g. {"type": "object", "properties": {...}})')
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "(top level)"
+        raise UserError(f"--schema {path}: not a valid JSON Schema at {where}: {exc.message}; fix the file") from exc
+    return schema
+
+
+def _json_type(value: Any) -> str:
+    """The JSON type name of a Python value from `json.loads` ("number" for ints and floats)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def infer_schema(values: list[Any]) -> dict:
+    """A JSON Schema that every value in `values` satisfies ({} for no values; see the module notes)."""
+    if not values:
+        return {}
+    types = sorted({_json_type(v) for v in values}, key=_ORDER.index)
+    schema: dict[str, Any] = {"type": types[0] if len(types) == 1 else types}
+    objects = [v for v in values if isinstance(v, dict)]
+    if objects:
+        keys = list(dict.fromkeys(k for obj in objects for k in obj))
+        schema["properties"] = {k: infer_schema([obj[k] for obj in objects if k in obj]) for k in keys}
+        schema["required"] = [k for k in keys if all(k in obj for obj in objects)]
+        schema["additionalProperties"] = False
+    items = [x for v in values if isinstance(v, list) for x in v]
+    if items:
+        schema["items"] = infer_schema(items)
+    strings = Counter(v for v in values if isinstance(v, str))
+    if strings and types == ["string"] and len(strings) <= ENUM_MAX and min(strings.values()) >= ENUM_MIN_SEEN:
+        schema["enum"] = sorted(strings)
+    return schema
