@@ -111,12 +111,12 @@ def cancel_job(run_dir: str | Path, timeout: float = 30.0) -> JobStatus:
     if pgid and pid_alive(status.pid, status.pid_started):
         signal_group(pgid, signal.SIGTERM)
         deadline = time.time() + timeout
-        while _group_alive(pgid) and time.time() < deadline:
+        while _group_has_running_process(pgid) and time.time() < deadline:
             time.sleep(0.2)
-        if _group_alive(pgid):
+        if _group_has_running_process(pgid):
             signal_group(pgid, signal.SIGKILL)
             deadline = time.time() + 10
-            while _group_alive(pgid) and time.time() < deadline:
+            while _group_has_running_process(pgid) and time.time() < deadline:
                 time.sleep(0.1)
         # Give this process's reaper thread (see _spawn) a moment to collect the exit status.
         deadline = time.time() + 5
@@ -131,7 +131,7 @@ def cancel_job(run_dir: str | Path, timeout: float = 30.0) -> JobStatus:
     return final
 
 
-def _group_alive(pgid: int) -> bool:
+def _group_has_running_process(pgid: int) -> bool:
     """True while any non-zombie process is left in process group `pgid`."""
     import psutil
 
