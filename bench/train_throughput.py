@@ -6,7 +6,8 @@
 (a) plain: HF `Trainer` + peft LoRA (all-linear, r=16), every batch padded to max_length=512,
     fp32, loss on every token - the recipe most tutorials show.
 (b) ftassist: `ftassist.train.runner.train` - trl SFTTrainer, dynamic padding grouped by length,
-    loss on the reply only, fp32, no checkpointing.
+    loss on the reply only (on CPU the model's own cross-entropy, not trl's tiled LM head), fp32,
+    no checkpointing.
 Throughput counts only non-padding tokens and skips the first step of each (warm-up). Both run
 in this one process, one after the other; peak RSS is sampled per phase. Other work on the
 machine slows both alike, but the figures still move with it - rerun on an idle machine.

@@ -6,6 +6,6 @@
 
 Modules: `dataset` (rows -> prompt/completion), `planner` (memory estimate, batch choice),
 `callbacks` (metrics, heartbeat, NaN guard), `checkpoints` (atomic checkpoints, resume point),
-`status` (status.json), `runner` (train()), `jobs` (background jobs), `worker` (job entrypoint),
-`launch` (multi-GPU `accelerate launch` command).
+`status` (status.json), `loss` (the CPU loss path), `runner` (train()), `jobs` (background jobs),
+`worker` (job entrypoint), `launch` (multi-GPU `accelerate launch` command).
 """

@@ -96,12 +96,15 @@ SAVED_HIDDEN, SAVED_INTERMEDIATE = 16, 6
 # trl 1.16 on SmolLM2-shaped models, fp32, 8 x 212 tokens: +0.19 GiB RSS a layer (1 -> 5 layers) against
 # 0.12 GiB saved. CUDA's caching allocator reuses blocks, so its count stays at the saved tensors.
 CPU_HEAP_FACTOR = 1.65
-# trl 1.16's SFTTrainer never builds the (tokens x vocab) logits: its fused LM head scores tiles of
-# at most 4096 tokens x 32768 vocabulary entries. Without Triton (CPU) the tile is processed with torch
-# ops that hold ~9 tile-sized float32 temporaries at the backward's peak (measured: +1.81 GiB RSS for
-# 8 x 212 tokens at vocab 49152, i.e. 8.7 tiles of 1696 x 32768); the CUDA kernel works in place on ~2.
-HEAD_TILE_TOKENS, HEAD_TILE_VOCAB = 4096, 32768
-HEAD_TILES = {"cpu": 9, "cuda": 2}
+# The LM head and loss. On CPU ftassist computes the model's own cross-entropy over full float32 logits
+# (`ftassist.train.loss`): the logits, the log-softmax saved for backward, its gradient and the logits'
+# gradient, ~4 (tokens x vocab) float32 copies at the peak (measured: 3.0 in isolation, 3.7 in train() with
+# glibc's heap: +1.36 GiB RSS for 1 layer, 8 x 212 tokens, vocab 49152). It grows with the tokens of a
+# micro-batch, but stays below a quarter of the activations for Llama-shaped models up to 150k vocabularies.
+# On CUDA trl 1.16's fused head never builds the logits: its Triton kernel scores tiles of at most 4096 tokens
+# x 32768 vocabulary entries in place, holding ~2 tile-sized temporaries.
+LOGITS_COPIES_CPU = 4
+HEAD_TILE_TOKENS, HEAD_TILE_VOCAB, HEAD_TILES_CUDA = 4096, 32768, 2
 
 
 def estimate_memory(shape: ModelShape, *, seq_len: int, micro_batch: int, lora_r: int, weight_bytes: float,
@@ -114,7 +117,8 @@ def estimate_memory(shape: ModelShape, *, seq_len: int, micro_batch: int, lora_r
     (8 for fp32 moments, 2 for 8-bit). LoRA weights and their gradients are fp32 (4 + 4 bytes).
     Activations: what autograd saves per token and layer (SAVED_*), times CPU_HEAP_FACTOR on CPU;
     with checkpointing only each layer's input is kept, plus one layer recomputed at a time.
-    lm_head: trl's tiled log-prob head (HEAD_*), which does not grow past 4096 tokens a micro-batch.
+    lm_head: on CPU the full float32 logits and the loss's copies of them (LOGITS_COPIES_CPU); on CUDA
+    trl's tiled log-prob head (HEAD_*), which does not grow past 4096 tokens a micro-batch.
     overhead: the Python/torch/transformers runtime (~0.5 GiB RSS measured before the first step).
     """
     h, i = shape.hidden, shape.intermediate
@@ -126,8 +130,10 @@ def estimate_memory(shape: ModelShape, *, seq_len: int, micro_batch: int, lora_r
     heap = CPU_HEAP_FACTOR if device == "cpu" else 1.0
     per_layer = int((SAVED_HIDDEN * h + SAVED_INTERMEDIATE * i) * compute_bytes * tokens * heap)
     activations = (shape.layers * h * compute_bytes * tokens + per_layer) if checkpointing else shape.layers * per_layer
-    tile = min(tokens, HEAD_TILE_TOKENS) * min(shape.vocab, HEAD_TILE_VOCAB) * 4
-    lm_head = HEAD_TILES.get(device, HEAD_TILES["cpu"]) * tile
+    if device == "cuda":
+        lm_head = HEAD_TILES_CUDA * min(tokens, HEAD_TILE_TOKENS) * min(shape.vocab, HEAD_TILE_VOCAB) * 4
+    else:
+        lm_head = LOGITS_COPIES_CPU * tokens * shape.vocab * 4
     return MemoryEstimate(weights=weights, lora=lora_n * 8, optimizer=lora_n * optimizer_bytes,
                           activations=activations, lm_head=lm_head, overhead=overhead)
 

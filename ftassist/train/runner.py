@@ -9,11 +9,13 @@ The run folder gets `adapter/` (peft adapter + tokenizer + the chat template use
 Speed on CPU comes from what is *not* done: batches are padded only to their own longest
 example and grouped by length (no padding to max_length), the weights stay float32 (bf16 is
 ~300x slower on CPUs without native support), gradient checkpointing is off unless memory
-needs it, there is no evaluation during training, and checkpoints hold only the adapter and
-optimizer state. Padding-free packing is *not* used: trl documents its position_ids-based
-flattening for FlashAttention's varlen kernels only, and whether CPU sdpa keeps flattened rows
-apart (transformers may derive a block-diagonal mask from position_ids) has not been verified
-here; dynamic padding is correct on every backend.
+needs it, there is no evaluation during training, checkpoints hold only the adapter and
+optimizer state, and the loss is the model's own cross-entropy over full logits rather than trl's
+tiled LM head, which without Triton costs ~4x more (`ftassist.train.loss`). Padding-free packing
+is *not* used: trl documents its position_ids-based flattening for FlashAttention's varlen
+kernels only, and whether CPU sdpa keeps flattened rows apart (transformers may derive a
+block-diagonal mask from position_ids) has not been verified here; dynamic padding is correct
+on every backend.
 """
 
 from __future__ import annotations
@@ -285,8 +287,10 @@ def build_trainer(cfg: TrainConfig, plan: Plan, model_path: str, tokenizer, data
 def _trainer_class():
     from trl import SFTTrainer
 
-    class AtomicSFTTrainer(checkpoints.AtomicCheckpointMixin, SFTTrainer):
-        """SFTTrainer whose checkpoints appear only when complete."""
+    from ftassist.train.loss import PlainCausalLossMixin
+
+    class AtomicSFTTrainer(checkpoints.AtomicCheckpointMixin, PlainCausalLossMixin, SFTTrainer):
+        """SFTTrainer whose checkpoints appear only when complete, with the plain loss path on CPU (see `loss`)."""
 
     return AtomicSFTTrainer
 

@@ -1,0 +1,77 @@
+"""The training loss on CPU: the model's own cross-entropy over full logits, not trl's tiled LM head.
+
+trl 1.16's `SFTTrainer.compute_loss` patches the model with a fused LM head (`add_fused_lm_head`)
+that never builds the (tokens x vocab) logits: it projects tiles of 4096 tokens x 32768 vocabulary
+entries, folds each into online log-sum-exp, entropy and top-1 statistics, and recomputes every
+tile in the backward. On CUDA that runs as Triton kernels and saves memory. Without Triton (CPU)
+each tile is folded with ~10 full-tile torch ops (log-probs, plus entropy and top-1 for trl's logged
+metrics, which ftassist does not read) and the projection runs twice (forward and backward
+recompute). Measured for SmolLM2's head (vocab 49152) at 8 x 212 tokens, forward + backward on 2
+cores: 4.4 s against 1.1-1.3 s for plain logits + cross-entropy (10.6-14.1 s against 2.8-3.3 s on
+a busier machine), and 1.7 GiB peak against 0.9 GiB. Both score every position, prompt and padding
+included (trl skips them only on Triton devices).
+
+`PlainCausalLossMixin` therefore computes the loss on CPU the way `transformers.Trainer` does:
+the model's forward with `labels` (and `num_items_in_batch`), i.e. the sum of the next-token
+negative log-likelihood over the non-ignored labels divided by their count over the accumulated
+batch (`num_items_in_batch`; this micro-batch's count when it is None), which is the very
+quantity trl's head returns (tests/test_train_loss.py checks both agree to 1e-5). It keeps trl's
+`num_tokens` count (non-padding tokens seen), which `MetricsCallback` turns into tokens/s; trl's
+`entropy` and `mean_token_accuracy` are not logged on this path. Everything trl's path does that
+this one does not (MoE aux loss, DFT loss, label smoothing, a custom `compute_loss_func`, sequence
+parallelism) keeps trl's path; so does CUDA.
+"""
+
+from __future__ import annotations
+
+
+class PlainCausalLossMixin:
+    """Mix in before `SFTTrainer`: on CPU, loss from the model's own forward over full logits.
+
+    `plain_loss` (set at construction, may be switched off) says whether this path is used.
+    """
+
+    plain_loss: bool = False
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.plain_loss = uses_plain_loss(self)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if not self.plain_loss:
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+        from transformers import Trainer
+
+        inputs["use_cache"] = False
+        # Trainer.compute_loss: forwards `labels` and `num_items_in_batch` to the model (its ForCausalLMLoss
+        # shifts the labels, ignores -100 and divides the summed NLL by num_items_in_batch, or by the count of
+        # valid labels when it is None), and scales for `average_tokens_across_devices` as trl's path does.
+        result = Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs,
+                                      num_items_in_batch=num_items_in_batch)
+        if self.model.training:
+            count_trained_tokens(self, inputs)
+        self._metrics["train" if self.model.training else "eval"]["num_tokens"] = [self._total_train_tokens]
+        return result
+
+
+def uses_plain_loss(trainer) -> bool:
+    """Whether `trainer` (an SFTTrainer) should take the plain loss path: CPU, and nothing only trl's path does."""
+    args = trainer.args
+    pc = getattr(trainer.accelerator, "parallelism_config", None)
+    return (args.device.type == "cpu" and args.loss_type == "nll" and not getattr(trainer, "aux_loss_enabled", False)
+            and trainer.compute_loss_func is None and trainer.label_smoother is None
+            and trainer.model_accepts_loss_kwargs and not (pc is not None and getattr(pc, "sp_enabled", False)))
+
+
+def count_trained_tokens(trainer, inputs: dict) -> None:
+    """Add the batch's non-padding tokens (all ranks) to trl's `_total_train_tokens`, as trl's compute_loss does."""
+    import torch
+
+    if "attention_mask" in inputs:
+        local = inputs["attention_mask"].sum()
+    elif "position_ids" in inputs:  # padding-free batches carry no attention mask
+        local = torch.tensor(inputs["position_ids"].size(1), device=inputs["position_ids"].device)
+    else:
+        raise ValueError("Expected 'attention_mask' or 'position_ids' in inputs.")
+    trainer._total_train_tokens += trainer.accelerator.gather_for_metrics(local).sum().item() // trainer._tp_size
