@@ -203,17 +203,29 @@ def poll(s: Session) -> tuple[Session, object | None, list[dict]]:
     return s, status, metrics
 
 
+SERVE_QUICK = [COMPARE, EVAL, STOP_SERVER]
+
+
 def start_server_in_chat(s: Session, settings: AppSettings) -> Iterator[Session]:
-    s.say("Starting vLLM with `base` and `tuned` (about 40-60 s)…")
-    s.quick = []
-    yield s
+    """Serve base + the session's adapter; a server already live for this run is reused, not doubled."""
     record = Path(s.run_dir) if s.run_dir else settings.runs_dir
-    cfg = serve_step.serve_config(settings.model, s.run_dir, record)
-    info = serve_step.start_serving(cfg, record)
+    info = serve_step.read_server(record / serve_step.SERVER_FILE)
+    if info is None:
+        s.say("Starting vLLM with `base` and `tuned` (about 40-60 s)…")
+        s.quick = []
+        yield s
+        try:
+            cfg = serve_step.serve_config(settings.model, s.run_dir, record)
+            info = serve_step.start_serving(cfg, record)
+        except UserError as exc:
+            s.say(f"The server did not start: {exc}")
+            s.quick = [START_SERVER]
+            yield s
+            return
     s.server_file = str(record / serve_step.SERVER_FILE)
     s.stage = "serve"
     s.say(serve_step.describe_server(info))
-    s.quick = [COMPARE, EVAL, STOP_SERVER]
+    s.quick = list(SERVE_QUICK)
     yield s
 
 
@@ -236,7 +248,7 @@ def _serve_reply(s: Session, settings: AppSettings, text: str) -> Iterator[Sessi
         if s.server_file:
             serve_step.stop_serving(s.server_file)
         s.server_file = None
-        s.say("Server stopped.")
+        s.say("Server stopped." if info is not None else "No server was running.")
         s.quick = [START_SERVER]
         s.stage = "train"
         yield s
@@ -247,26 +259,29 @@ def _serve_reply(s: Session, settings: AppSettings, text: str) -> Iterator[Sessi
         s.stage = "train"
         yield s
         return
-    if text == COMPARE:
-        messages = compare_step.first_test_prompt(s.data_dir)
-        s.say(f"Prompt: {messages[-1]['content']}")
-        s.say("…")
-        for replies in compare_step.stream_compare(info, messages, info.models):
-            s.messages[-1] = {"role": "assistant", "content": compare_step.compare_markdown(replies)}
+    s.quick = []  # no second click while a slow step runs
+    try:
+        if text == COMPARE:
+            messages = compare_step.first_test_prompt(s.data_dir)
+            s.say(f"Prompt: {messages[-1]['content']}")
+            s.say("…")
             yield s
-    elif text == EVAL:
-        s.say("Running the JSON-compliance eval on the test split…")
-        yield s
-        result = compare_step.run_evaluation(info, s.data_dir, Path(s.run_dir or settings.runs_dir) / "eval")
-        s.say(f"**JSON compliance, base vs tuned**\n\n{result.table}")
-        chart = compare_step.eval_chart(result)
-        if chart:
-            s.show_image(chart)
-        yield s
-    else:
-        s.say(serve_step.describe_server(info))
-        yield s
-    s.quick = [COMPARE, EVAL, STOP_SERVER]
+            for replies in compare_step.stream_compare(info, messages, info.models):
+                s.messages[-1] = {"role": "assistant", "content": compare_step.compare_markdown(replies)}
+                yield s
+        elif text == EVAL:
+            s.say("Running the JSON-compliance eval on the test split…")
+            yield s
+            result = compare_step.run_evaluation(info, s.data_dir, Path(s.run_dir or settings.runs_dir) / "eval")
+            s.say(f"**JSON compliance, base vs tuned**\n\n{result.table}")
+            chart = compare_step.eval_chart(result)
+            if chart:
+                s.show_image(chart)
+        else:
+            s.say(serve_step.describe_server(info))
+    except UserError as exc:
+        s.say(f"That did not work: {exc}")
+    s.quick = list(SERVE_QUICK)
     yield s
 
 

@@ -101,9 +101,13 @@ def format_seconds(seconds: float) -> str:
 
 
 def loss_frame(metrics: list[dict]) -> pd.DataFrame:
-    """Rows with a loss as a (step, loss) frame for gr.LinePlot."""
+    """Rows with a loss as a (step, loss) frame for gr.LinePlot.
+
+    Typed even when empty: an empty object-dtype frame makes the plot take both axes as categories
+    (unordered steps, a loss axis upside down) for the rest of the page's life.
+    """
     rows = [{"step": int(m["step"]), "loss": float(m["loss"])} for m in metrics if m.get("loss") is not None]
-    return pd.DataFrame(rows, columns=["step", "loss"])
+    return pd.DataFrame(rows, columns=["step", "loss"]).astype({"step": "int64", "loss": "float64"})
 
 
 def jobs_table(jobs_dir: Path) -> pd.DataFrame:

@@ -86,6 +86,71 @@ def test_compare_without_server_says_so(settings):
     assert find_server(settings.runs_dir) is None
 
 
+@pytest.fixture()
+def fake_server(settings):
+    """A run folder whose server.json records a live process (a `sleep`, its own group) like vLLM's."""
+    import subprocess
+    import sys
+
+    from ftassist.files import write_json_atomic
+    from ftassist.train.status import process_started
+
+    run_dir = settings.jobs_dir / "run-fake"
+    (run_dir / "adapter").mkdir(parents=True)
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"], start_new_session=True)
+    info = ServerInfo(base_url="http://127.0.0.1:8123/v1", api_key="ft-key", models=["base", "tuned"], pid=proc.pid,
+                      pid_started=process_started(proc.pid), command="ftassist serve --port 8123")
+    write_json_atomic(run_dir / "server.json", info.__dict__)
+    yield run_dir, proc
+    proc.kill()
+    proc.wait()
+
+
+def test_chat_reuses_a_live_server_and_stops_it(settings, fake_server, monkeypatch):
+    from ftassist_app import serve_step
+
+    run_dir, proc = fake_server
+
+    def no_second_server(*_a, **_k):
+        raise AssertionError("a second server was started for the same run")
+
+    monkeypatch.setattr(serve_step, "start_serving", no_second_server)
+    s = conversation.new_session()
+    s.run_dir, s.stage = str(run_dir), "train"
+    s = run(conversation.respond(s, settings, conversation.START_SERVER))
+    assert s.stage == "serve" and s.quick == conversation.SERVE_QUICK
+    assert "Server ready" in s.messages[-1]["content"] and "ft-key" in s.messages[-1]["content"]
+    assert not any("Starting vLLM" in str(m["content"]) for m in s.messages)
+    s = run(conversation.respond(s, settings, conversation.STOP_SERVER))
+    assert s.messages[-1]["content"] == "Server stopped." and s.quick == [conversation.START_SERVER]
+    assert proc.wait(timeout=30) is not None
+    assert not (run_dir / "server.json").exists() and find_server(settings.runs_dir) is None
+
+
+def test_chat_compare_shows_both_models_and_offers_next_steps(settings, fake_server, small_data):
+    run_dir, _ = fake_server
+    s = conversation.new_session()
+    s.run_dir, s.data_dir, s.stage = str(run_dir), str(small_data), "serve"
+    seen_quick = []
+    for s in conversation.respond(s, settings, conversation.COMPARE):
+        seen_quick.append(list(s.quick))
+    assert seen_quick[0] == [] and seen_quick[-1] == conversation.SERVE_QUICK
+    assert s.messages[-2]["content"].startswith("Prompt: ")
+    text = s.messages[-1]["content"]
+    # nothing listens on the recorded port: each pane says so instead of the chat crashing
+    assert "**base** — error:" in text and "**tuned** — error:" in text
+
+
+def test_chat_says_why_the_server_did_not_start(settings):
+    run_dir = settings.jobs_dir / "run-unfinished"
+    run_dir.mkdir(parents=True)
+    s = conversation.new_session()
+    s.run_dir, s.stage = str(run_dir), "train"
+    s = run(conversation.respond(s, settings, conversation.START_SERVER))
+    assert "The server did not start" in s.messages[-1]["content"] and "no adapter yet" in s.messages[-1]["content"]
+    assert s.quick == [conversation.START_SERVER] and s.stage == "train"
+
+
 def test_server_description_has_everything_a_client_needs():
     info = ServerInfo(base_url="http://127.0.0.1:8123/v1", api_key="ft-key", models=["base", "tuned"], pid=1,
                       command="ftassist serve --port 8123")
@@ -121,6 +186,8 @@ def test_progress_helpers():
     assert "run-1" in text and "step 3/12 (25%)" in text and "loss 2.0000" in text and "ETA 1 min 15 s" in text
     frame = train_step.loss_frame(metrics)
     assert list(frame["step"]) == [1, 3] and list(frame["loss"]) == [2.5, 2.0]
+    empty = train_step.loss_frame([])
+    assert str(empty["step"].dtype) == "int64" and str(empty["loss"].dtype) == "float64"  # the plot's axes stay numeric
 
 
 def test_guard_turns_user_errors_into_gradio_errors():

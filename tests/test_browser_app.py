@@ -1,4 +1,7 @@
-"""End to end in real Chromium: advisor -> upload -> train -> serve -> compare -> eval, with the tiny model.
+"""End to end in real Chromium, all through the chat: advisor -> upload -> fix -> train -> serve -> compare -> eval.
+
+Then a reload finds the job and the live server again (Train, Serve, Compare, Evaluate tabs), and
+the chat stops the server. Runs with the tiny model.
 
 Needs Debian's chromium (`apt-get install -y chromium`) and vLLM; screenshots of every step go to
 test-output/screenshots/ (the README shows some of them).
@@ -7,7 +10,7 @@ test-output/screenshots/ (the README shows some of them).
 from __future__ import annotations
 
 import os
-import shutil
+import re
 import socket
 import subprocess
 import sys
@@ -56,7 +59,11 @@ def app(tiny_model, tmp_path_factory):
     while (found := find_server(runs)) is not None:
         stop_serving(found[0])
     proc.terminate()
-    proc.wait(timeout=30)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=30)
     log.close()
 
 
@@ -86,6 +93,9 @@ def chat_has(page, text: str, timeout: float = 60_000) -> None:
 
 
 def test_whole_conversation_in_a_browser(app, page, tmp_path):
+    from ftassist.train.status import pid_alive
+    from ftassist_app.serve_step import find_server
+
     url, runs, log_path = app
     page.goto(url)
     chat_has(page, "facts it does not know")
@@ -117,26 +127,65 @@ def test_whole_conversation_in_a_browser(app, page, tmp_path):
     chat_has(page, "Training finished", timeout=600_000)
     shot(page, "06-training-done")
 
-    # a reload loses nothing: the job is still listed on the Train tab
+    # serve, compare and evaluate through the chat's own quick replies (real vLLM, ~40-60 s to start)
+    chat = page.locator("#chat")
+    quick(page, "Start the server")
+    chat_has(page, "Starting vLLM")
+    shot(page, "07-serve-starting")
+    chat_has(page, "Server ready", timeout=420_000)
+    found = find_server(runs)
+    assert found is not None, "the chat says the server is ready but none is recorded under the runs folder"
+    server = found[1]
+    assert server.models == ["base", "tuned"] and server.api_key
+    text = chat.inner_text()
+    for needle in (f"Server ready at {server.base_url}", "models: base, tuned", f"API key: {server.api_key}",
+                   f"curl {server.base_url}/chat/completions", f"Authorization: Bearer {server.api_key}",
+                   "from openai import OpenAI", f"OpenAI(base_url='{server.base_url}', api_key='{server.api_key}')",
+                   "ftassist serve"):
+        assert needle in text, (needle, text[-3000:])
+    page.locator("button.quick", has_text="Compare on a test example").wait_for(timeout=30_000)
+    shot(page, "08-serve")
+
+    quick(page, "Compare on a test example")
+    chat_has(page, "Prompt:")
+    page.locator("button.quick", has_text="Run the JSON eval").wait_for(timeout=180_000)  # back when both are done
+    text = chat.inner_text()
+    for model in ("base", "tuned"):
+        assert re.search(rf"{model} — first token [\d.]+ s · total [\d.]+ s", text), (model, text[-3000:])
+    shot(page, "09-compare")
+
+    quick(page, "Run the JSON eval")
+    chat_has(page, "Running the JSON-compliance eval")
+    page.locator("button.quick", has_text="Stop the server").wait_for(timeout=300_000)
+    chat_has(page, "JSON compliance, base vs tuned")
+    chat.locator("table").last.wait_for(timeout=10_000)
+    assert "That did not work" not in chat.inner_text()
+    chat.locator("img[src*='rates']").last.wait_for(timeout=30_000)
+    shot(page, "10-evaluate")
+
+    # a reload loses nothing: the job is listed on the Train tab and the live server is found again
     page.reload()
     chat_has(page, "facts it does not know")
     page.get_by_role("tab", name="Train").click()
     page.locator("#jobs").get_by_text("completed").filter(visible=True).first.wait_for(timeout=30_000)
-    shot(page, "07-train-tab")
-    page.get_by_role("tab", name="Assistant").click()
-
-    # serve from the Serve tab (real vLLM, ~40-60 s), then compare and evaluate in the chat
+    shot(page, "11-reload-train-tab")
     page.get_by_role("tab", name="Serve").click()
-    page.get_by_role("button", name="Start server").click()
-    page.get_by_text("Server ready").filter(visible=True).first.wait_for(timeout=420_000)
-    shot(page, "08-serve")
+    page.get_by_role("button", name="Start server").click()  # the run's live server is reused, not doubled
+    page.get_by_text("Server ready").filter(visible=True).first.wait_for(timeout=60_000)
+    assert find_server(runs) == found, "the Serve tab started a second server for the same run"
     page.get_by_role("tab", name="Compare").click()
     page.get_by_role("button", name="Ask both").click()
     page.get_by_text("total").filter(visible=True).first.wait_for(timeout=180_000)
-    page.get_by_text("tuned").filter(visible=True).first.wait_for(timeout=10_000)
-    shot(page, "09-compare")
+    shot(page, "12-compare-tab")
     page.get_by_role("tab", name="Evaluate").click()
-    page.get_by_label("Examples (0: all of the test split)").fill("4")
+    page.get_by_label("Examples (0: all of the test split)").fill("2")
     page.get_by_role("button", name="Run JSON-compliance eval").click()
     page.locator("table").filter(visible=True).first.wait_for(timeout=300_000)
-    shot(page, "10-evaluate")
+
+    # and the chat stops the server it started: no vLLM process is left behind
+    page.get_by_role("tab", name="Assistant").click()
+    quick(page, "Stop the server")
+    chat_has(page, "Server stopped.", timeout=60_000)
+    shot(page, "13-server-stopped")
+    assert find_server(runs) is None
+    assert not pid_alive(server.pid, server.pid_started), f"vLLM (pid {server.pid}) still runs"
