@@ -49,7 +49,10 @@ def test_abandoned_requests_do_not_wedge_the_server(vllm_server):
     impatient = OpenAI(base_url=vllm_server.base_url, api_key=vllm_server.api_key, max_retries=0, timeout=0.05)
     for _ in range(16):
         with pytest.raises(openai.APITimeoutError):
-            impatient.chat.completions.create(model="tuned", messages=PROMPT, max_tokens=400, temperature=0.7)
+            # ignore_eos: the tiny random model may sample its end token at once, and a reply that
+            # short can beat the 50 ms client timeout; 400 forced tokens cannot.
+            impatient.chat.completions.create(model="tuned", messages=PROMPT, max_tokens=400, temperature=0.7,
+                                              extra_body={"ignore_eos": True})
     client = OpenAI(base_url=vllm_server.base_url, api_key=vllm_server.api_key, max_retries=0, timeout=5)
     start = time.monotonic()
     resp = client.chat.completions.create(model="tuned", messages=PROMPT, max_tokens=8, temperature=0)
