@@ -7,7 +7,6 @@ lets any page, after a reload or an app restart, find it again and stop it.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import signal
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 from ftassist.config import ServeConfig
 from ftassist.errors import UserError
 from ftassist.files import write_json_atomic
+from ftassist.process import signal_group
 from ftassist.snippets import cli_command, curl_snippet, python_snippet
 
 SERVER_FILE = "server.json"
@@ -98,17 +98,14 @@ def stop_serving(path: str | Path) -> None:
     """Stop the recorded server's process group and remove its record."""
     info = read_server(path)
     if info is not None:
-        try:
-            os.killpg(info.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+        signal_group(info.pid, signal.SIGTERM)
         from ftassist.train.status import pid_alive
 
         deadline = time.time() + 20
         while pid_alive(info.pid, info.pid_started) and time.time() < deadline:
             time.sleep(0.3)
         if pid_alive(info.pid, info.pid_started):
-            os.killpg(info.pid, signal.SIGKILL)
+            signal_group(info.pid, signal.SIGKILL)
     Path(path).unlink(missing_ok=True)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -19,6 +19,7 @@ from ftassist.data.documents import document_passages
 from ftassist.data.teacher import Teacher, pairs_schema, parse_qa_pairs, teacher_messages
 from ftassist.errors import ConfigError, UserError
 from ftassist.files import read_jsonl
+from tests.fake_http import JsonHandler
 
 D = Path(__file__).parent / "fixtures" / "data"
 GUIDE = D / "guide.md"
@@ -134,17 +135,8 @@ class Stub:
         self.requests: list[dict] = []
         stub = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:
-                pass
-
-            def send(self, code: int, body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+        class Handler(JsonHandler):
+            send = JsonHandler.send_json
 
             def do_GET(self) -> None:
                 self.send(200, {"object": "list", "data": [{"id": "stub", "object": "model", "created": 0, "owned_by": "t"}]})

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import pytest
 
@@ -21,6 +21,7 @@ from ftassist.evaluation.runner import run_eval
 from ftassist.evaluation.testset import load_examples
 from ftassist.schema import infer_schema
 from tests.conftest import EXAMPLE
+from tests.fake_http import JsonHandler
 
 N = 8
 PROBE_ANSWERS = {"17 + 25": "42", "capital of France": "Paris",
@@ -50,19 +51,9 @@ class FakeOpenAI(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), Handler)
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(JsonHandler):
     server: FakeOpenAI
-
-    def log_message(self, *args):
-        pass
-
-    def _send(self, code: int, body: dict):
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+    _send = JsonHandler.send_json
 
     def _refused(self) -> bool:
         if self.server.key and self.headers.get("Authorization") != f"Bearer {self.server.key}":
