@@ -84,8 +84,8 @@ def adapter_problems(name: str, path: Path, max_rank: int) -> list[str]:
     return problems
 
 
-def check_launch(cfg: ServeConfig) -> None:
-    """Raise `ConfigError` listing every reason `cfg` cannot be launched; returns None when fine."""
+def check_launch(cfg: ServeConfig, *, cuda: bool = False) -> None:
+    """Raise `ConfigError` listing every reason `cfg` cannot be launched (on CUDA or a CPU); returns None when fine."""
     from ftassist.model import resolve_model
 
     cfg.validate()
@@ -96,6 +96,8 @@ def check_launch(cfg: ServeConfig) -> None:
         problems.append(str(exc))
     for name, path in cfg.adapters.items():
         problems.extend(adapter_problems(name, Path(path).expanduser(), cfg.max_lora_rank))
+    if not cuda and cfg.block_size is not None and cfg.block_size % 32:
+        problems.append(f"--block-size {cfg.block_size}: vLLM's CPU attention needs a multiple of 32; use 32 (the default) or 64")
     taken = port_problem(cfg.host, cfg.port)
     if taken:
         problems.append(taken)

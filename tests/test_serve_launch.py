@@ -17,17 +17,18 @@ from serving.preflight import check_launch, free_port, vllm_lora_rank
 
 def test_argv_base_only():
     cfg = ServeConfig(model="/m", port=8123, max_model_len=1024)
-    assert build_vllm_argv(cfg, python="py", dtype="float32") == [
+    assert build_vllm_argv(cfg, python="py", cuda=False) == [
         "py", "-m", "vllm.entrypoints.openai.api_server", "--model", "/m", "--served-model-name", "base",
         "--host", "127.0.0.1", "--port", "8123", "--dtype", "float32", "--max-model-len", "1024",
-        "--generation-config", "auto",
+        "--generation-config", "auto", "--block-size", "32",
     ]
 
 
 def test_argv_adapters_key_eager_extra():
     cfg = ServeConfig(model="/m", adapters={"tuned": "/a", "other": "/b"}, served_name="merged", api_key="k",
                       max_lora_rank=12, enforce_eager=True, extra_args=["--max-num-seqs", "32"])
-    argv = build_vllm_argv(cfg, python="py", dtype="bfloat16")
+    argv = build_vllm_argv(cfg, python="py", cuda=True)
+    assert argv[argv.index("--dtype") + 1] == "bfloat16"
     assert argv[argv.index("--served-model-name") + 1] == "merged"
     tail = argv[argv.index("--generation-config") + 2:]
     assert tail == ["--enable-lora", "--max-lora-rank", "16", "--max-loras", "2", "--lora-modules", "tuned=/a", "other=/b",
@@ -39,6 +40,27 @@ def test_argv_is_a_list_of_strings_run_by_module():
     argv = build_vllm_argv(ServeConfig(model="/m"))
     assert argv[:3] == [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
     assert all(isinstance(a, str) for a in argv)
+
+
+def test_block_size_defaults_to_32_on_cpu_only():
+    assert build_vllm_argv(ServeConfig(model="/m"), cuda=True).count("--block-size") == 0  # vLLM's own choice on CUDA
+    argv = build_vllm_argv(ServeConfig(model="/m", block_size=64), cuda=True)
+    assert argv[argv.index("--block-size") + 1] == "64"
+    argv = build_vllm_argv(ServeConfig(model="/m", block_size=96), cuda=False)
+    assert argv[argv.index("--block-size") + 1] == "96"
+    # A --block-size among the pass-through flags wins and is not doubled.
+    argv = build_vllm_argv(ServeConfig(model="/m", extra_args=["--block-size", "128"]), cuda=False)
+    assert argv.count("--block-size") == 1 and argv[argv.index("--block-size") + 1] == "128"
+
+
+def test_bad_block_size_is_named_before_launch(tiny_model):
+    bad = ServeConfig(model=str(tiny_model), port=free_port(), block_size=48)
+    with pytest.raises(ConfigError) as err:
+        check_launch(bad, cuda=False)
+    assert err.value.problems == ["--block-size 48: vLLM's CPU attention needs a multiple of 32; use 32 (the default) or 64"]
+    check_launch(bad, cuda=True)  # CUDA kernels take other sizes
+    with pytest.raises(ConfigError, match="--block-size 0 must be a positive number of tokens"):
+        ServeConfig(model=str(tiny_model), block_size=0).validate()
 
 
 def test_dtype_auto():
