@@ -36,16 +36,24 @@ def test_rows() -> list[dict]:
     return [json.loads(line) for line in (ROOT / "examples/support_tickets/test.jsonl").read_text().splitlines()]
 
 
-def prompts(n: int) -> list[list[dict]]:
+def prompts(n: int, tag: str = "") -> list[list[dict]]:
+    """n test-set chats without their replies; a `tag` marks each user message as new so vLLM's prefix
+    cache can reuse the shared system prompt (as in real traffic) but never a whole earlier round."""
     rows = test_rows()
-    return [[m for m in rows[i % len(rows)]["messages"] if m["role"] != "assistant"] for i in range(n)]
+    out = []
+    for i in range(n):
+        msgs = [dict(m) for m in rows[i % len(rows)]["messages"] if m["role"] != "assistant"]
+        if tag:
+            msgs[-1]["content"] = f"[{tag}-{i}] {msgs[-1]['content']}"
+        out.append(msgs)
+    return out
 
 
-def long_prompts(n: int, chars: int = 5000) -> list[list[dict]]:
-    """n distinct ~1,400-token prompts (the test tickets run together), each starting differently so
+def long_prompts(n: int, tag: str, chars: int = 5000) -> list[list[dict]]:
+    """n distinct ~1,400-token prompts (the test tickets run together), starting differently so
     vLLM's prefix cache can't share them."""
     text = " ".join(r["messages"][-2]["content"] for r in test_rows())[:chars]
-    return [[{"role": "user", "content": f"Ticket {i}. Summarise: {text}"}] for i in range(n)]
+    return [[{"role": "user", "content": f"[{tag}-{i}] Summarise: {text}"}] for i in range(n)]
 
 
 def matmul_gflops(dtype_name: str, size: int = 2048, reps: int = 5) -> float:
@@ -77,6 +85,8 @@ def bench_hf(model_dir: str, msgs: list[list[dict]], singles: int) -> dict:
     out: dict = {"params": sum(p.numel() for p in model.parameters())}
     ttfts, tokens, elapsed = [], 0, 0.0
     with torch.inference_mode():
+        warm = tok.apply_chat_template(msgs[-1], add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        model.generate(**warm, **kw)  # untimed, like the servers' warm-up round
         for m in msgs[:singles]:
             ids = tok.apply_chat_template(m, add_generation_prompt=True, return_tensors="pt", return_dict=True)
             t0 = time.perf_counter()
@@ -89,6 +99,7 @@ def bench_hf(model_dir: str, msgs: list[list[dict]], singles: int) -> dict:
         out["hf_single"] = {"tok_s": tokens / elapsed, "ttft_p50": pct(ttfts, 0.5), "ttft_p95": pct(ttfts, 0.95)}
         batch = tok.apply_chat_template(msgs[:32], add_generation_prompt=True, return_tensors="pt", return_dict=True,
                                         padding=True)
+        model.generate(**batch, **kw)  # untimed warm-up of the batch shapes
         t0 = time.perf_counter()
         gen = model.generate(**batch, **kw)
         seconds = time.perf_counter() - t0
@@ -129,6 +140,13 @@ async def bench_concurrency(server, msgs: list[list[dict]], concurrency: int, re
     return {"tok_s": sum(r[1] for r in results) / seconds, "ttft_p50": pct(ttfts, 0.5), "ttft_p95": pct(ttfts, 0.95)}
 
 
+def measure(server, make, concurrency: int, requests: int, label: str) -> dict:
+    """One untimed round (oneDNN builds its kernels per new batch shape on first use; a running server
+    meets each shape once), then the timed round, each with prompts of their own."""
+    asyncio.run(bench_concurrency(server, make(requests, f"{label}-warmup"), concurrency, requests))
+    return asyncio.run(bench_concurrency(server, make(requests, label), concurrency, requests))
+
+
 def first_token_seconds(server, t_start: float) -> float:
     from openai import OpenAI
 
@@ -157,7 +175,7 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="Write the figures as JSON here.")
     args = parser.parse_args()
     model = resolve_model(None)
-    msgs = prompts(32)
+    msgs = prompts(32, "hf")
     res: dict = {"loadavg_start": Path("/proc/loadavg").read_text().split()[:3], "cores": len(os.sched_getaffinity(0))}
     res["matmul_gflops"] = {d: matmul_gflops(d) for d in ("float32", "bfloat16")}
     res.update(bench_hf(model, msgs, args.singles))
@@ -168,22 +186,22 @@ def main() -> None:
     server, cold["compiled, warm compile cache"] = start(model, eager=False, cache=cache)
     try:
         for c, n in ((1, 4), (8, 16), (32, 32)):
-            res[f"vllm_c{c}"] = asyncio.run(bench_concurrency(server, msgs, c, n))
-        res["vllm_long_c16"] = asyncio.run(bench_concurrency(server, long_prompts(16), 16, 16))
+            res[f"vllm_c{c}"] = measure(server, prompts, c, n, f"vllm_c{c}")
+        res["vllm_long_c16"] = measure(server, long_prompts, 16, 16, "vllm_long_c16")
     finally:
         server.stop()
     # ftassist's CPU block size (32) against vLLM's own CPU default (128), same compiled server otherwise.
     server, _ = start(model, eager=False, cache=cache, block_size=128)
     try:
-        res["vllm_block128_c32"] = asyncio.run(bench_concurrency(server, msgs, 32, 32))
-        res["vllm_block128_long_c16"] = asyncio.run(bench_concurrency(server, long_prompts(16), 16, 16))
+        res["vllm_block128_c32"] = measure(server, prompts, 32, 32, "vllm_block128_c32")
+        res["vllm_block128_long_c16"] = measure(server, long_prompts, 16, 16, "vllm_block128_long_c16")
     finally:
         server.stop()
     for label, default_binding in (("eager", False), ("eager_vllm_default_binding", True)):
         server, cold[label] = start(model, eager=True, cache=cache, default_binding=default_binding)
         try:
             for c, n in ((1, 4), (32, 32)):
-                res[f"{label}_c{c}"] = asyncio.run(bench_concurrency(server, msgs, c, n))
+                res[f"{label}_c{c}"] = measure(server, prompts, c, n, f"{label}_c{c}")
         finally:
             server.stop()
     res["cold_start_s"] = cold
