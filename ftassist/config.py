@@ -180,7 +180,7 @@ class ServeConfig:
     max_lora_rank: int = _f(64, "Largest LoRA rank the server accepts (rounded up to one vLLM takes: 8, 16, 32, 64, ...).")
     enforce_eager: bool = _f(False, "Skip torch.compile warm-up: faster start, slower tokens.")
     block_size: int | None = _f(None, "KV-cache block size in tokens (default: 32 on CPU, where vLLM's own 128 served 32 "
-                                      "streams 1.3x slower; vLLM's choice on CUDA). A multiple of 32 on CPU.")
+                                      "streams 1.2x slower; vLLM's choice on CUDA). A multiple of 32 on CPU.")
     startup_timeout: float = _f(600.0, "Seconds to wait for the server to become healthy.")
     log_file: str | None = _f(None, "Server log file (default: a file under the run folder or the temp dir).")
     extra_args: list[str] = _f([], "More vLLM flags passed through as they are (e.g. --tensor-parallel-size 2).")

@@ -64,9 +64,9 @@ def resolve_block_size(block_size: int | None, *, cuda: bool) -> int | None:
     """The vLLM --block-size: the user's, else 32 on a CPU and vLLM's own choice (None) on CUDA.
 
     vLLM's CPU default is 128 tokens a block; its CPU attention kernel works block by block, so
-    for chat-length sequences 32 wastes less: 385-389 vs 297-318 output tok/s at 32 streams
-    with SmolLM2-135M in float32 on 2 cores, and no slower with 1,445-token prompts
-    (bench/RESULTS.md). Smaller than 32 is refused by the CPU kernel.
+    for chat-length sequences 32 wastes less: 346 vs 286 output tok/s at 32 streams with
+    SmolLM2-135M in float32 on 2 cores, and no slower with ~1,450-token prompts (62.5 vs 61.3;
+    bench/RESULTS.md). Smaller than 32 is refused by the CPU kernel.
 
     >>> resolve_block_size(None, cuda=False), resolve_block_size(None, cuda=True), resolve_block_size(64, cuda=False)
     (32, None, 64)
@@ -76,8 +76,7 @@ def resolve_block_size(block_size: int | None, *, cuda: bool) -> int | None:
     return None if cuda else CPU_BLOCK_SIZE
 
 
-def build_vllm_argv(cfg: ServeConfig, *, python: str | None = None, dtype: str | None = None,
-                    cuda: bool | None = None) -> list[str]:
+def build_vllm_argv(cfg: ServeConfig, *, python: str | None = None, cuda: bool | None = None) -> list[str]:
     """The argv that starts vLLM's server for `cfg` (cfg.model used as given; resolve it first).
 
     `cuda` picks the hardware defaults (dtype, KV-cache block size); None asks torch.
@@ -89,7 +88,7 @@ def build_vllm_argv(cfg: ServeConfig, *, python: str | None = None, dtype: str |
         "--served-model-name", cfg.served_name or DEFAULT_SERVED_NAME,
         "--host", cfg.host,
         "--port", str(cfg.port),
-        "--dtype", dtype or resolve_dtype(cfg.dtype, cuda=cuda),
+        "--dtype", resolve_dtype(cfg.dtype, cuda=cuda),
         "--max-model-len", str(cfg.max_model_len),
         "--generation-config", "auto",
     ]
