@@ -5,7 +5,7 @@
     with start_server(ServeConfig(model="runs/a/merged", adapters={"tuned": "runs/a/adapter"})) as server:
         print(server.base_url)            # http://127.0.0.1:8000/v1
 
-`build_vllm_argv` is pure (tested without starting anything); `vllm_env` picks the CPU settings
+`build_vllm_argv` is pure (tested without starting anything; on a CPU it adds a KV-cache block of 32); `vllm_env` picks the CPU settings
 (KV-cache size, OpenMP binding on every allowed core); `start_server` checks everything first,
 launches, and waits until `/health` and `/v1/models` answer.
 """
