@@ -26,17 +26,21 @@ def example_dir() -> Path:
     return EXAMPLE
 
 
-@pytest.fixture()
-def small_data(tmp_path) -> Path:
-    """A built data folder (train.jsonl 48 rows, test.jsonl 8 rows) from the example task."""
-    out = tmp_path / "data"
-    out.mkdir()
+def write_small_data(out: Path) -> Path:
+    """Write a built data folder (train.jsonl 48 rows, test.jsonl 8 rows, schema.json) from the example task."""
+    out.mkdir(parents=True)
     lines = (EXAMPLE / "train.jsonl").read_text(encoding="utf-8").splitlines()
     (out / "train.jsonl").write_text("\n".join(lines[:48]) + "\n", encoding="utf-8")
     test = (EXAMPLE / "test.jsonl").read_text(encoding="utf-8").splitlines()
     (out / "test.jsonl").write_text("\n".join(test[:8]) + "\n", encoding="utf-8")
     shutil.copy(EXAMPLE / "schema.json", out / "schema.json")
     return out
+
+
+@pytest.fixture()
+def small_data(tmp_path) -> Path:
+    """A built data folder (train.jsonl 48 rows, test.jsonl 8 rows) from the example task."""
+    return write_small_data(tmp_path / "data")
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ the loss, so (1) the same batches give the same loss and the same updates at eit
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from ftassist.config import TrainConfig
 from ftassist.train import runner
 from ftassist.train.dataset import build_dataset, load_split
 from ftassist.train.planner import Plan
-from tests.conftest import EXAMPLE
+from tests.conftest import write_small_data
 
 MAX_LENGTH = 512
 STEPS = 10
@@ -66,13 +65,7 @@ def runs(tiny_model, tmp_path_factory):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     root = tmp_path_factory.mktemp("padding")
-    data = root / "data"
-    data.mkdir()
-    lines = (EXAMPLE / "train.jsonl").read_text(encoding="utf-8").splitlines()
-    (data / "train.jsonl").write_text("\n".join(lines[:48]) + "\n", encoding="utf-8")
-    test = (EXAMPLE / "test.jsonl").read_text(encoding="utf-8").splitlines()
-    (data / "test.jsonl").write_text("\n".join(test[:8]) + "\n", encoding="utf-8")
-    shutil.copy(EXAMPLE / "schema.json", data / "schema.json")
+    data = write_small_data(root / "data")
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
     dataset = build_dataset(data)
