@@ -102,12 +102,21 @@ class TrainConfig:
     lora_dropout: float = _f(0.05, "LoRA dropout.")
     target_modules: str = _f("all-linear", "Modules that get LoRA adapters: all-linear or a comma list (q_proj,v_proj).")
     learning_rate: float = _f(2e-4, "Peak learning rate.")
-    epochs: float = _f(2.0, "Training epochs (ignored when --max-steps > 0).")
+    epochs: float = _f(0.0, "Upper budget of training epochs (0: the planner's, from the data size; ignored when --max-steps "
+                            "> 0). With the task metric on, the validation split decides when to stop within it.")
     max_steps: int = _f(-1, "Stop after this many optimizer steps (-1: use --epochs).")
     batch_size: int = _f(0, "Micro-batch size per device (0: chosen by the planner).")
     grad_accum: int = _f(0, "Gradient accumulation steps (0: chosen by the planner).")
     max_length: int = _f(1024, "Longest tokenized example; longer ones are truncated.")
     warmup_ratio: float = _f(0.05, "Fraction of steps used for learning-rate warm-up.")
+    task_metric: bool = _f(True, "Score the validation split with the eval's task metric during training, keep the best "
+                                 "checkpoint by it and stop on a plateau (off: keep the last step, as plain SFT does).")
+    val_size: float = _f(0.0, "Validation rows held out of train.jsonl: a fraction (0-1), a count, or 0 for auto (10%, "
+                              "8-48 rows; none when under 40 rows would remain). Ignored with --val-data or DATA/val.jsonl.")
+    val_data: str | None = _f(None, "Your own validation file (JSONL, messages format); default DATA/val.jsonl when present.")
+    eval_steps: int = _f(0, "Score the validation split every N optimizer steps (0: about twice an epoch).")
+    early_stopping_patience: int = _f(3, "Stop after this many validation scores in a row that do not beat the best (0: never).")
+    time_budget: float = _f(30.0, "Wall-clock budget for training in minutes (0: none); at the end the best step so far is kept.")
     gradient_checkpointing: str = _f("auto", "on, off or auto (planner decides).", choices=["auto", "on", "off"])
     group_by_length: bool = _f(True, "Batch examples of similar length together (less padding, faster).")
     logging_steps: int = _f(1, "Log metrics every N steps.")
@@ -134,8 +143,14 @@ class TrainConfig:
             problems.append(f"--lora-r {self.lora_r} must be positive (8-64 is usual)")
         if self.learning_rate <= 0 or self.learning_rate > 1e-2:
             problems.append(f"--learning-rate {self.learning_rate} is out of range: use something between 1e-5 and 1e-3")
-        if self.max_steps <= 0 and self.epochs <= 0:
-            problems.append("--epochs must be > 0 when --max-steps is not set")
+        if self.epochs < 0:
+            problems.append(f"--epochs {self.epochs:g} must be >= 0 (0: the planner's budget from the data size)")
+        if self.val_size < 0 or (self.val_size >= 1 and not float(self.val_size).is_integer()):
+            problems.append(f"--val-size {self.val_size:g} is invalid: use a fraction between 0 and 1, a whole count, or 0 for auto")
+        if self.eval_steps < 0 or self.early_stopping_patience < 0 or self.time_budget < 0:
+            problems.append("--eval-steps, --early-stopping-patience and --time-budget must be >= 0 (0: auto / off)")
+        if self.val_data and not Path(self.val_data).is_file():
+            problems.append(f"--val-data {self.val_data}: no such file; pass a JSONL in messages format")
         if self.batch_size < 0 or self.grad_accum < 0:
             problems.append("--batch-size and --grad-accum must be >= 0 (0 lets the planner choose)")
         if self.max_length < 16:

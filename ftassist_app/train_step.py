@@ -35,26 +35,15 @@ def plan_training(data_dir: str, model: str, out: str, overrides: dict[str, Any]
 
 
 def explain_plan(cfg: TrainConfig) -> str:
-    """The planner's explanation for `cfg` (the same calls the trainer makes before it starts)."""
-    from transformers import AutoConfig, AutoTokenizer
+    """The planner's explanation for `cfg`: the very calls the trainer makes before it starts (`prepare_run`)."""
+    import tempfile
 
-    from ftassist.model import resolve_model
-    from ftassist.train.dataset import build_dataset
-    from ftassist.train.planner import ModelShape, detect_hardware, plan_training as plan
-    from ftassist.train.planner import resolve_dtype, resolve_method
-    from ftassist.train.runner import token_length
+    from ftassist.train.runner import prepare_run
 
-    dataset = build_dataset(cfg.data)
-    model_path = resolve_model(cfg.model)
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    lengths = [token_length(tokenizer, row) for row in dataset]
-    hw = detect_hardware(cfg.device)
-    shape = ModelShape.from_config(AutoConfig.from_pretrained(model_path))
-    planned = plan(shape, hw, seq_len=min(cfg.max_length, max(lengths)), method=resolve_method(cfg.method, hw.device),
-                   dtype=resolve_dtype(cfg.dtype, hw), lora_r=cfg.lora_r, batch_size=cfg.batch_size,
-                   grad_accum=cfg.grad_accum, checkpointing=cfg.gradient_checkpointing, n_examples=len(dataset))
-    steps = f"{cfg.max_steps} steps" if cfg.max_steps > 0 else f"{cfg.epochs:g} epochs over {len(dataset)} examples"
-    return f"{planned.explanation} Training runs {steps} with LoRA r={cfg.lora_r}, learning rate {cfg.learning_rate:g}."
+    with tempfile.TemporaryDirectory() as scratch:  # a carved validation split is written here, not into a run
+        prep = prepare_run(cfg, Path(scratch))
+    return (f"{prep.explanation(cfg)} Training uses LoRA r={cfg.lora_r}, learning rate {cfg.learning_rate:g}, "
+            f"on {len(prep.train_rows)} examples.")
 
 
 def start_training(cfg: TrainConfig) -> Path:

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import gradio as gr
 
+from ftassist.config import TrainConfig
 from ftassist.errors import UserError
 from ftassist_app import compare_step, conversation, data_step, serve_step, train_step
 from ftassist_app.session import Session
@@ -85,11 +86,12 @@ def build_app(settings: AppSettings) -> gr.Blocks:
                 d_chart = gr.Image(label="Token lengths", visible=False)
             with gr.Tab("Train", id="train"):
                 with gr.Row():
-                    t_lora_r = gr.Number(label="LoRA rank (lora_r)", value=16, precision=0, minimum=1)
-                    t_lr = gr.Number(label="Learning rate", value=2e-4, minimum=0)
-                    t_epochs = gr.Number(label="Epochs", value=2.0, minimum=0)
-                    t_steps = gr.Number(label="Max steps (-1: use epochs)", value=-1, precision=0)
-                    t_maxlen = gr.Number(label="max_length", value=1024, precision=0, minimum=16)
+                    t_lora_r = gr.Number(label="LoRA rank (lora_r)", value=TrainConfig.lora_r, precision=0, minimum=1)
+                    t_lr = gr.Number(label="Learning rate", value=TrainConfig.learning_rate, minimum=0)
+                    t_epochs = gr.Number(label="Epochs budget (0: the planner's; the task metric decides when to stop)",
+                                         value=TrainConfig.epochs, minimum=0)
+                    t_steps = gr.Number(label="Max steps (-1: use epochs)", value=TrainConfig.max_steps, precision=0)
+                    t_maxlen = gr.Number(label="max_length", value=TrainConfig.max_length, precision=0, minimum=16)
                 with gr.Row():
                     t_plan = gr.Button("Plan")
                     t_start = gr.Button("Start training", variant="primary")

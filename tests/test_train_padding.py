@@ -15,7 +15,7 @@ import torch
 
 from ftassist.config import TrainConfig
 from ftassist.train import runner
-from ftassist.train.dataset import build_dataset, load_split
+from ftassist.train.dataset import as_dataset, load_split
 from ftassist.train.planner import Plan
 from tests.conftest import write_small_data
 
@@ -68,7 +68,7 @@ def runs(tiny_model, tmp_path_factory):
     data = write_small_data(root / "data")
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
-    dataset = build_dataset(data)
+    dataset = as_dataset(load_split(data))
     held = load_split(data, "test")
     result = {}
     plain = dict(group_by_length=False)

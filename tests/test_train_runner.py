@@ -25,12 +25,12 @@ def tiny_cfg(data: Path, out: Path, model: Path, **kw) -> TrainConfig:
 def test_labels_cover_only_the_assistant_reply_and_its_end_of_turn(tiny_model, small_data, tmp_path):
     from transformers import AutoTokenizer
 
-    from ftassist.train.dataset import build_dataset
+    from ftassist.train.dataset import as_dataset, load_split
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
     cfg = tiny_cfg(small_data, tmp_path / "run", tiny_model)
     plan = Plan("lora", "cpu", "float32", 4, 1, False, 256, 1.0, 10.0, "test")
-    dataset = build_dataset(small_data)
+    dataset = as_dataset(load_split(small_data))
     trainer, _ = build_trainer(cfg, plan, str(tiny_model), tok, dataset, tmp_path / "run", None, False)
     rows = [json.loads(line) for line in (small_data / "train.jsonl").read_text().splitlines()]
     for i in range(5):

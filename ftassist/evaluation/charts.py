@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import io
 
-from ftassist.evaluation.summary import LABELS, MEAN_METRICS, RATE_METRICS
+from ftassist.evaluation.summary import HEADLINE, LABELS
 from ftassist.evaluation.taxonomy import KINDS
 
 
@@ -28,7 +28,7 @@ def _png(fig) -> bytes:
 
 def rates_chart(arms: list[dict], task: str) -> bytes:
     """Grouped bars: one group per metric, one bar per arm, 95% CI error bars; returns PNG bytes."""
-    metrics = [("rates", m) for m in RATE_METRICS[task]] + [("means", m) for m in MEAN_METRICS[task]]
+    metrics = HEADLINE[task]
     fig = _figure(1.8 + 1.6 * len(metrics) + 0.3 * len(arms), 4.2)
     ax = fig.add_subplot()
     width = 0.8 / max(1, len(arms))

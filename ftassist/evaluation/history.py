@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from ftassist.files import write_text_atomic
-from ftassist.evaluation.summary import MEAN_METRICS, RATE_METRICS
+from ftassist.evaluation.summary import HEADLINE
 
 
 def history_path(out: str | Path, history: str | None = None) -> Path:
@@ -23,7 +23,7 @@ def history_path(out: str | Path, history: str | None = None) -> Path:
 def history_entry(report: dict) -> dict:
     """The one-line summary of a report: when, where, which test set, and each arm's headline numbers."""
     task = report["data"]["task"]
-    metrics = [("rates", m) for m in RATE_METRICS[task]] + [("means", m) for m in MEAN_METRICS[task]]
+    metrics = HEADLINE[task]
     return {
         "created": report["created"],
         "out": report["out"],

@@ -3,8 +3,8 @@
     >>> from ftassist.evaluation.metrics import make_validator, score_reply
     >>> v = make_validator({"type": "object", "required": ["a"]})
     >>> s = score_reply('Here: {"a": 1, "b": 2}', {"a": 1, "b": 3}, v)
-    >>> (s["strict"], s["extractable"], s["schema_valid"], s["field_accuracy"], s["failures"])
-    (False, True, True, 0.5, ['filler_before'])
+    >>> (s["strict"], s["extractable"], s["schema_valid"], s["field_accuracy"], s["exact"], s["failures"])
+    (False, True, True, 0.5, False, ['filler_before'])
 
 - strict: the whole reply is exactly one JSON value (whitespace aside).
 - extractable: strict, or a JSON object/array can be found inside the reply.
@@ -12,6 +12,7 @@
   a fenced but valid object is extractable and schema-valid, not strict).
 - fields: for each top-level key of the reference, whether the extracted value has an equal
   value there (JSON equality: 1 == 1.0, but true != 1); a non-object reference is one field "$".
+- exact: the extracted value equals the whole reference (every field right, nothing extra).
 - failures: the taxonomy kinds (`ftassist.evaluation.taxonomy`).
 """
 
@@ -67,7 +68,7 @@ def make_validator(schema: dict) -> Any:
 
 
 def score_reply(reply: str, reference: Any, validator: Any, finish_reason: str | None = None) -> dict:
-    """All metrics for one reply: strict, extractable, schema_valid, fields, field_accuracy, failures.
+    """All metrics for one reply: strict, extractable, schema_valid, fields, field_accuracy, exact, failures.
 
     `schema_errors` holds up to three jsonschema messages, for the report.
     """
@@ -82,6 +83,8 @@ def score_reply(reply: str, reference: Any, validator: Any, finish_reason: str |
         "schema_valid": parsed.found and not errors,
         "fields": fields,
         "field_accuracy": sum(fields.values()) / len(fields) if fields else 0.0,
+        "exact": parsed.found and json_equal(parsed.value, reference),
+        "value": parsed.value if parsed.found else None,
         "failures": failures,
         "schema_errors": [e.message for e in errors[:3]],
     }
@@ -92,7 +95,7 @@ def score_request_error(reference: Any, message: str) -> dict:
     fields = field_matches(None, reference, found=False)
     return {
         "strict": False, "extractable": False, "schema_valid": False, "fields": fields,
-        "field_accuracy": 0.0, "failures": ["request_error"], "schema_errors": [], "error": message,
+        "field_accuracy": 0.0, "exact": False, "value": None, "failures": ["request_error"], "schema_errors": [], "error": message,
     }
 
 

@@ -10,11 +10,12 @@ import json
 from pathlib import Path
 
 from ftassist.evaluation.charts import failures_chart, rates_chart
-from ftassist.evaluation.summary import LABELS, MEAN_METRICS, RATE_METRICS
+from ftassist.evaluation.summary import HEADLINE, LABELS
 from ftassist.evaluation.taxonomy import KINDS
 from ftassist.files import write_bytes_atomic, write_json_atomic, write_jsonl_atomic, write_text_atomic
 
 DEFINITIONS = {
+    "exact": "the extracted JSON equals the whole reference: every field right and nothing extra",
     "strict": "the whole reply is exactly one JSON value (whitespace aside)",
     "extractable": "a JSON object or array can be found in the reply (e.g. inside a code fence or after filler)",
     "schema_valid": "the extracted JSON passes the schema",
@@ -32,7 +33,7 @@ def pct(entry: dict) -> str:
 
 def markdown_table(arms: list[dict], task: str) -> str:
     """One row per arm: every headline metric with its 95% CI, n, then the endpoint that served it."""
-    metrics = [("rates", m) for m in RATE_METRICS[task]] + [("means", m) for m in MEAN_METRICS[task]]
+    metrics = HEADLINE[task]
     head = ["arm", *[f"{LABELS[m]} % (95% CI)" for _, m in metrics], "n", "endpoint"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for arm in arms:
@@ -66,7 +67,7 @@ def render_markdown(report: dict) -> str:
           f"{endpoints_line(report)}, temperature {cfg['temperature']}, {cfg['samples']} sample(s) per example, "
           f"max_tokens {cfg['max_tokens']}. Written {report['created']}.", "",
           "## Results", "", report["table"], ""]
-    used = RATE_METRICS[task] + MEAN_METRICS[task]
+    used = [m for _, m in HEADLINE[task]]
     md += [f"- **{LABELS[m]}**: {DEFINITIONS[m]}." for m in used]
     md += ["- Intervals are 95%: Wilson for rates, bootstrap over examples for means.", ""]
     md += [f"![rates with 95% CIs]({report['files']['rates']})", ""]

@@ -14,10 +14,15 @@ from statistics import fmean
 from ftassist.evaluation.stats import ALPHA, mcnemar_exact, mean_interval, paired_counts, wilson_interval
 from ftassist.evaluation.taxonomy import count_kinds
 
-RATE_METRICS = {"json": ("strict", "extractable", "schema_valid"), "text": ("exact_match",)}
+RATE_METRICS = {"json": ("exact", "schema_valid", "strict", "extractable"), "text": ("exact_match",)}
 MEAN_METRICS = {"json": ("field_accuracy",), "text": ("rougeL",)}
-PRIMARY = {"json": "strict", "text": "exact_match"}
-LABELS = {"strict": "strict", "extractable": "extractable", "schema_valid": "schema-valid",
+# The headline metrics in the order every table and chart shows them: content first, then format.
+HEADLINE = {"json": (("means", "field_accuracy"), ("rates", "exact"), ("rates", "schema_valid"), ("rates", "strict"),
+                     ("rates", "extractable")),
+            "text": (("rates", "exact_match"), ("means", "rougeL"))}
+# The paired test compares content first: a reply in the right shape with wrong values is a failure.
+PRIMARY = {"json": "exact", "text": "exact_match"}
+LABELS = {"exact": "whole object right", "strict": "strict", "extractable": "extractable", "schema_valid": "schema-valid",
           "field_accuracy": "field accuracy", "exact_match": "exact match", "rougeL": "ROUGE-L"}
 
 

@@ -58,8 +58,8 @@ def load_split(data_dir: str | Path, name: str = "train") -> list[dict]:
     return out
 
 
-def build_dataset(data_dir: str | Path, name: str = "train"):
-    """A `datasets.Dataset` with `prompt` and `completion` columns for SFTTrainer."""
+def as_dataset(rows: list[dict]):
+    """A `datasets.Dataset` with `prompt` and `completion` columns for SFTTrainer, from `load_split` rows."""
     from datasets import Dataset
 
-    return Dataset.from_list(load_split(data_dir, name))
+    return Dataset.from_list(rows)

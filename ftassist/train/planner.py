@@ -274,6 +274,60 @@ def explain(shape: ModelShape, hw: Hardware, e: MemoryEstimate, *, method: str, 
     )
 
 
+# The epoch budget when the user sets none: enough passes that a few hundred rows are seen ~2,400 times in
+# all (small sets need many passes to learn values, not just the format), between 3 and 12 epochs. It is an
+# upper bound: with the task metric on, a plateau on the validation split or the time budget ends training first.
+EXAMPLES_SEEN, MIN_EPOCHS, MAX_EPOCHS = 2400, 3, 12
+
+
+@dataclass
+class Budget:
+    """How long a run may train and how often it is judged."""
+
+    epochs: float
+    steps_per_epoch: int
+    total_steps: int
+    eval_every: int
+    time_budget_s: float
+    explanation: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def plan_epochs(n_examples: int) -> int:
+    """The planner's epoch budget for `n_examples` training rows.
+
+    >>> plan_epochs(100), plan_epochs(360), plan_epochs(2000), plan_epochs(50_000)
+    (12, 7, 3, 3)
+    """
+    return max(MIN_EPOCHS, min(MAX_EPOCHS, -(-EXAMPLES_SEEN // max(1, n_examples))))
+
+
+def plan_budget(n_examples: int, effective_batch: int, *, epochs: float = 0.0, max_steps: int = -1,
+                eval_steps: int = 0, time_budget_min: float = 0.0, validating: bool = True) -> Budget:
+    """The epoch budget (the user's, else `plan_epochs`), the validation interval and the wall-clock budget.
+
+    The validation split is scored about twice an epoch unless `eval_steps` says otherwise.
+
+    >>> b = plan_budget(360, 16, time_budget_min=30)
+    >>> (b.epochs, b.steps_per_epoch, b.total_steps, b.eval_every, b.time_budget_s)
+    (7, 23, 161, 12, 1800.0)
+    """
+    per_epoch = max(1, -(-n_examples // max(1, effective_batch)))
+    chosen = epochs if epochs > 0 else plan_epochs(n_examples)
+    total = max_steps if max_steps > 0 else int(-(-chosen * per_epoch // 1))
+    every = eval_steps or max(1, -(-per_epoch // 2))
+    seconds = 60.0 * time_budget_min
+    source = f"{max_steps} steps (--max-steps)" if max_steps > 0 else (
+        f"{chosen:g} epochs (--epochs)" if epochs > 0 else f"up to {chosen} epochs (the planner's budget for {n_examples} rows)")
+    text = f"Budget: {source}, {total} steps of {effective_batch} examples"
+    text += f", at most {time_budget_min:g} min of wall-clock time." if seconds else ", no time limit."
+    if validating:
+        text += f" The validation split is scored every {every} steps and at the end."
+    return Budget(chosen, per_epoch, total, every, seconds, text)
+
+
 def shrink_after_oom(micro_batch: int, grad_accum: int, retries_done: int,
                      max_retries: int = MAX_OOM_RETRIES) -> tuple[int, int] | None:
     """After a CUDA out-of-memory error: halve the micro-batch and double grad-accum, or None to give up.

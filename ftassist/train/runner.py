@@ -5,12 +5,16 @@
     print(result.summary)
 
 The run folder gets `adapter/` (peft adapter + tokenizer + the chat template used),
-`config.yaml`, `run.json`, `metrics.jsonl`, `status.json`, `train.log` and `checkpoints/`.
+`config.yaml`, `run.json`, `metrics.jsonl`, `status.json`, `train.log`, `checkpoints/` and, when
+the validation split is carved from train.jsonl, `val.jsonl`. The run is judged by the task's
+own metric, not the loss: the validation split is scored with the eval's scorer during training
+(`ftassist.train.selection`), the adapter left in `adapter/` is the best-scoring step, and a
+plateau or `--time-budget` ends training within the planner's epoch budget; `run.json`'s
+`selection` says which step won and why.
 Speed on CPU comes from what is *not* done: batches are padded only to their own longest
 example and grouped by length (no padding to max_length), the weights stay float32 (bf16 is
 ~300x slower on CPUs without native support), gradient checkpointing is off unless memory
-needs it, there is no evaluation during training, checkpoints hold only the adapter and
-optimizer state, and the loss is the model's own cross-entropy over full logits rather than trl's
+needs it, checkpoints hold only the adapter and optimizer state, and the loss is the model's own cross-entropy over full logits rather than trl's
 tiled LM head, which without Triton costs ~4x more (`ftassist.train.loss`). Padding-free packing
 is *not* used: trl documents its position_ids-based flattening for FlashAttention's varlen
 kernels only, and whether CPU sdpa keeps flattened rows apart (transformers may derive a
@@ -36,9 +40,10 @@ from ftassist.config import TrainConfig, save_config
 from ftassist.errors import UserError
 from ftassist.files import atomic_dir, read_jsonl, write_json_atomic
 from ftassist.train import checkpoints
-from ftassist.train.planner import Plan, ModelShape, detect_hardware, plan_training, resolve_dtype, resolve_method, \
-    shrink_after_oom
+from ftassist.train.planner import Budget, ModelShape, Plan, detect_hardware, plan_budget, plan_training, resolve_dtype, \
+    resolve_method, shrink_after_oom
 from ftassist.train.status import ACTIVE, StatusWriter, read_status
+from ftassist.train.validation import ValidationSet
 
 log = logging.getLogger("ftassist.train")
 
@@ -66,6 +71,7 @@ class TrainResult:
     first_loss: float | None
     steps: int = 0
     plan: Plan | None = None
+    selection: dict | None = None  # which validated step was kept and why (None: the last step)
 
 
 def is_main_process() -> bool:
@@ -116,34 +122,101 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, log_
     return result
 
 
-def _train(cfg: TrainConfig, run: Path, status: StatusWriter | None, *, resume: bool, progress: bool) -> TrainResult:
-    import torch
+@dataclass
+class Prepared:
+    """Everything decided before the model loads: rows, validation split, precision, memory plan and budget."""
+
+    model_path: str
+    tokenizer: object
+    train_rows: list[dict]
+    val: ValidationSet | None
+    val_note: str
+    plan: Plan
+    budget: Budget
+    lengths: list[int]
+
+    def explanation(self, cfg: TrainConfig) -> str:
+        """The plan in words: memory, precision, budget and how the run is judged."""
+        return f"{self.plan.explanation} {self.budget.explanation} {self.val_note}"
+
+
+def prepare_run(cfg: TrainConfig, run: Path | None = None) -> Prepared:
+    """Read the data, hold out the validation split (written to RUN/val.jsonl when carved) and plan the run.
+
+    The same calls serve `train` and the app's plan preview, so what the preview says is what runs.
+    Raises UserError for bad data, a model without a chat template or a plan that does not fit.
+    """
     from transformers import AutoConfig, AutoTokenizer
 
     from ftassist.model import resolve_model
-    from ftassist.train.dataset import build_dataset
+    from ftassist.train.dataset import load_split
 
-    started = time.time()
-    dataset = build_dataset(cfg.data)  # fails on bad data before anything heavy loads
+    rows = load_split(cfg.data)  # fails on bad data before anything heavy loads
+    rows, val, val_note = split_validation(cfg, rows, run)
     model_path = resolve_model(cfg.model)
     tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=cfg.trust_remote_code)
     if not tokenizer.chat_template:
         raise UserError(f"--model {cfg.model}: the tokenizer has no chat template; use an instruct/chat model")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    lengths = [token_length(tokenizer, row) for row in dataset]
+    lengths = [token_length(tokenizer, row) for row in rows]
     seq_len = min(cfg.max_length, max(lengths))
     hw = detect_hardware(cfg.device)
     method, dtype = resolve_method(cfg.method, hw.device), resolve_dtype(cfg.dtype, hw)
-    if method == "qlora":
-        _require_bitsandbytes()
     shape = ModelShape.from_config(AutoConfig.from_pretrained(model_path, trust_remote_code=cfg.trust_remote_code))
     plan = plan_training(shape, hw, seq_len=seq_len, method=method, dtype=dtype, lora_r=cfg.lora_r,
                          batch_size=cfg.batch_size, grad_accum=cfg.grad_accum, checkpointing=cfg.gradient_checkpointing,
-                         n_examples=len(dataset))
-    log.info("plan: %s", plan.explanation)
-    info = run_info(cfg, model_path, plan, n_examples=len(dataset), longest=max(lengths),
-                    truncated=sum(n > cfg.max_length for n in lengths))
+                         n_examples=len(rows))
+    budget = plan_budget(len(rows), plan.micro_batch * plan.grad_accum, epochs=cfg.epochs, max_steps=cfg.max_steps,
+                         eval_steps=cfg.eval_steps, time_budget_min=cfg.time_budget, validating=val is not None)
+    return Prepared(model_path, tokenizer, rows, val, val_note, plan, budget, lengths)
+
+
+def split_validation(cfg: TrainConfig, rows: list[dict], run: Path | None) -> tuple[list[dict], ValidationSet | None, str]:
+    """(train rows, validation set or None, one sentence saying which): --val-data, DATA/val.jsonl, or carved."""
+    from ftassist.train.validation import carve_validation, load_validation
+
+    if not cfg.task_metric:
+        return rows, None, "The task metric is off (--no-task-metric): the last step is kept, judged by nothing but the loss."
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return rows, None, "Validation scoring runs in single-process training only; this multi-process run keeps the last step."
+    schema = Path(cfg.data) / "schema.json"
+    given = Path(cfg.val_data) if cfg.val_data else Path(cfg.data) / "val.jsonl"
+    if cfg.val_data or given.is_file():
+        val = load_validation(given, schema, f"{given}")
+    else:
+        rows, held = carve_validation(rows, cfg.val_size, cfg.seed)
+        if not held:
+            return rows, None, (f"No validation split: {len(rows)} training rows are too few to hold any out; the last step "
+                                "is kept. Pass --val-data FILE to judge the run by the task metric.")
+        target = (run or Path(cfg.out)) / "val.jsonl"
+        from ftassist.files import write_jsonl_atomic
+
+        write_jsonl_atomic(target, [{"messages": r["prompt"] + r["completion"]} for r in held])
+        val = load_validation(target, schema, f"{len(held)} rows held out of {Path(cfg.data) / 'train.jsonl'}")
+    what = ("field accuracy, then whole-object match and schema validity" if val.task == "json"
+            else "ROUGE-L, then exact match")
+    return rows, val, (f"Validation: {len(val)} rows ({val.source}), replies generated greedily and scored like "
+                       f"`ftassist eval`; the step with the best {what} (ties: lower validation loss) is kept.")
+
+
+def _train(cfg: TrainConfig, run: Path, status: StatusWriter | None, *, resume: bool, progress: bool) -> TrainResult:
+    import torch
+
+    from ftassist.train.dataset import as_dataset
+    from ftassist.train.selection import BEST_DIR, TaskMetricCallback, describe_choice, eval_rows
+
+    started = time.time()
+    prep = prepare_run(cfg, run)
+    plan, budget, tokenizer, model_path = prep.plan, prep.budget, prep.tokenizer, prep.model_path
+    if plan.method == "qlora":
+        _require_bitsandbytes()
+    dataset = as_dataset(prep.train_rows)
+    log.info("plan: %s", prep.explanation(cfg))
+    info = run_info(cfg, model_path, plan, n_examples=len(dataset), longest=max(prep.lengths),
+                    truncated=sum(n > cfg.max_length for n in prep.lengths), budget=budget.to_dict(),
+                    validation={"rows": len(prep.val), "task": prep.val.task, "source": prep.val.source}
+                    if prep.val is not None else None, validation_note=prep.val_note)
     ckdir = run / "checkpoints"
     if is_main_process():
         save_config(cfg, run / "config.yaml")
@@ -153,10 +226,19 @@ def _train(cfg: TrainConfig, run: Path, status: StatusWriter | None, *, resume: 
     if resume_from is not None and is_main_process():
         _trim_metrics(run / "metrics.jsonl", checkpoints.checkpoint_step(resume_from))
         log.info("resuming from %s", resume_from)
+    elif is_main_process():
+        shutil.rmtree(run / BEST_DIR, ignore_errors=True)
 
     retries = 0
     while True:
-        trainer, guard = build_trainer(cfg, plan, model_path, tokenizer, dataset, run, status, progress)
+        selector = None
+        if prep.val is not None and is_main_process():
+            done = eval_rows(read_jsonl(run / "metrics.jsonl")) if (run / "metrics.jsonl").exists() else []
+            selector = TaskMetricCallback(run, prep.val, tokenizer, every=budget.eval_every,
+                                          patience=cfg.early_stopping_patience, time_budget_s=budget.time_budget_s,
+                                          elapsed_before_s=done[-1]["elapsed_s"] if done else 0.0, log=log)
+        trainer, guard = build_trainer(cfg, plan, model_path, tokenizer, dataset, run, status, progress,
+                                       epochs=budget.epochs, extra_callbacks=[selector] if selector else [])
         try:
             output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
             break
@@ -183,12 +265,25 @@ def _train(cfg: TrainConfig, run: Path, status: StatusWriter | None, *, resume: 
         raise TrainingFailed(f"training stopped: {guard.reason}; the run is marked not mergeable "
                              "(try a lower --learning-rate)")
     adapter = run / "adapter"
+    best = selector.best if selector is not None else None
+    kept = f"kept the last step {trainer.state.global_step}"
     if is_main_process():
         with atomic_dir(adapter) as tmp:
-            trainer.model.save_pretrained(tmp)
+            if best is not None:
+                for item in (run / BEST_DIR).iterdir():
+                    if item.name != "best.json":
+                        shutil.copy2(item, tmp / item.name)
+            else:
+                trainer.model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
             # The exact template the prompts were rendered with, also as a plain file for servers.
             (tmp / "chat_template.jinja").write_text(tokenizer.chat_template, encoding="utf-8")
+        if best is not None:
+            reason = selector.stop_reason or f"epoch budget done at step {trainer.state.global_step}"
+            kept = describe_choice(best, {"step": trainer.state.global_step}, prep.val.task, reason)
+            info["selection"] = {"step": best["step"], "last_step": trainer.state.global_step, "stopped": reason,
+                                 "metrics": {k: v for k, v in best.items() if k.startswith("val_")}, "summary": kept}
+            shutil.rmtree(run / BEST_DIR, ignore_errors=True)
         elapsed = time.time() - started
         info.update(mergeable=True, finished_at=time.time(), train_runtime_s=round(output.metrics.get("train_runtime", 0), 1),
                     steps=trainer.state.global_step)
@@ -198,13 +293,13 @@ def _train(cfg: TrainConfig, run: Path, status: StatusWriter | None, *, resume: 
         elapsed = time.time() - started
     first, final = (losses[0], losses[-1]) if losses else (None, None)
     summary = (f"trained {trainer.state.global_step} steps in {elapsed:.0f} s ({plan.method}, {plan.dtype}, "
-               f"{plan.device}); loss {first} -> {final}; adapter: {adapter}")
+               f"{plan.device}); loss {first} -> {final}; {kept}; adapter: {adapter}")
     log.info(summary)
-    return TrainResult(run, adapter, summary, final, first, trainer.state.global_step, plan)
+    return TrainResult(run, adapter, summary, final, first, trainer.state.global_step, plan, info.get("selection"))
 
 
 def build_trainer(cfg: TrainConfig, plan: Plan, model_path: str, tokenizer, dataset, run: Path,
-                  status: StatusWriter | None, progress: bool):
+                  status: StatusWriter | None, progress: bool, *, epochs: float | None = None, extra_callbacks=()):
     """Load the base model for `plan` and return (SFTTrainer, GuardCallback) ready to train."""
     import torch
     from peft import LoraConfig
@@ -239,7 +334,7 @@ def build_trainer(cfg: TrainConfig, plan: Plan, model_path: str, tokenizer, data
         per_device_train_batch_size=plan.micro_batch,
         gradient_accumulation_steps=plan.grad_accum,
         learning_rate=cfg.learning_rate,
-        num_train_epochs=cfg.epochs,
+        num_train_epochs=epochs if epochs is not None else (cfg.epochs or 2.0),
         max_steps=cfg.max_steps,
         warmup_steps=cfg.warmup_ratio,  # a float < 1 is a ratio of the total steps in transformers 5
         lr_scheduler_type="linear",
@@ -269,7 +364,7 @@ def build_trainer(cfg: TrainConfig, plan: Plan, model_path: str, tokenizer, data
     )
     guard = GuardCallback()
     callbacks = [MetricsCallback(run, status, progress=progress, log=log) if is_main_process() else None, guard,
-                 NanInjectionCallback(cfg.debug_nan_at_step) if cfg.debug_nan_at_step else None]
+                 NanInjectionCallback(cfg.debug_nan_at_step) if cfg.debug_nan_at_step else None, *extra_callbacks]
     trainer = _AtomicSFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                                 peft_config=peft_config, callbacks=[c for c in callbacks if c is not None])
     trainer.keep_checkpoints = cfg.save_total_limit
@@ -341,9 +436,9 @@ def _claim_run_dir(run: Path, resume: bool) -> None:
                             f"cancel it with `ftassist jobs cancel {run}` or pick another --out")
     run.mkdir(parents=True, exist_ok=True)
     if not resume:
-        for name in ("checkpoints", "adapter"):
+        for name in ("checkpoints", "adapter", "best"):
             shutil.rmtree(run / name, ignore_errors=True)
-        for name in ("metrics.jsonl", "run.json"):
+        for name in ("metrics.jsonl", "run.json", "val.jsonl"):
             (run / name).unlink(missing_ok=True)
 
 

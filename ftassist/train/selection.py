@@ -1,0 +1,135 @@
+"""Select and stop by the task metric: score the validation split during training, keep the best.
+
+`TaskMetricCallback` runs at every `every` optimizer steps, at the last step, and when the
+wall-clock budget runs out: it scores the model on the validation split
+(`ftassist.train.validation.score_model`), appends one row to metrics.jsonl (keys `val_*`
+beside the loss rows), saves the adapter to `RUN/best/` when the row beats every earlier one
+(`selection_key`: the task metrics, then the lower validation loss), and stops training when
+`patience` evaluations in a row did not beat the best (a plateau) or the budget is spent.
+`RUN/best/best.json` says which step won and why. After a kill -9 the rows on disk (trimmed
+to the resumed checkpoint) rebuild the history, so resume picks up the same selection.
+
+    >>> rows = [{"step": 10, "val_field_accuracy": 0.5, "val_exact": 0.1, "val_schema_valid": 1.0, "val_loss": 0.4},
+    ...         {"step": 20, "val_field_accuracy": 0.7, "val_exact": 0.2, "val_schema_valid": 1.0, "val_loss": 0.3},
+    ...         {"step": 30, "val_field_accuracy": 0.7, "val_exact": 0.2, "val_schema_valid": 1.0, "val_loss": 0.5}]
+    >>> best_row(rows, "json")["step"], evals_since_best(rows, "json")
+    (20, 1)
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from ftassist.files import atomic_dir, read_jsonl, write_json_atomic
+from ftassist.train.validation import TASK_METRICS, ValidationSet, score_model, selection_key
+
+BEST_DIR = "best"
+
+
+def eval_rows(rows: list[dict]) -> list[dict]:
+    """The validation rows of a metrics.jsonl (those with a `val_loss` key), in step order."""
+    return sorted((r for r in rows if "val_loss" in r), key=lambda r: r["step"])
+
+
+def best_row(rows: list[dict], task: str) -> dict | None:
+    """The validation row that wins (`selection_key`; the earliest of equals), or None."""
+    best = None
+    for row in eval_rows(rows):
+        if best is None or selection_key(row, task) > selection_key(best, task):
+            best = row
+    return best
+
+
+def evals_since_best(rows: list[dict], task: str) -> int:
+    """How many evaluations came after the best one (0 when the newest is the best)."""
+    evals, best = eval_rows(rows), best_row(rows, task)
+    return 0 if best is None else sum(r["step"] > best["step"] for r in evals)
+
+
+def describe_choice(best: dict, last: dict, task: str, reason: str) -> str:
+    """One sentence: which step was kept, its figures, and why training stopped.
+
+    >>> describe_choice({"step": 20, "val_field_accuracy": 0.7, "val_exact": 0.2, "val_schema_valid": 1.0, "val_loss": 0.3},
+    ...                 {"step": 30}, "json", "plateau")
+    'kept step 20 of 30 (field_accuracy 70.0%, exact 20.0%, schema_valid 100.0% on the validation split; val loss 0.3); stopped: plateau'
+    """
+    figures = ", ".join(f"{m} {100 * float(best.get(f'val_{m}', 0.0)):.1f}%" for m in TASK_METRICS[task])
+    return (f"kept step {best['step']} of {last['step']} ({figures} on the validation split; "
+            f"val loss {best.get('val_loss')}); stopped: {reason}")
+
+
+class TaskMetricCallback(TrainerCallback):
+    """Scores the validation split at an interval, keeps the best adapter, stops on a plateau or the budget."""
+
+    def __init__(self, run_dir: str | Path, val: ValidationSet, tokenizer, *, every: int, patience: int,
+                 time_budget_s: float = 0.0, elapsed_before_s: float = 0.0, log=None):
+        self.run = Path(run_dir)
+        self.path = self.run / "metrics.jsonl"
+        self.val, self.tokenizer = val, tokenizer
+        self.every, self.patience = max(1, every), patience
+        self.budget, self.elapsed_before = time_budget_s, elapsed_before_s
+        self.log = log
+        self.rows = eval_rows(read_jsonl(self.path)) if self.path.exists() else []
+        self.stop_reason: str | None = None
+        self._t0 = time.time()
+        self._drop_stale_best()
+
+    def _drop_stale_best(self) -> None:
+        """A best/ saved after the checkpoint a run resumes from belongs to steps that run again: drop it."""
+        record = self.run / BEST_DIR / "best.json"
+        if record.exists():
+            step = json.loads(record.read_text(encoding="utf-8")).get("step")
+            if not any(r["step"] == step for r in self.rows):
+                shutil.rmtree(self.run / BEST_DIR, ignore_errors=True)
+
+    def elapsed(self) -> float:
+        """Training seconds spent on this run so far, earlier sessions of a resumed run included."""
+        return self.elapsed_before + time.time() - self._t0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._t0 = time.time()
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        step = state.global_step
+        over = self.budget > 0 and self.elapsed() >= self.budget
+        if model is None or not (step % self.every == 0 or step >= state.max_steps or over):
+            return
+        self.evaluate(model, step, state.epoch or 0.0)
+        if over:
+            self.stop_reason = f"time budget of {self.budget / 60:g} min spent at step {step}"
+        elif self.patience > 0 and evals_since_best(self.rows, self.val.task) >= self.patience:
+            self.stop_reason = f"plateau: {self.patience} evaluations without beating step {self.best['step']}"
+        elif step >= state.max_steps:
+            self.stop_reason = f"epoch budget done at step {step}"
+        if over or (self.stop_reason and step < state.max_steps):
+            control.should_training_stop = True
+
+    @property
+    def best(self) -> dict | None:
+        return best_row(self.rows, self.val.task)
+
+    def evaluate(self, model, step: int, epoch: float) -> dict:
+        """Score the model now, record the row, and save the adapter when it is the best so far."""
+        started = time.time()
+        metrics, _ = score_model(model, self.tokenizer, self.val)
+        row = {"step": step, "epoch": round(epoch, 4), **{f"val_{k}": v for k, v in metrics.items() if k != "per_field"},
+               "val_per_field": metrics.get("per_field"), "val_rows": len(self.val), "val_s": round(time.time() - started, 2),
+               "elapsed_s": round(self.elapsed(), 1), "time": round(time.time(), 3)}
+        previous = self.best
+        self.rows.append(row)
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row) + "\n")
+        if previous is None or selection_key(row, self.val.task) > selection_key(previous, self.val.task):
+            with atomic_dir(self.run / BEST_DIR) as tmp:
+                model.save_pretrained(tmp)
+                write_json_atomic(tmp / "best.json", row)
+        if self.log is not None:
+            shown = ", ".join(f"{m} {100 * float(metrics.get(m) or 0):.1f}%" for m in TASK_METRICS[self.val.task])
+            self.log.info("validation at step %d (%d rows, %.0f s): %s, loss %s; best so far: step %d", step,
+                          len(self.val), row["val_s"], shown, metrics.get("loss"), self.best["step"])
+        return row

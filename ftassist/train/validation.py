@@ -1,0 +1,215 @@
+"""The task metric on the validation split, measured inside the training process.
+
+`ValidationSet` holds the rows held out from training (carved from train.jsonl, or the user's
+own val.jsonl), the task ("json" or "text") and the schema. `score_model` generates greedily
+for every row in batches with the model being trained (no server needed), scores each reply
+with the eval's own scorer (`ftassist.evaluation.metrics.score_reply` / `freetext.score_text`)
+and computes the validation loss on the references, so a checkpoint is judged the way
+`ftassist eval` will judge it:
+
+    >>> right = {"schema_valid": True, "field_accuracy": 1.0, "exact": True, "strict": True, "fields": {"a": True, "b": True}}
+    >>> half = {"schema_valid": True, "field_accuracy": 0.5, "exact": False, "strict": False, "fields": {"a": True, "b": False}}
+    >>> summarize_scores([right, half], "json")
+    {'schema_valid': 1.0, 'field_accuracy': 0.75, 'exact': 0.5, 'strict': 0.5, 'per_field': {'a': 1.0, 'b': 0.5}}
+
+`TASK_METRICS` names what each task selects checkpoints by.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ftassist.errors import UserError
+from ftassist.evaluation.testset import Example, load_examples
+
+# What "best" means per task, first key first; the validation loss (lower is better) breaks ties.
+TASK_METRICS = {"json": ("field_accuracy", "exact", "schema_valid"), "text": ("rougeL", "exact_match")}
+AUTO_VAL_MIN, AUTO_VAL_MAX, AUTO_VAL_FRACTION = 8, 48, 0.1
+GENERATION_BATCH = 16
+
+
+@dataclass
+class ValidationSet:
+    """Held-out rows scored during training: `examples` in the eval's form, and where they came from."""
+
+    examples: list[Example]
+    task: str
+    schema: dict | None
+    source: str
+    validator: Any = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        from ftassist.evaluation.metrics import make_validator
+
+        if self.task == "json" and self.validator is None:
+            self.validator = make_validator(self.schema or {})
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+
+def auto_val_count(n_rows: int) -> int:
+    """How many training rows to hold out when the user gave no validation file or size.
+
+    10% of the rows, at least 8 and at most 48; none when fewer than 40 rows remain to train on.
+
+    >>> auto_val_count(400), auto_val_count(48), auto_val_count(30), auto_val_count(2000)
+    (40, 8, 0, 48)
+    """
+    count = min(AUTO_VAL_MAX, max(AUTO_VAL_MIN, round(AUTO_VAL_FRACTION * n_rows)))
+    return count if n_rows - count >= 32 else 0
+
+
+def carve_validation(rows: list[dict], size: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """Split `rows` into (train, validation): `size` a fraction (0-1), a count (>= 1), or 0 for `auto_val_count`.
+
+    The split is a seeded shuffle, so a resumed run holds out the same rows. Raises UserError
+    when the count leaves nothing to train on.
+    """
+    n = len(rows)
+    count = auto_val_count(n) if size == 0 else (round(size * n) if size < 1 else int(size))
+    if count <= 0:
+        return list(rows), []
+    if count >= n:
+        raise UserError(f"--val-size {size:g} holds out {count} of {n} training rows, leaving none to train on; "
+                        "use a smaller --val-size or pass --val-data")
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    held = set(order[:count])
+    return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
+
+
+def load_validation(path: Path | str, schema_path: Path | None, source: str) -> ValidationSet:
+    """A ValidationSet from a JSONL file in messages form (the eval's test-set reader)."""
+    from ftassist.schema import infer_schema, load_schema
+
+    examples, task = load_examples(path)
+    schema = None
+    if task == "json":
+        schema = load_schema(schema_path) if schema_path is not None and schema_path.is_file() else \
+            infer_schema([e.reference for e in examples])
+    return ValidationSet(examples, task, schema, source)
+
+
+def summarize_scores(scores: list[dict], task: str) -> dict:
+    """Mean of each task metric over the rows, plus per-field accuracy for JSON tasks."""
+    n = len(scores) or 1
+    keys = ("schema_valid", "field_accuracy", "exact", "strict") if task == "json" else ("exact_match", "rougeL")
+    out: dict[str, Any] = {k: round(sum(float(s[k]) for s in scores) / n, 6) for k in keys}
+    if task == "json":
+        names = list(dict.fromkeys(k for s in scores for k in s["fields"]))
+        out["per_field"] = {k: round(sum(s["fields"].get(k, False) for s in scores) / n, 6) for k in names}
+    return out
+
+
+def selection_key(row: dict, task: str) -> tuple:
+    """The sort key of one validation row (bigger is better): the task metrics in order, then -loss."""
+    loss = row.get("val_loss")
+    loss = loss if isinstance(loss, (int, float)) and math.isfinite(loss) else math.inf
+    return tuple(round(float(row.get(f"val_{m}", 0.0)), 6) for m in TASK_METRICS[task]) + (-loss,)
+
+
+def _eos_ids(tokenizer, model) -> list[int]:
+    ids = {tokenizer.eos_token_id}
+    gen = getattr(model, "generation_config", None)
+    extra = getattr(gen, "eos_token_id", None) if gen is not None else None
+    ids.update(extra if isinstance(extra, list) else [extra])
+    return sorted(i for i in ids if i is not None)
+
+
+def max_reply_tokens(tokenizer, examples: list[Example]) -> int:
+    """Generation budget: the longest reference reply in tokens, plus a quarter and 16 tokens of slack."""
+    longest = max((len(tokenizer(e.reference_text, add_special_tokens=False)["input_ids"]) for e in examples), default=16)
+    return int(longest * 1.25) + 16
+
+
+def generate_replies(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int,
+                     batch_size: int = GENERATION_BATCH) -> list[str]:
+    """Greedy replies of `model` to chat `prompts`, left-padded batches of similar length, in prompt order."""
+    import torch
+
+    encoded = [_ids(tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=False))
+               for p in prompts]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    eos = _eos_ids(tokenizer, model)
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    replies: list[str] = [""] * len(encoded)
+    device = next(model.parameters()).device
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        width = max(len(encoded[i]) for i in idx)
+        ids = torch.tensor([[pad] * (width - len(encoded[i])) + encoded[i] for i in idx], device=device)
+        mask = torch.tensor([[0] * (width - len(encoded[i])) + [1] * len(encoded[i]) for i in idx], device=device)
+        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                             eos_token_id=eos, pad_token_id=pad, use_cache=True)
+        for row, i in enumerate(idx):
+            replies[i] = tokenizer.decode(out[row, width:], skip_special_tokens=True)
+    return replies
+
+
+def validation_loss(model, tokenizer, examples: list[Example], batch_size: int = GENERATION_BATCH) -> float:
+    """Mean cross-entropy of the reference replies given their prompts (reply tokens only, as in training)."""
+    import torch
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    device = next(model.parameters()).device
+    rows = []
+    for e in examples:
+        prompt = _ids(tokenizer.apply_chat_template(e.prompt, add_generation_prompt=True, tokenize=True, return_dict=False))
+        full = _ids(tokenizer.apply_chat_template(e.prompt + [{"role": "assistant", "content": e.reference_text}],
+                                                  tokenize=True, return_dict=False))
+        rows.append((full, len(prompt) if full[:len(prompt)] == prompt else 0))
+    total, count = 0.0, 0
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start:start + batch_size]
+        width = max(len(f) for f, _ in chunk)
+        ids = torch.tensor([f + [pad] * (width - len(f)) for f, _ in chunk], device=device)
+        mask = torch.tensor([[1] * len(f) + [0] * (width - len(f)) for f, _ in chunk], device=device)
+        labels = torch.tensor([[-100] * p + f[p:] + [-100] * (width - len(f)) for f, p in chunk], device=device)
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+        target = labels[:, 1:]
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1),
+                                                 ignore_index=-100, reduction="sum")
+        total += float(loss)
+        count += int((target != -100).sum())
+    return total / count if count else math.nan
+
+
+def _ids(value) -> list[int]:
+    if hasattr(value, "keys"):
+        value = value["input_ids"]
+    return list(value)
+
+
+def score_model(model, tokenizer, val: ValidationSet, max_new_tokens: int | None = None) -> tuple[dict, list[dict]]:
+    """(metrics, per-row scores) of `model` on `val`: replies greedy, scored like `ftassist eval`.
+
+    Metrics: each task metric averaged over the rows (`summarize_scores`) and `loss`. The model is
+    put in eval mode for the measurement and handed back in the mode it came in.
+    """
+    import torch
+
+    from ftassist.evaluation.freetext import score_text
+    from ftassist.evaluation.metrics import score_reply
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            budget = max_new_tokens or max_reply_tokens(tokenizer, val.examples)
+            replies = generate_replies(model, tokenizer, [e.prompt for e in val.examples], budget)
+            loss = validation_loss(model, tokenizer, val.examples)
+    finally:
+        if was_training:
+            model.train()
+    if val.task == "json":
+        scores = [score_reply(r, e.reference, val.validator) for r, e in zip(replies, val.examples)]
+    else:
+        scores = [score_text(r, e.reference_text) for r, e in zip(replies, val.examples)]
+    for s, r in zip(scores, replies):
+        s["reply"] = r
+    return {**summarize_scores(scores, val.task), "loss": round(loss, 6) if math.isfinite(loss) else None}, scores
