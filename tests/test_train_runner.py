@@ -54,8 +54,11 @@ def _sha(path: Path) -> str:
 def test_train_writes_the_run_folder_learns_and_leaves_the_base_untouched(tiny_model, small_data, tmp_path):
     base_hash = _sha(tiny_model / "model.safetensors")
     run = tmp_path / "run"
-    cfg = tiny_cfg(small_data, run, tiny_model)
+    # The plain path (--no-task-metric): no validation split, the last step is kept. The selection path is
+    # tested in test_train_selection.py.
+    cfg = tiny_cfg(small_data, run, tiny_model, task_metric=False)
     result = train(cfg, progress=False)
+    assert result.selection is None
 
     assert result.run_dir == run and result.adapter_dir == run / "adapter"
     assert sorted(p.name for p in run.iterdir()) == [

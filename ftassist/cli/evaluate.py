@@ -40,6 +40,12 @@ def run(args: argparse.Namespace) -> int:
     from ftassist.evaluation.runner import run_eval
 
     result = run_eval(config_from_args(EvalConfig, args))
+    for arm in result.arms:
+        if arm.get("content"):
+            print(arm["content"]["verdict"])
+    content = [a for a in result.arms if a.get("content") and not a["constrained"]]
+    if content:
+        print(f"next step ({content[-1]['name']}): {content[-1]['content']['suggestion']}")
     print(result.table)
     for comparison in result.report["comparisons"]:
         print(comparison["verdict"])

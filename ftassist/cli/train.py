@@ -21,6 +21,9 @@ def register(subparsers) -> None:
     add_config_args(parser, TrainConfig, skip=HIDDEN)
     parser.add_argument("--detach", action="store_true", help="Run as a background job; follow it with `ftassist jobs follow RUN_DIR`.")
     parser.add_argument("--resume", action="store_true", help="Continue the run in --out from its newest complete checkpoint.")
+    parser.add_argument("--search", action="store_true", help="Try a few configurations (learning rate, LoRA rank and "
+                        "targets) by successive halving within --time-budget, keep the best by the task metric, and "
+                        "write OUT/search.md with what was tried.")
     parser.add_argument("--print-plan", action="store_true", help="Print the accelerate launch command for N GPUs instead of training (see --num-gpus).")
     parser.add_argument("--num-gpus", type=int, default=0, help="With --print-plan: GPUs for the multi-GPU command.")
     parser.add_argument("--strategy", choices=["ddp", "fsdp", "deepspeed"], default="fsdp", help="With --print-plan: data-parallel strategy.")
@@ -50,6 +53,17 @@ def run(args: argparse.Namespace) -> int:
         else:
             run_dir = start_job(cfg)
         print(run_dir)
+        return 0
+    if args.search:
+        if args.detach or args.resume:
+            from ftassist.errors import ConfigError
+
+            raise ConfigError(["--search runs in the foreground and from scratch: drop --detach / --resume"])
+        from ftassist.train.search import search
+
+        found = search(cfg, progress=True)
+        print(found.table)
+        print(f"winner: {found.winner}; its adapter is in {found.out / 'adapter'} (table: {found.out / 'search.md'})")
         return 0
     from ftassist.train.runner import train
 

@@ -59,6 +59,56 @@ def _table(head: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *["| " + " | ".join(r) + " |" for r in rows]]
 
 
+def content_verdicts(arms: list[dict]) -> list[str]:
+    """The report's first section: each arm's verdict on the content, then what to do next."""
+    readings = [a for a in arms if a.get("content")]
+    if not readings:
+        return []
+    lines = ["## Verdict: is the content right?", ""]
+    lines += [f"- {a['content']['verdict']}" for a in readings]
+    last = next((a for a in reversed(readings) if not a["constrained"]), readings[-1])
+    return lines + ["", f"**Next step** ({last['name']}): {last['content']['suggestion']}", ""]
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def content_sections(arms: list[dict]) -> list[str]:
+    """'Content, field by field': per arm, each field's kind and figures, enum confusions, the weakest field's examples."""
+    md = []
+    for arm in (a for a in arms if a.get("content")):
+        reading = arm["content"]
+        md += [f"## Content, field by field: {arm['name']}", ""]
+        rows = []
+        for f in reading["fields"]:
+            extra = []
+            if "precision" in f:
+                extra.append(f"precision {_pct(f['precision'])}, recall {_pct(f['recall'])}")
+            if f.get("mean_abs_error") is not None:
+                extra.append(f"mean abs error {f['mean_abs_error']:.3g}")
+            if f.get("null_mismatch"):
+                extra.append(f"null vs value {f['null_mismatch']}x")
+            if "keys" in f:
+                extra.append(", ".join(f"{k} {_pct(v)}" for k, v in f["keys"].items()))
+            if "top_mistake" in f:
+                m = f["top_mistake"]
+                extra.append(f"{m['reference']} -> {m['replied']} {m['count']} of {m['of']}")
+            rows.append([f"`{f['field']}`", f["kind"], _pct(f["accuracy"]), str(f["wrong"]), _cell("; ".join(extra), 200)])
+        md += _table(["field", "kind", "right", "wrong", "detail"], rows) + [""]
+        for f in reading["fields"]:
+            confusion = [c for c in f.get("confusion", []) if c["reference"] != c["replied"]]
+            if confusion:
+                md += [f"Confusions of `{f['field']}` (reference -> replied, count): "
+                       + ", ".join(f"{c['reference']} -> {c['replied']} {c['count']}" for c in confusion[:8]), ""]
+        if reading["weakest_examples"]:
+            md += [f"Weakest field `{reading['weakest']}`, examples:", ""]
+            md += _table(["input", "reference", "replied"], [[_cell(e["prompt"], 200), _cell(e["reference"]), _cell(e["replied"])]
+                                                          for e in reading["weakest_examples"]]) + [""]
+        md += [f"_Next step_: {reading['suggestion']}", ""]
+    return md
+
+
 def render_markdown(report: dict) -> str:
     """The whole report.md text for a report dict."""
     task, arms, data, cfg = report["data"]["task"], report["arms"], report["data"], report["config"]
@@ -66,7 +116,7 @@ def render_markdown(report: dict) -> str:
           f"Test set `{data['path']}`: {data['examples']} examples ({task} task, sha256 {data['sha256'][:12]}). "
           f"{endpoints_line(report)}, temperature {cfg['temperature']}, {cfg['samples']} sample(s) per example, "
           f"max_tokens {cfg['max_tokens']}. Written {report['created']}.", "",
-          "## Results", "", report["table"], ""]
+          *content_verdicts(arms), "## Results", "", report["table"], ""]
     used = [m for _, m in HEADLINE[task]]
     md += [f"- **{LABELS[m]}**: {DEFINITIONS[m]}." for m in used]
     md += ["- Intervals are 95%: Wilson for rates, bootstrap over examples for means.", ""]
@@ -74,6 +124,7 @@ def render_markdown(report: dict) -> str:
     if report["comparisons"]:
         md += ["## Paired comparisons", "", *[f"- {c['verdict']}" for c in report["comparisons"]], ""]
     if task == "json":
+        md += content_sections(arms)
         kinds = [k for k in KINDS if any(a["failures"].get(k) for a in arms)]
         md += ["## Failure taxonomy", ""]
         if kinds:

@@ -30,6 +30,7 @@ from ftassist.config import EvalConfig
 from ftassist.errors import UserError
 from ftassist.evaluation.arms import Arm, check_endpoints, open_endpoints, plan_arms
 from ftassist.evaluation.client import Endpoint, Reply
+from ftassist.evaluation.fields import diagnose_fields, suggest, verdict
 from ftassist.evaluation.freetext import score_text
 from ftassist.evaluation.history import append_history, history_entry, history_path, read_history, render_history
 from ftassist.evaluation.metrics import canonical, make_validator, score_reply, score_request_error
@@ -94,6 +95,8 @@ def run_eval(cfg: EvalConfig, progress: Callable[[str], None] | None = None) -> 
             if cfg.samples > 1 else None
         summaries.append(summarize_arm(arm.name, arm_scores, task, model=arm.model, constrained=bool(arm.response_format),
                                        endpoint=arm.url, canon=canon, speed=_speed(replies, wall)))
+        if task == "json":
+            summaries[-1]["content"] = read_content(summaries[-1], examples, arm_scores, schema)
         replies_rows += [_reply_row(ex, arm.name, j, r, s) for ex, row, srow in zip(examples, replies, arm_scores)
                          for j, (r, s) in enumerate(zip(row, srow))]
         if cfg.forgetting_probe and arm.response_format is None:
@@ -127,6 +130,14 @@ def run_eval(cfg: EvalConfig, progress: Callable[[str], None] | None = None) -> 
     write_report(Path(cfg.out), report, replies_rows)
     append_history(hist, entries[-1])
     return EvalResult(out=Path(cfg.out), table=report["table"], report=report, arms=summaries)
+
+
+def read_content(summary: dict, examples: list[Example], scores: list[list[dict]], schema: dict | None) -> dict:
+    """The arm's field-by-field reading (first samples), its verdict and the suggested next step."""
+    prompts = [str(next((m.get("content", "") for m in reversed(e.prompt) if m.get("role") == "user"), "")) for e in examples]
+    reading = diagnose_fields([e.reference for e in examples], [s[0] for s in scores], schema, prompts)
+    return {**reading, "verdict": verdict(summary),
+            "suggestion": suggest(reading, summary["rates"]["schema_valid"]["value"], summary["means"]["field_accuracy"]["value"])}
 
 
 def query_arm(endpoint: Endpoint, arm: Arm, examples: list[Example], cfg: EvalConfig) -> tuple[list[list[Reply]], float]:

@@ -283,7 +283,6 @@ def _train(cfg: TrainConfig, run: Path, status: StatusWriter | None, *, resume: 
             kept = describe_choice(best, {"step": trainer.state.global_step}, prep.val.task, reason)
             info["selection"] = {"step": best["step"], "last_step": trainer.state.global_step, "stopped": reason,
                                  "metrics": {k: v for k, v in best.items() if k.startswith("val_")}, "summary": kept}
-            shutil.rmtree(run / BEST_DIR, ignore_errors=True)
         elapsed = time.time() - started
         info.update(mergeable=True, finished_at=time.time(), train_runtime_s=round(output.metrics.get("train_runtime", 0), 1),
                     steps=trainer.state.global_step)

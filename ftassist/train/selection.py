@@ -108,6 +108,8 @@ class TaskMetricCallback(TrainerCallback):
             self.stop_reason = f"epoch budget done at step {step}"
         if over or (self.stop_reason and step < state.max_steps):
             control.should_training_stop = True
+        if over:
+            control.should_save = True  # `--resume` (and the search's next rung) continues from exactly here
 
     @property
     def best(self) -> dict | None:

@@ -1,0 +1,170 @@
+"""`ftassist train --search`: try a few configurations by successive halving within the time budget.
+
+    from ftassist.train.search import search
+    result = search(TrainConfig(data="data/", out="runs/search", time_budget=60))
+    print(result.table)
+
+Every candidate (`CANDIDATES`: learning rate, LoRA rank and targets) is a run of its own under
+`OUT/candidates/NAME`, trained by the same `train()` as any run, so each is judged by the task
+metric on the same validation split and keeps its best step. Rung 0 gives every candidate an
+equal share of the first part of the budget; the better half (by `selection_key` of its best
+validation row) resumes from its checkpoint with the next share, and so on until one is left
+or the budget is spent. The winner's run folder is copied to OUT (adapter, config, metrics),
+so `ftassist merge OUT` works as after a plain run, and `OUT/search.json` / `search.md`
+record every candidate, rung and figure.
+
+Full fine-tuning is not among the candidates: the rest of the pipeline (merge, verify, serve)
+takes LoRA adapters, and a full copy of the weights per candidate would not fit this design.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ftassist.config import TrainConfig
+from ftassist.errors import UserError
+from ftassist.files import read_jsonl, write_json_atomic, write_text_atomic
+from ftassist.train.selection import best_row
+from ftassist.train.validation import TASK_METRICS, selection_key
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One configuration to try: a name and the TrainConfig fields it changes."""
+
+    name: str
+    overrides: dict = field(default_factory=dict)
+
+
+CANDIDATES = (
+    Candidate("lr2e-4-r16", {"learning_rate": 2e-4, "lora_r": 16, "lora_alpha": 32}),
+    Candidate("lr5e-4-r16", {"learning_rate": 5e-4, "lora_r": 16, "lora_alpha": 32}),
+    Candidate("lr1e-3-r16", {"learning_rate": 1e-3, "lora_r": 16, "lora_alpha": 32}),
+    Candidate("lr5e-4-r64", {"learning_rate": 5e-4, "lora_r": 64, "lora_alpha": 64}),
+    Candidate("lr1e-3-r16-attn", {"learning_rate": 1e-3, "lora_r": 16, "lora_alpha": 32,
+                                  "target_modules": "q_proj,k_proj,v_proj,o_proj"}),
+    Candidate("lr1e-3-r8", {"learning_rate": 1e-3, "lora_r": 8, "lora_alpha": 16}),
+)
+
+
+@dataclass
+class SearchResult:
+    """The search's outcome: the winner, every row tried, and the markdown table."""
+
+    out: Path
+    winner: str
+    rows: list[dict]
+    table: str
+
+
+def rung_shares(n: int, budget_s: float) -> list[tuple[int, float]]:
+    """(candidates, seconds each) per rung of successive halving over `n` candidates within `budget_s`.
+
+    Every rung gets an equal part of the budget, split among the candidates still in it.
+
+    >>> rung_shares(4, 1200)
+    [(4, 100.0), (2, 200.0), (1, 400.0)]
+    """
+    sizes = [n]
+    while sizes[-1] > 1:
+        sizes.append(math.ceil(sizes[-1] / 2))
+    part = budget_s / len(sizes)
+    return [(k, part / k) for k in sizes]
+
+
+def render_table(rows: list[dict], task: str, winner: str) -> str:
+    """One line per candidate and rung: the figures of its best validation step so far."""
+    metrics = TASK_METRICS[task]
+    head = ["candidate", "rung", "settings", "train s", "steps", "best step", *metrics, "val loss", "kept"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        best = r.get("best") or {}
+        cells = [r["name"], str(r["rung"]), ", ".join(f"{k}={v}" for k, v in r["overrides"].items()), f"{r['seconds']:.0f}",
+                 str(r["steps"]), str(best.get("step", "-")),
+                 *[f"{100 * float(best.get(f'val_{m}', 0)):.1f}%" if best else "-" for m in metrics],
+                 str(best.get("val_loss", "-")), "winner" if r["name"] == winner and r["last"] else ("yes" if r["kept"] else "no")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def search(cfg: TrainConfig, candidates: tuple[Candidate, ...] = CANDIDATES, *, progress: bool = False) -> SearchResult:
+    """Successive halving of `candidates` within `cfg.time_budget` minutes; returns a SearchResult.
+
+    Raises UserError when there is no time budget or no validation split to judge by.
+    """
+    from ftassist.train.runner import train
+
+    cfg.validate()
+    if cfg.time_budget <= 0:
+        raise UserError("--search needs --time-budget MINUTES: the candidates share it")
+    if not cfg.task_metric:
+        raise UserError("--search ranks candidates by the task metric: drop --no-task-metric")
+    out = Path(cfg.out)
+    root = out / "candidates"
+    started = time.time()
+    shares = rung_shares(len(candidates), cfg.time_budget * 60)
+    alive = list(candidates)
+    spent: dict[str, float] = {c.name: 0.0 for c in candidates}
+    rows: list[dict] = []
+    task = "json"
+    for rung, (_, seconds) in enumerate(shares):
+        remaining = cfg.time_budget * 60 - (time.time() - started)
+        if remaining <= 0:
+            break
+        seconds = min(seconds, remaining / len(alive))
+        results = {}
+        for cand in alive:
+            spent[cand.name] += seconds
+            run_cfg = dataclasses.replace(cfg, out=str(root / cand.name), time_budget=spent[cand.name] / 60,
+                                          early_stopping_patience=0, **cand.overrides)
+            t0 = time.time()
+            resumed = rung > 0 and (root / cand.name / "checkpoints").is_dir()
+            result = train(run_cfg, resume=resumed, progress=progress, log_file=True)
+            info = read_jsonl(root / cand.name / "metrics.jsonl")
+            task = _task(root / cand.name)
+            best = best_row(info, task)
+            results[cand.name] = best
+            rows.append({"name": cand.name, "rung": rung, "overrides": cand.overrides, "seconds": time.time() - t0,
+                         "steps": result.steps, "best": best, "kept": False, "last": False})
+        ranked = sorted(alive, key=lambda c: selection_key(results[c.name] or {}, task), reverse=True)
+        keep = shares[rung + 1][0] if rung + 1 < len(shares) else 1
+        alive = ranked[:keep]
+        for r in rows:
+            if r["rung"] == rung:
+                r["kept"] = any(c.name == r["name"] for c in alive)
+        if len(ranked) == 1:
+            break
+    winner = alive[0].name
+    for r in rows:
+        r["last"] = r["name"] == winner and r["rung"] == max(x["rung"] for x in rows if x["name"] == winner)
+    _adopt(root / winner, out)
+    table = render_table(rows, task, winner)
+    record = {"winner": winner, "time_budget_min": cfg.time_budget, "wall_s": round(time.time() - started, 1),
+              "rungs": [{"candidates": k, "seconds_each": round(s, 1)} for k, s in shares], "rows": rows,
+              "metric": list(TASK_METRICS[task])}
+    write_json_atomic(out / "search.json", record)
+    write_text_atomic(out / "search.md", f"# Search\n\nWinner: `{winner}` after {record['wall_s']:.0f} s "
+                                         f"(budget {cfg.time_budget:g} min).\n\n{table}\n")
+    return SearchResult(out, winner, rows, table)
+
+
+def _task(run: Path) -> str:
+    import json
+
+    info = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    return (info.get("validation") or {}).get("task", "json")
+
+
+def _adopt(winner: Path, out: Path) -> None:
+    """Copy the winner's run files to OUT so OUT reads like a plain run folder."""
+    for name in ("adapter",):
+        shutil.rmtree(out / name, ignore_errors=True)
+        shutil.copytree(winner / name, out / name)
+    for name in ("config.yaml", "run.json", "metrics.jsonl", "val.jsonl", "status.json"):
+        if (winner / name).exists():
+            shutil.copy2(winner / name, out / name)
