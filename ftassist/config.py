@@ -12,6 +12,8 @@ cross-field problem at once and raises them together as one `ConfigError`.
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,8 +32,79 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
     return field(default=default, metadata={"help": help, **kw})
 
 
+class Checked:
+    """Mixin: at construction, coerce YAML's strings where safe and check every field's type and choices.
+
+    Every problem is reported at once (`ConfigError`), naming the field and what it accepts, so a
+    YAML file, the app, the CLI and Python callers get the same checks:
+
+    >>> TrainConfig(data="d", out="o", learning_rate="2e-4").learning_rate   # YAML reads 2e-4 as a string
+    0.0002
+    >>> TrainConfig(data="d", out="o", method="qlor", lora_r="eight")
+    Traceback (most recent call last):
+    ...
+    ftassist.errors.ConfigError: method 'qlor' is not one of auto, lora, qlora; lora_r 'eight' is not an integer (e.g. 16)
+    """
+
+    def __post_init__(self) -> None:
+        problems = []
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            ok, coerced, why = _coerce(value, hints[f.name])
+            if not ok:
+                problems.append(f"{f.name} {value!r} is not {why}")
+                continue
+            choices = f.metadata.get("choices")
+            if choices and coerced not in choices:
+                problems.append(f"{f.name} {coerced!r} is not one of {', '.join(choices)}")
+                continue
+            setattr(self, f.name, coerced)
+        _raise(problems)
+
+
+_EXAMPLES = {int: "an integer (e.g. 16)", float: "a number (e.g. 0.0002)", bool: "true or false", str: "a string"}
+
+
+def _coerce(value: Any, tp: Any) -> tuple[bool, Any, str]:
+    """(ok, value coerced to `tp`, what `tp` accepts): ints and floats from numeric strings, bools from true/false."""
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return True, None, ""
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0]) if len(inner) == 1 else (True, value, "")
+    origin = typing.get_origin(tp) or tp
+    if origin is list:
+        return (True, list(value), "") if isinstance(value, (list, tuple)) else (False, value, "a list")
+    if origin is dict:
+        return (True, dict(value), "") if isinstance(value, dict) else (False, value, "a mapping of NAME: VALUE")
+    if origin is bool:
+        if isinstance(value, bool):
+            return True, value, ""
+        if isinstance(value, str) and value.strip().lower() in ("true", "false", "yes", "no", "on", "off"):
+            return True, value.strip().lower() in ("true", "yes", "on"), ""
+        return False, value, _EXAMPLES[bool]
+    if origin in (int, float):
+        if isinstance(value, bool):
+            return False, value, _EXAMPLES[origin]
+        if isinstance(value, str):
+            try:
+                value = float(value.strip())
+            except ValueError:
+                return False, value, _EXAMPLES[origin]
+        if isinstance(value, (int, float)):
+            if origin is int:
+                return (True, int(value), "") if float(value).is_integer() else (False, value, _EXAMPLES[int])
+            return True, float(value), ""
+        return False, value, _EXAMPLES[origin]
+    if origin is str:
+        return (True, value, "") if isinstance(value, str) else (False, value, _EXAMPLES[str])
+    return True, value, ""
+
+
 @dataclass
-class DataConfig:
+class DataConfig(Checked):
     """How `ftassist data build` turns the user's files into train/test chat sets."""
 
     inputs: list[str] = _f([], "Input files (CSV/TSV, JSON, JSONL, Parquet, XLSX, TXT/MD, PDF, DOCX).", positional=True)
@@ -90,7 +163,7 @@ class DataConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Checked):
     """How `ftassist train` fine-tunes a model with LoRA or QLoRA on a built data folder."""
 
     data: str = _f("", "Data folder from `ftassist data build` (train.jsonl, optional test.jsonl).")
@@ -112,7 +185,7 @@ class TrainConfig:
     task_metric: bool = _f(True, "Score the validation split with the eval's task metric during training, keep the best "
                                  "checkpoint by it and stop on a plateau (off: keep the last step, as plain SFT does).")
     val_size: float = _f(0.0, "Validation rows held out of train.jsonl: a fraction (0-1), a count, or 0 for auto (10%, "
-                              "8-48 rows; none when under 40 rows would remain). Ignored with --val-data or DATA/val.jsonl.")
+                              "8-32 rows; none when under 32 rows would remain). Ignored with --val-data or DATA/val.jsonl.")
     val_data: str | None = _f(None, "Your own validation file (JSONL, messages format); default DATA/val.jsonl when present.")
     eval_steps: int = _f(0, "Score the validation split every N optimizer steps (0: about twice an epoch).")
     early_stopping_patience: int = _f(3, "Stop after this many validation scores in a row that do not beat the best (0: never).")
@@ -130,6 +203,7 @@ class TrainConfig:
     debug_nan_at_step: int = _f(0, "Testing only: poison the adapter with NaN at this step to exercise the NaN guard.", hidden=True)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.lora_alpha is None:
             self.lora_alpha = 2 * self.lora_r
 
@@ -163,7 +237,7 @@ class TrainConfig:
 
 
 @dataclass
-class MergeConfig:
+class MergeConfig(Checked):
     """How `ftassist merge` folds a trained adapter into a full-precision copy of its base."""
 
     run_dir: str = _f("", "Run folder written by `ftassist train`.", positional=True)
@@ -180,7 +254,7 @@ class MergeConfig:
 
 
 @dataclass
-class ServeConfig:
+class ServeConfig(Checked):
     """How `ftassist serve` starts vLLM's OpenAI-compatible server."""
 
     model: str = _f(DEFAULT_MODEL, "Model to serve: a merged folder, a base folder or hub id.")
@@ -215,7 +289,7 @@ class ServeConfig:
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(Checked):
     """How `ftassist eval` measures JSON-format compliance through any OpenAI-compatible endpoint."""
 
     base_url: str = _f("", "Endpoint base URL of every model named without @URL, e.g. http://127.0.0.1:8000/v1 "
@@ -261,7 +335,7 @@ class EvalConfig:
 
 
 @dataclass
-class DemoConfig:
+class DemoConfig(Checked):
     """How `ftassist demo` runs the whole pipeline on the example task and the default model."""
 
     out: str = _f("demo_out", "Folder for everything the demo writes (data, run, merged model, eval).")

@@ -114,3 +114,11 @@ def run_evaluation(info: Any, data_dir: str | None, out: Path, limit: int = 0) -
 def eval_chart(result: Any) -> str | None:
     path = Path(result.out) / "rates.png"
     return str(path) if path.exists() else None
+
+
+def eval_markdown(result: Any) -> str:
+    """The eval for the page: the verdict on the content and the next step first, then the table of rates."""
+    from ftassist.evaluation.report import content_verdicts
+
+    head = "\n".join(content_verdicts(result.arms)).replace("## Verdict: is the content right?", "**Is the content right?**")
+    return f"{head}\n**All rates** (95% intervals)\n\n{result.table}"

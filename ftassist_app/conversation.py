@@ -192,8 +192,8 @@ def poll(s: Session) -> tuple[Session, object | None, list[dict]]:
         if status.state == "completed":
             last = next((m for m in reversed(metrics) if m.get("loss") is not None), None)
             loss = f" Final loss {last['loss']:.4f}." if last else ""
-            s.say(f"Training finished: {status.step} steps.{loss} Next, serve base and tuned side by side "
-                  "to compare them (vLLM takes about a minute to start).")
+            s.say(f"Training finished: {status.step} steps.{loss} {train_step.selection_sentence(s.run_dir)} "
+                  "Next, serve base and tuned side by side to compare them (vLLM takes about a minute to start).")
             s.stage = "train"
             s.quick = [START_SERVER]
         else:
@@ -273,7 +273,7 @@ def _serve_reply(s: Session, settings: AppSettings, text: str) -> Iterator[Sessi
             s.say("Running the JSON-compliance eval on the test split…")
             yield s
             result = compare_step.run_evaluation(info, s.data_dir, Path(s.run_dir or settings.runs_dir) / "eval")
-            s.say(f"**JSON compliance, base vs tuned**\n\n{result.table}")
+            s.say(compare_step.eval_markdown(result))
             chart = compare_step.eval_chart(result)
             if chart:
                 s.show_image(chart)

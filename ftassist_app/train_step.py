@@ -74,6 +74,14 @@ def progress_markdown(status: Any, metrics: list[dict]) -> str:
             parts.append(f"{last['tokens_per_s']:.0f} tokens/s")
         if status.state in ACTIVE and last.get("eta_s") is not None:
             parts.append(f"ETA {format_seconds(last['eta_s'])}")
+    evals = [m for m in metrics if "val_rows" in m]
+    if evals:
+        from ftassist.train.selection import best_row
+
+        task = "json" if "val_field_accuracy" in evals[-1] else "text"
+        best, key = best_row(evals, task), ("val_field_accuracy" if task == "json" else "val_rougeL")
+        parts.append(f"validation: {METRIC_SERIES[key]} {100 * evals[-1][key]:.0f}% at step {evals[-1]['step']} "
+                     f"(best {100 * best[key]:.0f}% at step {best['step']})")
     if status.reason and status.state not in ACTIVE:
         parts.append(f"({status.reason})")
     return " · ".join(parts)
@@ -97,6 +105,35 @@ def loss_frame(metrics: list[dict]) -> pd.DataFrame:
     """
     rows = [{"step": int(m["step"]), "loss": float(m["loss"])} for m in metrics if m.get("loss") is not None]
     return pd.DataFrame(rows, columns=["step", "loss"]).astype({"step": "int64", "loss": "float64"})
+
+
+def selection_sentence(run_dir: str | Path) -> str:
+    """What the run kept and why, from its run.json (the library's own sentence), or why it kept the last step."""
+    import json
+
+    path = Path(run_dir) / "run.json"
+    info = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    if info.get("selection"):
+        return f"It {info['selection']['summary']}."
+    return info.get("validation_note") or ""
+
+
+METRIC_SERIES = {"val_field_accuracy": "field accuracy", "val_exact": "whole object right",
+                 "val_schema_valid": "schema-valid", "val_rougeL": "ROUGE-L", "val_exact_match": "exact match"}
+
+
+def metric_frame(metrics: list[dict]) -> pd.DataFrame:
+    """The task metric on the validation split as a long (step, metric, value) frame for gr.LinePlot.
+
+    >>> metric_frame([{"step": 4, "val_rows": 8, "val_field_accuracy": 0.5, "val_exact": 0.25, "val_schema_valid": 1.0}])
+       step              metric  value
+    0     4      field accuracy   0.50
+    1     4  whole object right   0.25
+    2     4        schema-valid   1.00
+    """
+    rows = [{"step": int(m["step"]), "metric": label, "value": float(m[key])}
+            for m in metrics if "val_rows" in m for key, label in METRIC_SERIES.items() if m.get(key) is not None]
+    return pd.DataFrame(rows, columns=["step", "metric", "value"]).astype({"step": "int64", "metric": "object", "value": "float64"})
 
 
 def jobs_table(jobs_dir: Path) -> pd.DataFrame:

@@ -71,6 +71,8 @@ def build_app(settings: AppSettings) -> gr.Blocks:
                 with gr.Group(visible=False, elem_id="progress-panel") as panel:
                     progress = gr.Markdown(elem_id="progress")
                     loss_plot = gr.LinePlot(x="step", y="loss", title="Training loss", height=240)
+                    metric_plot = gr.LinePlot(x="step", y="value", color="metric", y_lim=[0, 1], height=240,
+                                              title="Task metric on the validation split (what the kept step is chosen by)")
                     with gr.Row():
                         cancel_btn = gr.Button("Cancel training", size="sm", variant="stop")
                         resume_btn = gr.Button("Resume training", size="sm")
@@ -104,6 +106,8 @@ def build_app(settings: AppSettings) -> gr.Blocks:
                     t_resume = gr.Button("Resume", size="sm")
                 t_status = gr.Markdown()
                 t_plot = gr.LinePlot(x="step", y="loss", title="Training loss", height=240)
+                t_metric_plot = gr.LinePlot(x="step", y="value", color="metric", y_lim=[0, 1], height=240,
+                                            title="Task metric on the validation split")
             with gr.Tab("Compare", id="compare"):
                 c_prompt = gr.Textbox(label="Prompt (empty: the first test example)", lines=3)
                 c_go = gr.Button("Ask both", variant="primary")
@@ -147,15 +151,15 @@ def build_app(settings: AppSettings) -> gr.Blocks:
 
         def on_tick(s: Session | None):
             if s is None or not s.run_dir:
-                return [gr.skip(), gr.skip(), *[gr.skip()] * N_QUICK, gr.update(visible=False), gr.skip(), gr.skip()]
+                return [gr.skip(), gr.skip(), *[gr.skip()] * N_QUICK, gr.update(visible=False), gr.skip(), gr.skip(), gr.skip()]
             n = len(s.messages)
             try:
                 s, status, metrics = conversation.poll(s)
             except UserError as exc:
-                return [gr.skip(), gr.skip(), *[gr.skip()] * N_QUICK, gr.update(visible=True), str(exc), gr.skip()]
+                return [gr.skip(), gr.skip(), *[gr.skip()] * N_QUICK, gr.update(visible=True), str(exc), gr.skip(), gr.skip()]
             chat = render(s) if len(s.messages) != n else [gr.skip(), gr.skip(), *[gr.skip()] * N_QUICK]
             return [*chat, gr.update(visible=True), train_step.progress_markdown(status, metrics),
-                    train_step.loss_frame(metrics)]
+                    train_step.loss_frame(metrics), train_step.metric_frame(metrics)]
 
         @_guard
         def on_cancel(s: Session):
@@ -179,7 +183,7 @@ def build_app(settings: AppSettings) -> gr.Blocks:
         for b in quick:
             b.click(on_quick, [b, session], chat_outputs, concurrency_id="chat", api_name="quick" if b is quick[0] else None,
                     api_visibility="public" if b is quick[0] else "private")
-        timer.tick(on_tick, [session], [*chat_outputs, panel, progress, loss_plot], concurrency_id="poll",
+        timer.tick(on_tick, [session], [*chat_outputs, panel, progress, loss_plot, metric_plot], concurrency_id="poll",
                    concurrency_limit=None, show_progress="hidden", api_visibility="private")
         cancel_btn.click(on_cancel, [session], None, concurrency_id="train", concurrency_limit=2)
         resume_btn.click(on_resume, [session], [session], concurrency_id="train")
@@ -235,19 +239,19 @@ def build_app(settings: AppSettings) -> gr.Blocks:
 
         def on_run_tick(run_id: str | None):
             if not run_id:
-                return gr.skip(), gr.skip()
+                return gr.skip(), gr.skip(), gr.skip()
             try:
                 status, metrics = train_step.job_snapshot(train_step.run_path(settings.jobs_dir, run_id))
             except UserError as exc:
-                return str(exc), gr.skip()
-            return train_step.progress_markdown(status, metrics), train_step.loss_frame(metrics)
+                return str(exc), gr.skip(), gr.skip()
+            return train_step.progress_markdown(status, metrics), train_step.loss_frame(metrics), train_step.metric_frame(metrics)
 
         form = [t_lora_r, t_lr, t_epochs, t_steps, t_maxlen]
         t_plan.click(on_plan, [session, *form], [session, t_explain], concurrency_id="chat", api_name="plan")
         t_start.click(on_start, [session, *form], [*chat_outputs, t_run], concurrency_id="train")
         t_refresh.click(on_refresh, None, [t_jobs, t_run], concurrency_id="poll", api_name="jobs")
         demo.load(on_refresh, None, [t_jobs, t_run], api_visibility="private")
-        timer.tick(on_run_tick, [t_run], [t_status, t_plot], concurrency_id="poll", show_progress="hidden",
+        timer.tick(on_run_tick, [t_run], [t_status, t_plot, t_metric_plot], concurrency_id="poll", show_progress="hidden",
                    api_visibility="private")
         t_cancel.click(_guard(lambda r: train_step.cancel_training(train_step.run_path(settings.jobs_dir, r))),
                        [t_run], None, concurrency_id="train")
@@ -278,7 +282,7 @@ def build_app(settings: AppSettings) -> gr.Blocks:
             out = Path(s.run_dir or settings.session_dir(s.id)) / "eval"
             result = compare_step.run_evaluation(info, s.data_dir, out, limit=int(limit or 0))
             chart = compare_step.eval_chart(result)
-            return result.table, gr.update(value=chart, visible=chart is not None)
+            return compare_step.eval_markdown(result), gr.update(value=chart, visible=chart is not None)
 
         @_guard
         def on_serve(s: Session | None):

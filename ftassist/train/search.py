@@ -7,7 +7,8 @@
 Every candidate (`CANDIDATES`: learning rate, LoRA rank and targets) is a run of its own under
 `OUT/candidates/NAME`, trained by the same `train()` as any run, so each is judged by the task
 metric on the same validation split and keeps its best step. Rung 0 gives every candidate an
-equal share of the first part of the budget; the better half (by `selection_key` of its best
+equal share of the first part of the budget (what a call costs beyond its share, loading the
+model and the last evaluation, is measured and kept out of the later shares); the better half (by `selection_key` of its best
 validation row) resumes from its checkpoint with the next share, and so on until one is left
 or the budget is spent. The winner's run folder is copied to OUT (adapter, config, metrics),
 so `ftassist merge OUT` works as after a plain run, and `OUT/search.json` / `search.md`
@@ -112,11 +113,13 @@ def search(cfg: TrainConfig, candidates: tuple[Candidate, ...] = CANDIDATES, *, 
     spent: dict[str, float] = {c.name: 0.0 for c in candidates}
     rows: list[dict] = []
     task = "json"
-    for rung, (_, seconds) in enumerate(shares):
-        remaining = cfg.time_budget * 60 - (time.time() - started)
+    overhead = 0.0  # seconds a call costs beyond its training share (loading, tokenizing, the last evaluation)
+    for rung in range(len(shares)):
+        calls_left = sum(k for k, _ in shares[rung:])
+        remaining = cfg.time_budget * 60 - (time.time() - started) - overhead * calls_left
         if remaining <= 0:
             break
-        seconds = min(seconds, remaining / len(alive))
+        seconds = remaining / (len(shares) - rung) / len(alive)
         results = {}
         for cand in alive:
             spent[cand.name] += seconds
@@ -125,12 +128,12 @@ def search(cfg: TrainConfig, candidates: tuple[Candidate, ...] = CANDIDATES, *, 
             t0 = time.time()
             resumed = rung > 0 and (root / cand.name / "checkpoints").is_dir()
             result = train(run_cfg, resume=resumed, progress=progress, log_file=True)
-            info = read_jsonl(root / cand.name / "metrics.jsonl")
+            overhead = max(overhead, time.time() - t0 - seconds)
             task = _task(root / cand.name)
-            best = best_row(info, task)
+            best = best_row(read_jsonl(root / cand.name / "metrics.jsonl"), task)
             results[cand.name] = best
             rows.append({"name": cand.name, "rung": rung, "overrides": cand.overrides, "seconds": time.time() - t0,
-                         "steps": result.steps, "best": best, "kept": False, "last": False})
+                         "share_s": seconds, "steps": result.steps, "best": best, "kept": False, "last": False})
         ranked = sorted(alive, key=lambda c: selection_key(results[c.name] or {}, task), reverse=True)
         keep = shares[rung + 1][0] if rung + 1 < len(shares) else 1
         alive = ranked[:keep]

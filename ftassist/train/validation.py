@@ -28,8 +28,8 @@ from ftassist.evaluation.testset import Example, load_examples
 
 # What "best" means per task, first key first; the validation loss (lower is better) breaks ties.
 TASK_METRICS = {"json": ("field_accuracy", "exact", "schema_valid"), "text": ("rougeL", "exact_match")}
-AUTO_VAL_MIN, AUTO_VAL_MAX, AUTO_VAL_FRACTION = 8, 48, 0.1
-GENERATION_BATCH = 16
+AUTO_VAL_MIN, AUTO_VAL_MAX, AUTO_VAL_FRACTION = 8, 32, 0.1
+GENERATION_BATCH = 32  # one batch for a default-sized split: weights are read once per token for all rows
 
 
 @dataclass
@@ -55,10 +55,10 @@ class ValidationSet:
 def auto_val_count(n_rows: int) -> int:
     """How many training rows to hold out when the user gave no validation file or size.
 
-    10% of the rows, at least 8 and at most 48; none when fewer than 40 rows remain to train on.
+    10% of the rows, at least 8 and at most 32; none when fewer than 32 rows would remain to train on.
 
     >>> auto_val_count(400), auto_val_count(48), auto_val_count(30), auto_val_count(2000)
-    (40, 8, 0, 48)
+    (32, 8, 0, 32)
     """
     count = min(AUTO_VAL_MAX, max(AUTO_VAL_MIN, round(AUTO_VAL_FRACTION * n_rows)))
     return count if n_rows - count >= 32 else 0

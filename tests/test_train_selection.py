@@ -1,0 +1,107 @@
+"""Selection by the task metric on the tiny model: scored at the interval, best kept, plateau, time budget, search."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from ftassist.config import TrainConfig
+from ftassist.train.runner import train
+from ftassist.train.search import Candidate, search
+
+
+def _cfg(data: Path, out: Path, model: Path, **kw) -> TrainConfig:
+    base = dict(data=str(data), out=str(out), model=str(model), max_steps=8, save_steps=2, eval_steps=2, batch_size=4,
+                grad_accum=1, learning_rate=2e-3, seed=7)
+    return TrainConfig(**{**base, **kw})
+
+
+def _rows(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def _untrained_val(small_data: Path, model: Path) -> Path:
+    """A validation file whose references are the untrained model's own greedy replies (24 tokens, free text).
+
+    The first step trains at learning rate 0 (warm-up), so the evaluation at step 1 sees the untrained model
+    and its replies start with the references (ROUGE-L near 1); training then moves the replies away.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ftassist.train.validation import generate_replies
+
+    rows = [json.loads(line) for line in (small_data / "train.jsonl").read_text().splitlines()][:8]
+    prompts = [r["messages"][:-1] for r in rows]
+    replies = generate_replies(AutoModelForCausalLM.from_pretrained(model).eval(), AutoTokenizer.from_pretrained(model),
+                               prompts, 24)
+    path = small_data.parent / "val_untrained.jsonl"
+    with path.open("w", encoding="utf-8") as fh:
+        for prompt, reply in zip(prompts, replies):
+            fh.write(json.dumps({"messages": prompt + [{"role": "assistant", "content": reply}]}) + "\n")
+    return path
+
+
+def test_validation_is_scored_at_the_interval_and_lands_in_metrics(tiny_model, small_data, tmp_path):
+    run = tmp_path / "run"
+    result = train(_cfg(small_data, run, tiny_model), progress=False)
+    evals = [r for r in _rows(run) if "val_loss" in r]
+    assert [r["step"] for r in evals] == [2, 4, 6, 8]
+    for r in evals:
+        assert r["val_rows"] == 8 and set(r["val_per_field"]) == {"category", "priority", "sentiment", "order_id", "amount", "products"}
+        assert 0.0 <= r["val_field_accuracy"] <= 1.0 and r["val_loss"] > 0
+    # The held-out rows are written, are not trained on, and the loss rows still count every step.
+    held = (run / "val.jsonl").read_text().splitlines()
+    assert len(held) == 8 and json.loads((run / "run.json").read_text())["n_examples"] == 40
+    assert [r["step"] for r in _rows(run) if "loss" in r] == list(range(1, 9))
+    assert result.selection["step"] in (2, 4, 6, 8) and "kept step" in result.summary
+
+
+def test_the_kept_adapter_is_the_best_step_not_the_last(tiny_model, small_data, tmp_path):
+    run = tmp_path / "run"
+    result = train(_cfg(small_data, run, tiny_model, val_data=str(_untrained_val(small_data, tiny_model)), eval_steps=1,
+                        save_steps=1, save_total_limit=10, early_stopping_patience=0), progress=False)
+    scores = [r["val_rougeL"] for r in _rows(run) if "val_loss" in r]
+    assert len(scores) == 8 and scores[0] > max(scores[1:])  # the construction: training moves away from the references
+    info = json.loads((run / "run.json").read_text())
+    assert info["selection"]["step"] == 1 and info["selection"]["last_step"] == 8 and result.selection["step"] == 1
+    kept = load_file(run / "adapter" / "adapter_model.safetensors")
+    at_best = load_file(run / "checkpoints" / "checkpoint-1" / "adapter_model.safetensors")
+    last = load_file(run / "checkpoints" / "checkpoint-8" / "adapter_model.safetensors")
+    assert all(torch.equal(kept[k], at_best[k]) for k in kept)
+    assert any(not torch.equal(kept[k], last[k]) for k in kept)
+
+
+def test_early_stopping_fires_on_a_plateau(tiny_model, small_data, tmp_path):
+    run = tmp_path / "run"
+    result = train(_cfg(small_data, run, tiny_model, max_steps=40, eval_steps=1, early_stopping_patience=2,
+                        val_data=str(_untrained_val(small_data, tiny_model))), progress=False)
+    assert result.steps == 3  # best at step 1, then two evaluations that do not beat it
+    assert result.selection["step"] == 1 and result.selection["stopped"].startswith("plateau: 2 evaluations")
+
+
+def test_the_time_budget_stops_training_and_checkpoints_where_it_stopped(tiny_model, small_data, tmp_path):
+    run = tmp_path / "run"
+    result = train(_cfg(small_data, run, tiny_model, max_steps=40, save_steps=50, time_budget=0.0001), progress=False)
+    assert result.steps == 1 and result.selection["stopped"].startswith("time budget of")
+    assert (run / "checkpoints" / "checkpoint-1").is_dir()  # resumable from exactly there
+
+
+def test_search_respects_its_time_budget_and_writes_its_table(tiny_model, small_data, tmp_path):
+    out = tmp_path / "search"
+    cands = (Candidate("slow", {"learning_rate": 1e-5}), Candidate("fast", {"learning_rate": 3e-3}),
+             Candidate("mid", {"learning_rate": 5e-4}))
+    budget_min = 0.75
+    result = search(_cfg(small_data, out, tiny_model, max_steps=200, eval_steps=2, save_steps=100, time_budget=budget_min),
+                    cands)
+    record = json.loads((out / "search.json").read_text())
+    # The first calls' loading and last evaluation come on top of their shares (later shares leave room for it).
+    assert record["wall_s"] <= budget_min * 60 + 20
+    assert [r["candidates"] for r in record["rungs"]] == [3, 2, 1]
+    assert {r["name"] for r in record["rows"] if r["rung"] == 0} == {"slow", "fast", "mid"}
+    assert result.winner in {"slow", "fast", "mid"} and record["winner"] == result.winner
+    table = (out / "search.md").read_text()
+    assert all(name in table for name in ("slow", "fast", "mid")) and "winner" in table
+    assert (out / "adapter" / "adapter_model.safetensors").is_file() and (out / "run.json").is_file()
