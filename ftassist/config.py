@@ -63,7 +63,7 @@ class Checked:
         _raise(problems)
 
 
-_EXAMPLES = {int: "an integer (e.g. 16)", float: "a number (e.g. 0.0002)", bool: "true or false", str: "a string"}
+_EXAMPLES = {int: "an integer (e.g. 16)", float: "a number (e.g. 3 or 2e-4)", bool: "true or false", str: "a string"}
 
 
 def _coerce(value: Any, tp: Any) -> tuple[bool, Any, str]:

@@ -78,3 +78,21 @@ def test_cli_unreadable_yaml(tmp_path):
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2
     assert "cannot read it as YAML" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_yaml_strings_are_coerced_and_bad_values_fail_in_one_line(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text("data: d\nout: o\nlearning_rate: 2e-4\nlora_r: '8'\ngroup_by_length: 'false'\n")
+    cfg = C.load_config(C.TrainConfig, good)
+    assert (cfg.learning_rate, cfg.lora_r, cfg.group_by_length) == (2e-4, 8, False)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: d\nout: o\nmethod: qlor\ndtype: bf16\nepochs: lots\n")
+    proc = subprocess.run([sys.executable, "-m", "ftassist", "train", "--config", str(bad)], capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 3 and all(line.startswith("ftassist train: error: ") for line in lines)  # one line per problem
+    for part in ("method 'qlor' is not one of auto, lora, qlora", "dtype 'bf16' is not one of", "epochs 'lots' is not a number"):
+        assert part in proc.stderr
+    # The same checks hold for Python callers and the app, not only argparse.
+    with pytest.raises(ConfigError, match="method 'qlor'"):
+        C.TrainConfig(data="d", out="o", method="qlor")

@@ -111,3 +111,16 @@ def test_cli_exit_codes(tiny_model, tmp_path):
     assert mapped.returncode == 2 and len(mapped.stderr.strip().splitlines()) == 1 and "no such column" in mapped.stderr
     inspect = cli("inspect", str(D / "pii.jsonl"), "--model", str(tiny_model))
     assert inspect.returncode == 0 and "openai_chat, 11 rows" in inspect.stdout and "pii_card" in inspect.stdout
+
+
+def test_a_one_row_latin1_csv_builds_with_an_empty_test_split(tiny_model, tmp_path):
+    src = tmp_path / "one.csv"
+    src.write_bytes("instruction,output\nCafé question,réponse\n".encode("latin-1"))
+    out = tmp_path / "o"
+    result = build_dataset(DataConfig(inputs=[str(src)], out=str(out), model=str(tiny_model)))
+    assert result.exit_code == 0 and (result.train_rows, result.test_rows) == (1, 0)
+    import datasets
+
+    dd = datasets.load_from_disk(str(out / "hf_dataset"))
+    assert list(dd) == ["train"] and dd["train"].num_rows == 1  # the empty test split is left out, not written broken
+    assert "Café" in dd["train"][0]["messages"][0]["content"]

@@ -195,7 +195,7 @@ def provenance_rows(examples: list, train_idx: list[int], test_idx: list[int], m
 
 
 def save_hf_dataset(path: Path, train: list[dict], test: list[dict]) -> None:
-    """Save train/test as a datasets.DatasetDict (save_to_disk), without progress bars."""
+    """Save train/test as a datasets.DatasetDict (save_to_disk), without progress bars; empty splits are left out."""
     import datasets
     from datasets.utils import logging as ds_logging
 
@@ -203,10 +203,10 @@ def save_hf_dataset(path: Path, train: list[dict], test: list[dict]) -> None:
     was_on = ds_logging.is_progress_bar_enabled()
     ds_logging.disable_progress_bar()
     try:
-        dd = datasets.DatasetDict({
-            "train": datasets.Dataset.from_list(train, features=features),
-            "test": datasets.Dataset.from_list(test, features=features),
-        })
+        # An empty split is left out: datasets writes one it cannot read back (from_list([]) drops the features,
+        # and load_from_disk fails on a split of 0 rows), so a one-row input would break the whole folder.
+        dd = datasets.DatasetDict({name: datasets.Dataset.from_list(rows, features=features)
+                                   for name, rows in (("train", train), ("test", test)) if rows})
         dd.save_to_disk(str(path))
     finally:
         if was_on:
