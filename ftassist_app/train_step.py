@@ -46,6 +46,16 @@ def explain_plan(cfg: TrainConfig) -> str:
             f"on {len(prep.train_rows)} examples.")
 
 
+def start_search(cfg: TrainConfig) -> Path:
+    """Start `ftassist train --search` as a job (successive halving within cfg.time_budget); returns its folder."""
+    from ftassist.train.jobs import start_job
+
+    cfg.validate()
+    if cfg.time_budget <= 0:
+        raise UserError("the search needs a time budget: set one in minutes")
+    return Path(start_job(cfg, search=True))
+
+
 def start_training(cfg: TrainConfig) -> Path:
     """Start the job in its own process; returns its run folder."""
     from ftassist.train.jobs import start_job

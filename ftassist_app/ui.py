@@ -14,6 +14,7 @@ from typing import Any, Callable
 import gradio as gr
 
 from ftassist.config import TrainConfig
+from ftassist.train.search import CANDIDATES as SEARCH_CANDIDATES
 from ftassist.errors import UserError
 from ftassist_app import compare_step, conversation, data_step, serve_step, train_step
 from ftassist_app.session import Session
@@ -97,6 +98,7 @@ def build_app(settings: AppSettings) -> gr.Blocks:
                 with gr.Row():
                     t_plan = gr.Button("Plan")
                     t_start = gr.Button("Start training", variant="primary")
+                    t_search = gr.Button("Search settings within the time budget")
                 t_explain = gr.Markdown()
                 t_jobs = gr.Dataframe(headers=["run", "state", "step", "total"], label="Jobs", interactive=False, elem_id="jobs")
                 with gr.Row():
@@ -232,6 +234,16 @@ def build_app(settings: AppSettings) -> gr.Blocks:
                 pass
             return [*render(s), gr.update(choices=[Path(s.run_dir).name], value=Path(s.run_dir).name)]
 
+        @_guard
+        def on_search(s: Session | None, *form):
+            s = s or conversation.new_session()
+            cfg, _ = train_step.plan_training(need_data(s), settings.model,
+                                              str(train_step.new_run_dir(settings.jobs_dir)), overrides(*form))
+            run = train_step.start_search(cfg)
+            gr.Info(f"Search started: {len(SEARCH_CANDIDATES)} settings by successive halving within "
+                    f"{cfg.time_budget:g} min; the table lands in search.md of the run.")
+            return gr.update(choices=[run.name], value=run.name)
+
         def on_refresh():
             table = train_step.jobs_table(settings.jobs_dir) if settings.jobs_dir.is_dir() else None
             runs = list(table["run"]) if table is not None else []
@@ -249,6 +261,7 @@ def build_app(settings: AppSettings) -> gr.Blocks:
         form = [t_lora_r, t_lr, t_epochs, t_steps, t_maxlen]
         t_plan.click(on_plan, [session, *form], [session, t_explain], concurrency_id="chat", api_name="plan")
         t_start.click(on_start, [session, *form], [*chat_outputs, t_run], concurrency_id="train")
+        t_search.click(on_search, [session, *form], [t_run], concurrency_id="train")
         t_refresh.click(on_refresh, None, [t_jobs, t_run], concurrency_id="poll", api_name="jobs")
         demo.load(on_refresh, None, [t_jobs, t_run], api_visibility="private")
         timer.tick(on_run_tick, [t_run], [t_status, t_plot, t_metric_plot], concurrency_id="poll", show_progress="hidden",

@@ -33,9 +33,10 @@ __all__ = ["start_job", "resume_job", "cancel_job", "read_status", "list_jobs", 
            "job_command", "JobStatus"]
 
 
-def worker_argv(run_dir: str | Path, resume: bool = False) -> list[str]:
+def worker_argv(run_dir: str | Path, resume: bool = False, search: bool = False) -> list[str]:
     """The argv that runs a job's worker (what `start_job` executes)."""
-    return [sys.executable, "-m", "ftassist.train.worker", str(run_dir)] + (["--resume"] if resume else [])
+    return [sys.executable, "-m", "ftassist.train.worker", str(run_dir)] + (["--resume"] if resume else []) + (
+        ["--search"] if search else [])
 
 
 def job_command(run_dir: str | Path) -> list[str]:
@@ -43,8 +44,8 @@ def job_command(run_dir: str | Path) -> list[str]:
     return ["ftassist", "train", "--config", str(Path(run_dir) / "config.yaml")]
 
 
-def start_job(cfg: TrainConfig) -> Path:
-    """Validate `cfg`, write RUN_DIR/config.yaml and start training in its own process group.
+def start_job(cfg: TrainConfig, search: bool = False) -> Path:
+    """Validate `cfg`, write RUN_DIR/config.yaml and start training (or `--search`) in its own process group.
 
     Returns the run folder. Raises ConfigError for a bad config, UserError when a live job
     already uses the folder.
@@ -55,7 +56,7 @@ def start_job(cfg: TrainConfig) -> Path:
         raise UserError(f"{run}: a training job is already running there; cancel it first or pick another --out")
     run.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run / "config.yaml")
-    return _spawn(run, resume=False)
+    return _spawn(run, resume=False, search=search)
 
 
 def resume_job(run_dir: str | Path) -> Path:
@@ -75,11 +76,11 @@ def resume_job(run_dir: str | Path) -> Path:
     return _spawn(run, resume=True)
 
 
-def _spawn(run: Path, resume: bool) -> Path:
+def _spawn(run: Path, resume: bool, search: bool = False) -> Path:
     StatusWriter(run, state="queued", pid=None, reason=None, mergeable=False).update()
     log = open(run / "train.log", "ab")
     try:
-        proc = subprocess.Popen(worker_argv(run, resume), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(worker_argv(run, resume, search), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True, cwd=os.getcwd(), env={**os.environ, "PYTHONUNBUFFERED": "1"})
     finally:
         log.close()

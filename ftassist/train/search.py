@@ -156,6 +156,28 @@ def search(cfg: TrainConfig, candidates: tuple[Candidate, ...] = CANDIDATES, *, 
     return SearchResult(out, winner, rows, table)
 
 
+def run_search_job(cfg: TrainConfig) -> str:
+    """`search` as a background job: OUT/status.json says running / completed / failed; returns the summary line."""
+    import os
+
+    from ftassist.train.status import StatusWriter
+
+    status = StatusWriter(Path(cfg.out), state="running", pid=os.getpid(), started_at=time.time(), mergeable=False,
+                          reason="searching", step=0, total_steps=0)
+    status.update()
+    status.start_heartbeat()
+    try:
+        found = search(cfg)
+    except BaseException as exc:
+        status.update(state="cancelled" if isinstance(exc, KeyboardInterrupt) or type(exc).__name__ == "JobCancelled"
+                      else "failed", reason=str(exc) or type(exc).__name__, ended_at=time.time())
+        raise
+    finally:
+        status.stop_heartbeat()
+    status.update(state="completed", reason=f"search winner: {found.winner}", mergeable=True, ended_at=time.time())
+    return f"search winner: {found.winner}; table: {found.out / 'search.md'}"
+
+
 def _task(run: Path) -> str:
     import json
 
@@ -168,6 +190,6 @@ def _adopt(winner: Path, out: Path) -> None:
     for name in ("adapter",):
         shutil.rmtree(out / name, ignore_errors=True)
         shutil.copytree(winner / name, out / name)
-    for name in ("config.yaml", "run.json", "metrics.jsonl", "val.jsonl", "status.json"):
+    for name in ("config.yaml", "run.json", "metrics.jsonl", "val.jsonl"):
         if (winner / name).exists():
             shutil.copy2(winner / name, out / name)

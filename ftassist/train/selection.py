@@ -1,7 +1,7 @@
 """Select and stop by the task metric: score the validation split during training, keep the best.
 
-`TaskMetricCallback` runs at every `every` optimizer steps, at the last step, and when the
-wall-clock budget runs out: it scores the model on the validation split
+`TaskMetricCallback` runs at every `every` optimizer steps (skipping one while validation has
+taken over `EVAL_SHARE` of the time), at the last step, and when the wall-clock budget runs out: it scores the model on the validation split
 (`ftassist.train.validation.score_model`), appends one row to metrics.jsonl (keys `val_*`
 beside the loss rows), saves the adapter to `RUN/best/` when the row beats every earlier one
 (`selection_key`: the task metrics, then the lower validation loss), and stops training when
@@ -29,6 +29,10 @@ from ftassist.files import atomic_dir, read_jsonl, write_json_atomic
 from ftassist.train.validation import TASK_METRICS, ValidationSet, score_model, selection_key
 
 BEST_DIR = "best"
+# Scoring the split costs generation: an interval evaluation is skipped while validation has taken more than this
+# share of the run's time (on 2 CPU cores 32 replies take about as long as 5 training steps). The last step and
+# the end of the time budget are always scored.
+EVAL_SHARE = 0.2
 
 
 def eval_rows(rows: list[dict]) -> list[dict]:
@@ -76,6 +80,7 @@ class TaskMetricCallback(TrainerCallback):
         self.log = log
         self.rows = eval_rows(read_jsonl(self.path)) if self.path.exists() else []
         self.stop_reason: str | None = None
+        self.eval_seconds = 0.0  # spent scoring in this session
         self._t0 = time.time()
         self._drop_stale_best()
 
@@ -98,6 +103,9 @@ class TaskMetricCallback(TrainerCallback):
         step = state.global_step
         over = self.budget > 0 and self.elapsed() >= self.budget
         if model is None or not (step % self.every == 0 or step >= state.max_steps or over):
+            return
+        if step < state.max_steps and not over and self.rows and self.eval_seconds > EVAL_SHARE * (
+                self.elapsed() - self.eval_seconds):
             return
         self.evaluate(model, step, state.epoch or 0.0)
         if over:
@@ -122,6 +130,7 @@ class TaskMetricCallback(TrainerCallback):
         row = {"step": step, "epoch": round(epoch, 4), **{f"val_{k}": v for k, v in metrics.items() if k != "per_field"},
                "val_per_field": metrics.get("per_field"), "val_rows": len(self.val), "val_s": round(time.time() - started, 2),
                "elapsed_s": round(self.elapsed(), 1), "time": round(time.time(), 3)}
+        self.eval_seconds += row["val_s"]
         previous = self.best
         self.rows.append(row)
         with open(self.path, "a", encoding="utf-8") as fh:

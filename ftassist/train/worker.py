@@ -18,6 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ftassist.train.worker")
     parser.add_argument("run_dir")
     parser.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")
+    parser.add_argument("--search", action="store_true", help="run `ftassist train --search` on the config")
     args = parser.parse_args(argv)
 
     from ftassist.config import TrainConfig, load_config
@@ -34,6 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     run = Path(args.run_dir)
     try:
         cfg = load_config(TrainConfig, run / "config.yaml", out=str(run))
+        if args.search:
+            from ftassist.train.search import run_search_job
+
+            print(run_search_job(cfg), file=sys.stderr)
+            return 0
         result = train(cfg, resume=args.resume, progress=False, log_file=False)
     except JobCancelled:
         print("cancelled", file=sys.stderr)
