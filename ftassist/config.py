@@ -187,7 +187,8 @@ class TrainConfig(Checked):
     val_size: float = _f(0.0, "Validation rows held out of train.jsonl: a fraction (0-1), a count, or 0 for auto (10%, "
                               "8-32 rows; none when under 32 rows would remain). Ignored with --val-data or DATA/val.jsonl.")
     val_data: str | None = _f(None, "Your own validation file (JSONL, messages format); default DATA/val.jsonl when present.")
-    eval_steps: int = _f(0, "Score the validation split every N optimizer steps (0: about twice an epoch).")
+    eval_steps: int = _f(0, "Score the validation split every N optimizer steps (0: about twice an epoch, skipping a "
+                            "score while scoring has taken over a fifth of the time).")
     early_stopping_patience: int = _f(3, "Stop after this many validation scores in a row that do not beat the best (0: never).")
     time_budget: float = _f(30.0, "Wall-clock budget for training in minutes (0: none); at the end the best step so far is kept.")
     gradient_checkpointing: str = _f("auto", "on, off or auto (planner decides).", choices=["auto", "on", "off"])

@@ -78,8 +78,10 @@ def test_early_stopping_fires_on_a_plateau(tiny_model, small_data, tmp_path):
     run = tmp_path / "run"
     result = train(_cfg(small_data, run, tiny_model, max_steps=40, eval_steps=1, early_stopping_patience=2,
                         val_data=str(_untrained_val(small_data, tiny_model))), progress=False)
-    assert result.steps == 3  # best at step 1, then two evaluations that do not beat it
-    assert result.selection["step"] == 1 and result.selection["stopped"].startswith("plateau: 2 evaluations")
+    # The untrained replies are best (steps 1-2 barely move the weights: warm-up), then two evaluations that do not
+    # beat it stop the run, far before the 40-step budget.
+    assert result.selection["step"] <= 2 and result.steps == result.selection["step"] + 2
+    assert result.selection["stopped"].startswith("plateau: 2 evaluations")
 
 
 def test_the_time_budget_stops_training_and_checkpoints_where_it_stopped(tiny_model, small_data, tmp_path):
@@ -89,17 +91,28 @@ def test_the_time_budget_stops_training_and_checkpoints_where_it_stopped(tiny_mo
     assert (run / "checkpoints" / "checkpoint-1").is_dir()  # resumable from exactly there
 
 
+def test_a_budget_too_short_for_the_search_is_refused_before_training(tiny_model, small_data, tmp_path):
+    import pytest
+
+    from ftassist.errors import UserError
+
+    with pytest.raises(UserError, match="too short to search 6 settings"):
+        search(_cfg(small_data, tmp_path / "s", tiny_model, time_budget=0.5))
+    assert not (tmp_path / "s" / "candidates").exists()
+
+
 def test_search_respects_its_time_budget_and_writes_its_table(tiny_model, small_data, tmp_path):
     out = tmp_path / "search"
     cands = (Candidate("slow", {"learning_rate": 1e-5}), Candidate("fast", {"learning_rate": 3e-3}),
              Candidate("mid", {"learning_rate": 5e-4}))
-    budget_min = 0.75
+    budget_min = 1.5
     result = search(_cfg(small_data, out, tiny_model, max_steps=200, eval_steps=2, save_steps=100, time_budget=budget_min),
                     cands)
     record = json.loads((out / "search.json").read_text())
     # The first calls' loading and last evaluation come on top of their shares (later shares leave room for it).
     assert record["wall_s"] <= budget_min * 60 + 20
     assert [r["candidates"] for r in record["rungs"]] == [3, 2, 1]
+    assert [r["rung"] for r in record["rows"]] == [0, 0, 0, 1, 1, 2]  # halving: 3, then the best 2, then the best 1
     assert {r["name"] for r in record["rows"] if r["rung"] == 0} == {"slow", "fast", "mid"}
     assert result.winner in {"slow", "fast", "mid"} and record["winner"] == result.winner
     table = (out / "search.md").read_text()

@@ -204,7 +204,7 @@ def _train(cfg: TrainConfig, run: Path, status: StatusWriter | None, *, resume: 
     import torch
 
     from ftassist.train.dataset import as_dataset
-    from ftassist.train.selection import BEST_DIR, TaskMetricCallback, describe_choice, eval_rows
+    from ftassist.train.selection import BEST_DIR, EVAL_SHARE, TaskMetricCallback, describe_choice, eval_rows
 
     started = time.time()
     prep = prepare_run(cfg, run)
@@ -236,7 +236,8 @@ def _train(cfg: TrainConfig, run: Path, status: StatusWriter | None, *, resume: 
             done = eval_rows(read_jsonl(run / "metrics.jsonl")) if (run / "metrics.jsonl").exists() else []
             selector = TaskMetricCallback(run, prep.val, tokenizer, every=budget.eval_every,
                                           patience=cfg.early_stopping_patience, time_budget_s=budget.time_budget_s,
-                                          elapsed_before_s=done[-1]["elapsed_s"] if done else 0.0, log=log)
+                                          elapsed_before_s=done[-1]["elapsed_s"] if done else 0.0, log=log,
+                                          max_eval_share=EVAL_SHARE if cfg.eval_steps == 0 else None)
         trainer, guard = build_trainer(cfg, plan, model_path, tokenizer, dataset, run, status, progress,
                                        epochs=budget.epochs, extra_callbacks=[selector] if selector else [])
         try:

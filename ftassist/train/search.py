@@ -34,6 +34,11 @@ from ftassist.train.selection import best_row
 from ftassist.train.validation import TASK_METRICS, selection_key
 
 
+# What one candidate's call costs beyond its training share before any has been measured (loading the model and
+# tokenizer, tokenizing the rows, the evaluation at the end of its share); replaced by the measured cost.
+FIRST_OVERHEAD_S = 10.0
+
+
 @dataclass(frozen=True)
 class Candidate:
     """One configuration to try: a name and the TrainConfig fields it changes."""
@@ -113,10 +118,14 @@ def search(cfg: TrainConfig, candidates: tuple[Candidate, ...] = CANDIDATES, *, 
     spent: dict[str, float] = {c.name: 0.0 for c in candidates}
     rows: list[dict] = []
     task = "json"
-    overhead = 0.0  # seconds a call costs beyond its training share (loading, tokenizing, the last evaluation)
+    overhead = FIRST_OVERHEAD_S  # seconds a call costs beyond its share (loading, tokenizing, the last evaluation)
     for rung in range(len(shares)):
         calls_left = sum(k for k, _ in shares[rung:])
         remaining = cfg.time_budget * 60 - (time.time() - started) - overhead * calls_left
+        if remaining <= 0 and rung == 0:
+            need = overhead * calls_left + 10 * len(alive)
+            raise UserError(f"--time-budget {cfg.time_budget:g} min is too short to search {len(alive)} settings: each "
+                            f"call costs about {overhead:.0f} s before it trains; give at least {need / 60:.1f} min")
         if remaining <= 0:
             break
         seconds = remaining / (len(shares) - rung) / len(alive)
@@ -128,7 +137,7 @@ def search(cfg: TrainConfig, candidates: tuple[Candidate, ...] = CANDIDATES, *, 
             t0 = time.time()
             resumed = rung > 0 and (root / cand.name / "checkpoints").is_dir()
             result = train(run_cfg, resume=resumed, progress=progress, log_file=True)
-            overhead = max(overhead, time.time() - t0 - seconds)
+            overhead = time.time() - t0 - seconds if rung == 0 and cand is alive[0] else max(overhead, time.time() - t0 - seconds)
             task = _task(root / cand.name)
             best = best_row(read_jsonl(root / cand.name / "metrics.jsonl"), task)
             results[cand.name] = best

@@ -1,7 +1,7 @@
 """Select and stop by the task metric: score the validation split during training, keep the best.
 
-`TaskMetricCallback` runs at every `every` optimizer steps (skipping one while validation has
-taken over `EVAL_SHARE` of the time), at the last step, and when the wall-clock budget runs out: it scores the model on the validation split
+`TaskMetricCallback` runs at every `every` optimizer steps (with the automatic interval, skipping
+one while validation has taken over `EVAL_SHARE` of the time), at the last step, and when the wall-clock budget runs out: it scores the model on the validation split
 (`ftassist.train.validation.score_model`), appends one row to metrics.jsonl (keys `val_*`
 beside the loss rows), saves the adapter to `RUN/best/` when the row beats every earlier one
 (`selection_key`: the task metrics, then the lower validation loss), and stops training when
@@ -71,12 +71,14 @@ class TaskMetricCallback(TrainerCallback):
     """Scores the validation split at an interval, keeps the best adapter, stops on a plateau or the budget."""
 
     def __init__(self, run_dir: str | Path, val: ValidationSet, tokenizer, *, every: int, patience: int,
-                 time_budget_s: float = 0.0, elapsed_before_s: float = 0.0, log=None):
+                 time_budget_s: float = 0.0, elapsed_before_s: float = 0.0, max_eval_share: float | None = EVAL_SHARE,
+                 log=None):
         self.run = Path(run_dir)
         self.path = self.run / "metrics.jsonl"
         self.val, self.tokenizer = val, tokenizer
         self.every, self.patience = max(1, every), patience
         self.budget, self.elapsed_before = time_budget_s, elapsed_before_s
+        self.max_eval_share = max_eval_share  # None: score at every interval, whatever it costs
         self.log = log
         self.rows = eval_rows(read_jsonl(self.path)) if self.path.exists() else []
         self.stop_reason: str | None = None
@@ -104,8 +106,8 @@ class TaskMetricCallback(TrainerCallback):
         over = self.budget > 0 and self.elapsed() >= self.budget
         if model is None or not (step % self.every == 0 or step >= state.max_steps or over):
             return
-        if step < state.max_steps and not over and self.rows and self.eval_seconds > EVAL_SHARE * (
-                self.elapsed() - self.eval_seconds):
+        if self.max_eval_share is not None and step < state.max_steps and not over and self.rows and \
+                self.eval_seconds > self.max_eval_share * (self.elapsed() - self.eval_seconds):
             return
         self.evaluate(model, step, state.epoch or 0.0)
         if over:
