@@ -90,7 +90,7 @@ def build_app(settings: AppSettings) -> gr.Blocks:
             with gr.Tab("Train", id="train"):
                 with gr.Row():
                     t_lora_r = gr.Number(label="LoRA rank (lora_r)", value=TrainConfig.lora_r, precision=0, minimum=1)
-                    t_lr = gr.Number(label="Learning rate", value=TrainConfig.learning_rate, minimum=0)
+                    t_lr = gr.Number(label="Learning rate (0: the planner's)", value=TrainConfig.learning_rate, minimum=0)
                     t_epochs = gr.Number(label="Epochs budget (0: the planner's; the task metric decides when to stop)",
                                          value=TrainConfig.epochs, minimum=0)
                     t_steps = gr.Number(label="Max steps (-1: use epochs)", value=TrainConfig.max_steps, precision=0)

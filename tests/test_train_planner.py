@@ -34,7 +34,7 @@ def test_cpu_plan_for_the_demo_is_fp32_lora_without_checkpointing():
     method, dtype = resolve_method("auto", "cpu"), resolve_dtype("auto", hw)
     plan = plan_training(SMOL, hw, seq_len=180, method=method, dtype=dtype, lora_r=16, n_examples=400)
     assert (plan.method, plan.dtype, plan.checkpointing) == ("lora", "float32", False)
-    assert plan.micro_batch * plan.grad_accum == 16 and plan.micro_batch <= 8
+    assert (plan.micro_batch, plan.grad_accum) == (8, 1)  # on a CPU an effective batch of 8: twice the updates per example
     assert "float32" in plan.explanation and "checkpointing is off" in plan.explanation
 
 

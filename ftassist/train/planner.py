@@ -23,6 +23,11 @@ from ftassist.errors import UserError
 
 GiB = 2**30
 TARGET_EFFECTIVE_BATCH = 16
+# On a CPU every optimizer step is dear: an effective batch of 8 gives twice the updates per example seen.
+TARGET_EFFECTIVE_BATCH_CPU = 8
+# LoRA learning rates: small models took 1e-3 well and learned the values far faster than at 2e-4 on a CPU budget
+# (SmolLM2-135M on the support-ticket task, bench/RESULTS.md); 2e-4 is the usual rate for bigger ones.
+SMALL_MODEL_PARAMS, SMALL_MODEL_LR, LARGE_MODEL_LR = 1_000_000_000, 1e-3, 2e-4
 MAX_OOM_RETRIES = 3
 
 
@@ -225,7 +230,8 @@ def plan_training(shape: ModelShape, hw: Hardware, *, seq_len: int, method: str,
     compute_bytes = 4 if dtype == "float32" else 2
     weight_bytes = 0.53 if method == "qlora" else compute_bytes
     opt_bytes = 2 if hw.device == "cuda" else 8  # paged 8-bit AdamW on CUDA
-    target = batch_size * grad_accum if batch_size and grad_accum else TARGET_EFFECTIVE_BATCH
+    target = batch_size * grad_accum if batch_size and grad_accum else (
+        TARGET_EFFECTIVE_BATCH_CPU if hw.device == "cpu" else TARGET_EFFECTIVE_BATCH)
     if n_examples:
         target = min(target, max(1, n_examples))
     cap = 8 if hw.device == "cpu" else 64  # on CPU a bigger micro-batch gains little and pads more
@@ -280,10 +286,20 @@ def explain(shape: ModelShape, hw: Hardware, e: MemoryEstimate, *, method: str, 
 EXAMPLES_SEEN, MIN_EPOCHS, MAX_EPOCHS = 2400, 3, 12
 
 
+def plan_learning_rate(params: int) -> float:
+    """The planner's peak LoRA learning rate for a model of `params` parameters.
+
+    >>> plan_learning_rate(135_000_000), plan_learning_rate(8_000_000_000)
+    (0.001, 0.0002)
+    """
+    return SMALL_MODEL_LR if params <= SMALL_MODEL_PARAMS else LARGE_MODEL_LR
+
+
 @dataclass
 class Budget:
-    """How long a run may train and how often it is judged."""
+    """How long a run may train, at which learning rate, and how often it is judged."""
 
+    learning_rate: float
     epochs: float
     steps_per_epoch: int
     total_steps: int
@@ -305,14 +321,15 @@ def plan_epochs(n_examples: int) -> int:
 
 
 def plan_budget(n_examples: int, effective_batch: int, *, epochs: float = 0.0, max_steps: int = -1,
-                eval_steps: int = 0, time_budget_min: float = 0.0, validating: bool = True) -> Budget:
+                eval_steps: int = 0, time_budget_min: float = 0.0, validating: bool = True,
+                learning_rate: float = 0.0, params: int = 0) -> Budget:
     """The epoch budget (the user's, else `plan_epochs`), the validation interval and the wall-clock budget.
 
     The validation split is scored about twice an epoch unless `eval_steps` says otherwise.
 
-    >>> b = plan_budget(360, 16, time_budget_min=30)
-    >>> (b.epochs, b.steps_per_epoch, b.total_steps, b.eval_every, b.time_budget_s)
-    (7, 23, 161, 12, 1800.0)
+    >>> b = plan_budget(360, 16, time_budget_min=30, params=135_000_000)
+    >>> (b.learning_rate, b.epochs, b.steps_per_epoch, b.total_steps, b.eval_every, b.time_budget_s)
+    (0.001, 7, 23, 161, 12, 1800.0)
     """
     per_epoch = max(1, -(-n_examples // max(1, effective_batch)))
     chosen = epochs if epochs > 0 else plan_epochs(n_examples)
@@ -321,11 +338,13 @@ def plan_budget(n_examples: int, effective_batch: int, *, epochs: float = 0.0, m
     seconds = 60.0 * time_budget_min
     source = f"{max_steps} steps (--max-steps)" if max_steps > 0 else (
         f"{chosen:g} epochs (--epochs)" if epochs > 0 else f"up to {chosen} epochs (the planner's budget for {n_examples} rows)")
-    text = f"Budget: {source}, {total} steps of {effective_batch} examples"
+    lr = learning_rate or plan_learning_rate(params)
+    lr_source = "--learning-rate" if learning_rate else f"the planner's for {params / 1e6:.0f}M parameters"
+    text = f"Budget: {source}, {total} steps of {effective_batch} examples at learning rate {lr:g} ({lr_source})"
     text += f", at most {time_budget_min:g} min of wall-clock time." if seconds else ", no time limit."
     if validating:
         text += f" The validation split is scored every {every} steps and at the end."
-    return Budget(chosen, per_epoch, total, every, seconds, text)
+    return Budget(lr, chosen, per_epoch, total, every, seconds, text)
 
 
 def shrink_after_oom(micro_batch: int, grad_accum: int, retries_done: int,

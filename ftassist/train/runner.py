@@ -40,8 +40,8 @@ from ftassist.config import TrainConfig, save_config
 from ftassist.errors import UserError
 from ftassist.files import atomic_dir, read_jsonl, write_json_atomic
 from ftassist.train import checkpoints
-from ftassist.train.planner import Budget, ModelShape, Plan, detect_hardware, plan_budget, plan_training, resolve_dtype, \
-    resolve_method, shrink_after_oom
+from ftassist.train.planner import Budget, ModelShape, Plan, detect_hardware, plan_budget, plan_learning_rate, \
+    plan_training, resolve_dtype, resolve_method, shrink_after_oom
 from ftassist.train.status import ACTIVE, StatusWriter, read_status
 from ftassist.train.validation import ValidationSet
 
@@ -168,7 +168,8 @@ def prepare_run(cfg: TrainConfig, run: Path | None = None) -> Prepared:
                          batch_size=cfg.batch_size, grad_accum=cfg.grad_accum, checkpointing=cfg.gradient_checkpointing,
                          n_examples=len(rows))
     budget = plan_budget(len(rows), plan.micro_batch * plan.grad_accum, epochs=cfg.epochs, max_steps=cfg.max_steps,
-                         eval_steps=cfg.eval_steps, time_budget_min=cfg.time_budget, validating=val is not None)
+                         eval_steps=cfg.eval_steps, time_budget_min=cfg.time_budget, validating=val is not None,
+                         learning_rate=cfg.learning_rate, params=shape.params)
     return Prepared(model_path, tokenizer, rows, val, val_note, plan, budget, lengths)
 
 
@@ -239,7 +240,8 @@ def _train(cfg: TrainConfig, run: Path, status: StatusWriter | None, *, resume: 
                                           elapsed_before_s=done[-1]["elapsed_s"] if done else 0.0, log=log,
                                           max_eval_share=EVAL_SHARE if cfg.eval_steps == 0 else None)
         trainer, guard = build_trainer(cfg, plan, model_path, tokenizer, dataset, run, status, progress,
-                                       epochs=budget.epochs, extra_callbacks=[selector] if selector else [])
+                                       epochs=budget.epochs, learning_rate=budget.learning_rate,
+                                       extra_callbacks=[selector] if selector else [])
         try:
             output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
             break
@@ -299,7 +301,8 @@ def _train(cfg: TrainConfig, run: Path, status: StatusWriter | None, *, resume: 
 
 
 def build_trainer(cfg: TrainConfig, plan: Plan, model_path: str, tokenizer, dataset, run: Path,
-                  status: StatusWriter | None, progress: bool, *, epochs: float | None = None, extra_callbacks=()):
+                  status: StatusWriter | None, progress: bool, *, epochs: float | None = None,
+                  learning_rate: float | None = None, extra_callbacks=()):
     """Load the base model for `plan` and return (SFTTrainer, GuardCallback) ready to train."""
     import torch
     from peft import LoraConfig
@@ -333,7 +336,7 @@ def build_trainer(cfg: TrainConfig, plan: Plan, model_path: str, tokenizer, data
         output_dir=str(run / "checkpoints"),
         per_device_train_batch_size=plan.micro_batch,
         gradient_accumulation_steps=plan.grad_accum,
-        learning_rate=cfg.learning_rate,
+        learning_rate=learning_rate or cfg.learning_rate or plan_learning_rate(ModelShape.from_config(model.config).params),
         num_train_epochs=epochs if epochs is not None else (cfg.epochs or 2.0),
         max_steps=cfg.max_steps,
         warmup_steps=cfg.warmup_ratio,  # a float < 1 is a ratio of the total steps in transformers 5
