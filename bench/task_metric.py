@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 TASKS = ("support_tickets", "purchase_orders")
+PER_FIELD: list[str] = []  # per-field accuracy lines of the current task, printed under its table
 
 
 def build_data(task: str, out: Path) -> Path:
@@ -130,6 +131,8 @@ def parts_added(run: Path, run_info: dict) -> list[str]:
 
 def line(name: str, m: dict, seconds: float | None) -> str:
     took = f"{seconds / 60:.1f} min" if seconds is not None else "-"
+    fields = ", ".join(f"{k} {100 * v:.0f}%" for k, v in m["per_field"].items())
+    PER_FIELD.append(f"  {name}: {fields}")
     return (f"| {name} | {100 * m['strict']:.1f}% | {100 * m['schema_valid']:.1f}% | {100 * m['field_accuracy']:.1f}% | "
             f"{100 * m['exact']:.1f}% | {took} |")
 
@@ -157,13 +160,9 @@ def main() -> None:
         data = build_data(task, root / "data")
         table = ["| arm | strict | schema-valid | field accuracy | whole object | training |", "|---|---|---|---|---|---|"]
         notes = []
+        PER_FIELD.clear()
         if "base" in arms:
             table.append(line("base", score_adapter(model_path, None, data), None))
-        if "plain" in arms:
-            seconds = plain_recipe(model_path, data, root / "plain")
-            m = score_adapter(model_path, root / "plain" / "adapter", data)
-            table.append(line("plain trl SFTTrainer (LoRA r16, 2 epochs, defaults)", m, seconds))
-            print(f"[{task}] plain: {seconds:.0f} s, {m}", flush=True)
         if "ftassist" in arms:
             seconds, info = ftassist_recipe(model_path, data, root / "ftassist", args.time_budget)
             m = score_adapter(model_path, root / "ftassist" / "adapter", data)
@@ -171,9 +170,14 @@ def main() -> None:
             print(f"[{task}] ftassist: {seconds:.0f} s, {m}", flush=True)
             notes = [f"ftassist's parts, on its validation split ({info['validation']['rows']} rows):",
                      *parts_added(root / "ftassist", info)]
+        if "plain" in arms:
+            seconds = plain_recipe(model_path, data, root / "plain")
+            m = score_adapter(model_path, root / "plain" / "adapter", data)
+            table.append(line("plain trl SFTTrainer (LoRA r16, 2 epochs, defaults)", m, seconds))
+            print(f"[{task}] plain: {seconds:.0f} s, {m}", flush=True)
         n_test = len((data / "test.jsonl").read_text(encoding="utf-8").splitlines())
         print(f"\n## {task} (test split, {n_test} rows the models did not train on)\n", flush=True)
-        print("\n".join(table + [""] + notes), flush=True)
+        print("\n".join(table + ["", "Per field (test split):", *PER_FIELD, ""] + notes), flush=True)
     print(f"\nload average now {os.getloadavg()[0]:.1f}; runs in {work}")
 
 

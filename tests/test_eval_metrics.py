@@ -28,7 +28,7 @@ def score(reply, validator, finish_reason=None, reference=REF):
 def test_strict_clean_reply_scores_perfectly(validator):
     s = score("  \n" + GOOD + "\n", validator)
     assert s == {"strict": True, "extractable": True, "schema_valid": True, "fields": {k: True for k in REF},
-                 "field_accuracy": 1.0, "failures": [], "schema_errors": []}
+                 "field_accuracy": 1.0, "exact": True, "value": REF, "failures": [], "schema_errors": []}
 
 
 @pytest.mark.parametrize("reply, kinds", [
