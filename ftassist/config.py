@@ -393,7 +393,12 @@ def build_config(cls: type, values: dict[str, Any], source: str = "arguments") -
 
 
 def save_config(cfg: Any, path: str | Path) -> None:
-    """Write a config as YAML (atomically) so a run folder records exactly what ran."""
+    """Write a config as YAML (atomically) so a run folder records exactly what ran.
+
+    Hidden testing hooks (`hidden=True` in their metadata) are left out while they hold their default.
+    """
     from ftassist.files import write_text_atomic
 
-    write_text_atomic(Path(path), yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+    values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
+              if not (f.metadata.get("hidden") and getattr(cfg, f.name) == f.default)}
+    write_text_atomic(Path(path), yaml.safe_dump(values, sort_keys=False))

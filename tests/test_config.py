@@ -96,3 +96,11 @@ def test_yaml_strings_are_coerced_and_bad_values_fail_in_one_line(tmp_path):
     # The same checks hold for Python callers and the app, not only argparse.
     with pytest.raises(ConfigError, match="method 'qlor'"):
         C.TrainConfig(data="d", out="o", method="qlor")
+
+
+def test_a_saved_config_holds_no_testing_hook_and_reads_back(tmp_path):
+    cfg = C.TrainConfig(data="d", out="o", learning_rate=5e-4)
+    C.save_config(cfg, tmp_path / "config.yaml")
+    text = (tmp_path / "config.yaml").read_text()
+    assert "debug_nan_at_step" not in text and "learning_rate: 0.0005" in text
+    assert C.load_config(C.TrainConfig, tmp_path / "config.yaml") == cfg
