@@ -216,7 +216,6 @@ def _dirty_file(tmp_path: Path) -> Path:
 
 @pytest.mark.slow
 def test_upload_shows_findings_and_offers_fixes(settings, tmp_path):
-    pytest.importorskip("ftassist.data.build", reason="ftassist.data.build not built yet")
     s = answer_all(conversation.new_session(), settings)
     s = run(conversation.respond(s, settings, "", [str(_dirty_file(tmp_path))]))
     report = next(m["content"] for m in reversed(s.messages) if isinstance(m["content"], str) and "Data checked" in m["content"])
@@ -231,7 +230,6 @@ def test_upload_shows_findings_and_offers_fixes(settings, tmp_path):
 
 @pytest.mark.slow
 def test_example_data_then_training_job_to_completion(settings):
-    pytest.importorskip("ftassist.data.build", reason="ftassist.data.build not built yet")
     s = answer_all(conversation.new_session(), settings)
     s = run(conversation.respond(s, settings, conversation.USE_EXAMPLE))
     assert s.data_ready and conversation.CONTINUE_TRAIN in s.quick
