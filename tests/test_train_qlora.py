@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from ftassist.train import runner
 from tests.test_train_runner import tiny_cfg
 
-bnb = pytest.importorskip("bitsandbytes", reason="QLoRA needs the bitsandbytes extra")
+import bitsandbytes as bnb  # noqa: E402 - installed by `make test`; a missing extra must fail, not skip
 
 
 def test_qlora_trains_lora_on_a_frozen_nf4_base_and_saves_a_plain_peft_adapter(tiny_model, small_data, tmp_path,
