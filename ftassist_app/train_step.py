@@ -42,7 +42,7 @@ def explain_plan(cfg: TrainConfig) -> str:
 
     with tempfile.TemporaryDirectory() as scratch:  # a carved validation split is written here, not into a run
         prep = prepare_run(cfg, Path(scratch))
-    return f"{prep.explanation(cfg)} Training uses LoRA r={cfg.lora_r} on {len(prep.train_rows)} examples."
+    return f"{prep.explanation()} Training uses LoRA r={cfg.lora_r} on {len(prep.train_rows)} examples."
 
 
 def start_search(cfg: TrainConfig) -> Path:

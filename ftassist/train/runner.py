@@ -135,7 +135,7 @@ class Prepared:
     budget: Budget
     lengths: list[int]
 
-    def explanation(self, cfg: TrainConfig) -> str:
+    def explanation(self) -> str:
         """The plan in words: memory, precision, budget and how the run is judged."""
         return f"{self.plan.explanation} {self.budget.explanation} {self.val_note}"
 
@@ -213,7 +213,7 @@ def _train(cfg: TrainConfig, run: Path, status: StatusWriter | None, *, resume: 
     if plan.method == "qlora":
         _require_bitsandbytes()
     dataset = as_dataset(prep.train_rows)
-    log.info("plan: %s", prep.explanation(cfg))
+    log.info("plan: %s", prep.explanation())
     info = run_info(cfg, model_path, plan, n_examples=len(dataset), longest=max(prep.lengths),
                     truncated=sum(n > cfg.max_length for n in prep.lengths), budget=budget.to_dict(),
                     validation={"rows": len(prep.val), "task": prep.val.task, "source": prep.val.source}
