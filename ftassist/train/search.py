@@ -118,8 +118,9 @@ def search(cfg: TrainConfig, candidates: tuple[Candidate, ...] = CANDIDATES, *, 
     spent: dict[str, float] = {c.name: 0.0 for c in candidates}
     rows: list[dict] = []
     task = "json"
-    overhead = FIRST_OVERHEAD_S  # seconds a call costs beyond its share (loading, tokenizing, the last evaluation)
+    extra: list[float] = []  # what each call cost beyond its share (loading, tokenizing, the last evaluation)
     for rung in range(len(shares)):
+        overhead = max(extra) if extra else FIRST_OVERHEAD_S
         calls_left = sum(k for k, _ in shares[rung:])
         remaining = cfg.time_budget * 60 - (time.time() - started) - overhead * calls_left
         if remaining <= 0 and rung == 0:
@@ -137,7 +138,7 @@ def search(cfg: TrainConfig, candidates: tuple[Candidate, ...] = CANDIDATES, *, 
             t0 = time.time()
             resumed = rung > 0 and (root / cand.name / "checkpoints").is_dir()
             result = train(run_cfg, resume=resumed, progress=progress, log_file=True)
-            overhead = time.time() - t0 - seconds if rung == 0 and cand is alive[0] else max(overhead, time.time() - t0 - seconds)
+            extra.append(time.time() - t0 - seconds)
             task = _task(root / cand.name)
             best = best_row(read_jsonl(root / cand.name / "metrics.jsonl"), task)
             results[cand.name] = best
