@@ -4,7 +4,9 @@
     python app.py --host 0.0.0.0 --auth ada:secret --runs-dir runs/
 
 On a Space, data and runs go to /data when persistent storage is attached, and FTASSIST_AUTH
-(USER:PASSWORD) turns on the login. Sharing through gradio.live stays off.
+(USER:PASSWORD) turns on the login (or Hugging Face OAuth, `hf_oauth: true`). Each visitor works in
+their own workspace; one training job and one server per workspace, the machine's slots shared
+through a queue. Sharing through gradio.live stays off.
 """
 
 from __future__ import annotations
@@ -26,6 +28,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=DEFAULT_MODEL, help="Base model: a local folder or hub id (default SmolLM2-135M-Instruct).")
     p.add_argument("--auth", default=os.environ.get("FTASSIST_AUTH"), help="USER:PASSWORD to require a login (or $FTASSIST_AUTH).")
     p.add_argument("--max-file-size", default="50mb", help="Largest upload accepted (default 50mb).")
+    p.add_argument("--max-rows", type=int, default=20000, help="Most rows one data build may read (default 20000).")
+    p.add_argument("--max-jobs", type=int, default=0, help="Training jobs at once, all visitors (default: one per GPU, 1 on CPU).")
+    p.add_argument("--max-waiting", type=int, default=8, help="Jobs that may wait in the queue (default 8).")
+    p.add_argument("--max-servers", type=int, default=0, help="Model servers at once, all visitors (default: one per GPU, 1 on CPU).")
+    p.add_argument("--server-idle-minutes", type=float, default=30.0,
+                   help="Stop a server nobody used for this long (default 30; 0: never).")
     return p
 
 
@@ -37,7 +45,9 @@ def settings_from_args(argv: list[str] | None = None):
     return AppSettings(
         runs_dir=Path(args.runs_dir) if args.runs_dir else default_runs_dir(),
         model=args.model, host=args.host or ("0.0.0.0" if on_space else "127.0.0.1"), port=args.port,
-        auth=parse_auth(args.auth), max_file_size=args.max_file_size,
+        auth=parse_auth(args.auth), max_file_size=args.max_file_size, on_space=on_space, max_rows=args.max_rows,
+        max_jobs=args.max_jobs, max_waiting=args.max_waiting, max_servers=args.max_servers,
+        server_idle_minutes=args.server_idle_minutes,
     )
 
 

@@ -117,6 +117,7 @@ class DataConfig(Checked):
     column_map: dict[str, str] = _f({}, "Column mapping, e.g. instruction=col_a output=col_b (flag: --map KEY=COL).", flag="map")
     model: str | None = _f(None, "Model whose tokenizer and chat template measure token lengths (default: the default model).")
     max_length: int = _f(1024, "Token budget of one training example; longer ones are reported.")
+    max_rows: int = _f(0, "Refuse inputs with more rows than this, before any work (0: no cap; the app sets one).")
     drop_duplicates: bool = _f(False, "Drop exact duplicate examples (keep the first).")
     drop_overlength: bool = _f(False, "Drop examples longer than --max-length tokens.")
     drop_invalid: bool = _f(False, "Drop examples with errors instead of failing.")
@@ -147,6 +148,8 @@ class DataConfig(Checked):
             if given:
                 problems.append(f"{', '.join(given)} only apply with --teacher-url: add the teacher endpoint or drop them "
                                 "(templates make one pair per passage)")
+        if self.max_rows < 0:
+            problems.append(f"--max-rows {self.max_rows} must be 0 (no cap) or a positive number of rows")
         if not 1 <= self.pairs_per_passage <= 20:
             problems.append(f"--pairs-per-passage {self.pairs_per_passage} is out of range: use 1 to 20")
         if self.teacher_concurrency < 1 or self.teacher_timeout <= 0 or self.teacher_max_tokens < 16:

@@ -1,8 +1,9 @@
 """The chat-first flow: decide -> data -> train -> serve/compare, driven by quick replies or text.
 
-`respond(session, settings, text, files)` is a generator of updated sessions (it yields a
+`respond(session, ws, text, files)` is a generator of updated sessions (it yields a
 "working…" message before slow steps); it imports no gradio, so tests call it directly.
-User mistakes raise `UserError`; the UI turns them into `gr.Error`.
+Everything it reads or writes lies in the visitor's workspace `ws`. User mistakes raise
+`UserError`; the UI turns them into `gr.Error`.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from typing import Iterator
 
 from ftassist.advisor import Answers, apply_answer, next_question, recommend
 from ftassist.errors import UserError
-from ftassist_app import compare_step, data_step, serve_step, train_step
+from ftassist_app import compare_step, data_step, limits, serve_step, train_step
 from ftassist_app.session import Session
-from ftassist_app.settings import AppSettings
+from ftassist_app.workspace import Workspace
 
 EXAMPLE_DIR = Path(__file__).resolve().parent.parent / "examples" / "support_tickets"
 
@@ -61,7 +62,7 @@ def _ask_next(s: Session) -> None:
     s.quick = [UPLOAD, USE_EXAMPLE, RESTART]
 
 
-def respond(s: Session, settings: AppSettings, text: str = "", files: list[str] | None = None) -> Iterator[Session]:
+def respond(s: Session, ws: Workspace, text: str = "", files: list[str] | None = None) -> Iterator[Session]:
     """Handle one user turn (quick-reply label, free text and/or uploaded files)."""
     text = (text or "").strip()
     files = list(files or [])
@@ -73,16 +74,16 @@ def respond(s: Session, settings: AppSettings, text: str = "", files: list[str] 
         yield fresh
         return
     if files:
-        yield from _data(s, settings, data_step.stash_uploads(files, settings.session_dir(s.id) / "uploads"))
+        yield from _data(s, ws, data_step.stash_uploads(files, ws.uploads_dir))
         return
     if s.stage == "decide" or (s.stage == "data" and next_question(s.answers) is not None):
         yield from _decide(s, text)
     elif s.stage == "data":
-        yield from _data_reply(s, settings, text)
+        yield from _data_reply(s, ws, text)
     elif s.stage == "train":
-        yield from _train_reply(s, settings, text)
+        yield from _train_reply(s, ws, text)
     else:
-        yield from _serve_reply(s, settings, text)
+        yield from _serve_reply(s, ws, text)
 
 
 def _decide(s: Session, text: str) -> Iterator[Session]:
@@ -101,15 +102,15 @@ def _decide(s: Session, text: str) -> Iterator[Session]:
     yield s
 
 
-def _data_reply(s: Session, settings: AppSettings, text: str) -> Iterator[Session]:
+def _data_reply(s: Session, ws: Workspace, text: str) -> Iterator[Session]:
     if text == USE_EXAMPLE:
         files = [str(EXAMPLE_DIR / n) for n in ("train.jsonl", "test.jsonl", "schema.json")]
-        yield from _data(s, settings, files)
+        yield from _data(s, ws, files)
     elif text in s.fix_options:
         s.data_fixes[s.fix_options[text]] = True
-        yield from _data(s, settings, s.data_inputs)
+        yield from _data(s, ws, s.data_inputs)
     elif text == CONTINUE_TRAIN:
-        yield from _propose_training(s, settings)
+        yield from _propose_training(s, ws)
     else:
         s.say("Drop one or more files (JSONL, CSV, JSON, Parquet, XLSX) into the message box below — "
               "or use the example data.")
@@ -117,7 +118,7 @@ def _data_reply(s: Session, settings: AppSettings, text: str) -> Iterator[Sessio
         yield s
 
 
-def _data(s: Session, settings: AppSettings, inputs: list[str]) -> Iterator[Session]:
+def _data(s: Session, ws: Workspace, inputs: list[str]) -> Iterator[Session]:
     if s.data_inputs != inputs:
         s.data_fixes = {}
     s.data_inputs = inputs
@@ -125,8 +126,7 @@ def _data(s: Session, settings: AppSettings, inputs: list[str]) -> Iterator[Sess
     s.say(f"Checking {len(inputs)} file(s)…")
     s.quick = []
     yield s
-    out = settings.session_dir(s.id) / "data"
-    cfg = data_step.build_config(inputs, out, settings.model, s.data_fixes)
+    cfg = data_step.build_config(inputs, ws.data_dir, ws.model, s.data_fixes, ws.settings.max_rows)
     result = data_step.build_data(cfg)
     s.data_dir = str(result.out)
     s.data_ready = result.exit_code == 0 and result.train_rows > 0
@@ -145,10 +145,10 @@ def _data(s: Session, settings: AppSettings, inputs: list[str]) -> Iterator[Sess
     yield s
 
 
-def _propose_training(s: Session, settings: AppSettings) -> Iterator[Session]:
+def _propose_training(s: Session, ws: Workspace) -> Iterator[Session]:
     if not s.data_ready or not s.data_dir:
         raise UserError("build a usable data set first: upload files or use the example data")
-    cfg, explanation = train_step.plan_training(s.data_dir, settings.model, str(train_step.new_run_dir(settings.jobs_dir)),
+    cfg, explanation = train_step.plan_training(s.data_dir, ws.model, str(train_step.new_run_dir(ws.jobs_dir)),
                                                 s.train_overrides)
     s.stage = "train"
     s.say(f"**Proposed training**\n\n{explanation}\n\n```bash\n{train_step.train_command(cfg)}\n```\n\n"
@@ -157,37 +157,39 @@ def _propose_training(s: Session, settings: AppSettings) -> Iterator[Session]:
     yield s
 
 
-def _train_reply(s: Session, settings: AppSettings, text: str) -> Iterator[Session]:
+def _train_reply(s: Session, ws: Workspace, text: str) -> Iterator[Session]:
     if text in (START_TRAIN, QUICK_TRAIN):
         overrides = dict(s.train_overrides)
         if text == QUICK_TRAIN:
             overrides["max_steps"] = QUICK_STEPS
-        run_dir = train_step.new_run_dir(settings.jobs_dir)
-        cfg, _ = train_step.plan_training(s.data_dir or "", settings.model, str(run_dir), overrides)
-        yield from start_job_in_chat(s, cfg)
+        run_dir = train_step.new_run_dir(ws.jobs_dir)
+        cfg, _ = train_step.plan_training(s.data_dir or "", ws.model, str(run_dir), overrides)
+        yield from start_job_in_chat(s, ws, cfg)
     elif text == START_SERVER:
-        yield from start_server_in_chat(s, settings)
+        yield from start_server_in_chat(s, ws)
     else:
         s.say("Training runs as a background job; its progress shows below the chat. "
               "You can close this tab — the job keeps running and I find it again.")
         yield s
 
 
-def start_job_in_chat(s: Session, cfg) -> Iterator[Session]:
-    run_dir = train_step.start_training(cfg)
+def start_job_in_chat(s: Session, ws: Workspace, cfg, search: bool = False) -> Iterator[Session]:
+    run_dir = train_step.start_training(ws, cfg, search=search)
     s.run_dir, s.reported_state, s.stage = str(run_dir), None, "train"
-    s.say(f"Training started as job `{run_dir.name}`. Progress and the loss chart update below; "
-          "closing or reloading the tab loses nothing.")
+    what = "A settings search" if search else "Training"
+    waiting = limits.waiting_sentence(ws.settings, run_dir)
+    s.say(f"{what} started as job `{run_dir.name}`" + (f", {waiting}" if waiting else "") +
+          ". Progress and the charts update below; closing or reloading the tab loses nothing.")
     s.quick = []
     yield s
 
 
-def poll(s: Session) -> tuple[Session, object | None, list[dict]]:
-    """Read the session's job; when it finishes, say so once and offer the next step."""
-    if not s.run_dir:
+def poll(s: Session, ws: Workspace) -> tuple[Session, object | None, list[dict]]:
+    """Read the session's job (only ever one of this workspace); when it finishes, say so once and offer the next step."""
+    if not s.run_dir or not ws.owns(s.run_dir):
         return s, None, []
     status, metrics = train_step.job_snapshot(s.run_dir)
-    if status.state not in train_step.ACTIVE and s.reported_state != status.state:
+    if status.state not in limits.PENDING and s.reported_state != status.state:
         s.reported_state = status.state
         if status.state == "completed":
             last = next((m for m in reversed(metrics) if m.get("loss") is not None), None)
@@ -206,48 +208,52 @@ def poll(s: Session) -> tuple[Session, object | None, list[dict]]:
 SERVE_QUICK = [COMPARE, EVAL, STOP_SERVER]
 
 
-def start_server_in_chat(s: Session, settings: AppSettings) -> Iterator[Session]:
-    """Serve base + the session's adapter; a server already live for this run is reused, not doubled."""
-    record = Path(s.run_dir) if s.run_dir else settings.runs_dir
-    info = serve_step.read_server(record / serve_step.SERVER_FILE)
+def start_server_in_chat(s: Session, ws: Workspace) -> Iterator[Session]:
+    """Serve base + the session's adapter. The workspace has one server: one live for this run is
+    reused, one for another run is replaced; a machine whose server slots are all taken says so."""
+    info = serve_step.read_server(ws.server_file)
+    if info is not None and info.run_dir != s.run_dir:
+        serve_step.stop_serving(ws.server_file)
+        s.say(f"Stopped your server for run `{Path(info.run_dir or '-').name}` (one server per workspace).")
+        info = None
     if info is None:
-        s.say("Starting vLLM with `base` and `tuned` (about 40-60 s)…")
-        s.quick = []
-        yield s
         try:
-            cfg = serve_step.serve_config(settings.model, s.run_dir, record)
-            info = serve_step.start_serving(cfg, record)
+            limits.admit_server(ws)
         except UserError as exc:
             s.say(f"The server did not start: {exc}")
             s.quick = [START_SERVER]
             yield s
             return
-    s.server_file = str(record / serve_step.SERVER_FILE)
+        s.say("Starting vLLM with `base` and `tuned` (about 40-60 s)…")
+        s.quick = []
+        yield s
+        try:
+            cfg = serve_step.serve_config(ws.model, s.run_dir, ws.root)
+            info = serve_step.start_serving(cfg, ws.server_file, s.run_dir)
+        except UserError as exc:
+            s.say(f"The server did not start: {exc}")
+            s.quick = [START_SERVER]
+            yield s
+            return
+    limits.touch_server(ws.server_file)
     s.stage = "serve"
     s.say(serve_step.describe_server(info))
     s.quick = list(SERVE_QUICK)
     yield s
 
 
-def current_server(s: Session, settings: AppSettings):
-    """The live server of this session (or any recorded under the runs folder), or None."""
-    if s.server_file:
-        info = serve_step.read_server(s.server_file)
-        if info is not None:
-            return info
-    found = serve_step.find_server(settings.runs_dir)
-    if found is None:
-        return None
-    s.server_file = found[0]
-    return found[1]
+def current_server(s: Session, ws: Workspace):
+    """The workspace's live server (marked as used now), or None."""
+    info = serve_step.read_server(ws.server_file)
+    if info is not None:
+        limits.touch_server(ws.server_file)
+    return info
 
 
-def _serve_reply(s: Session, settings: AppSettings, text: str) -> Iterator[Session]:
-    info = current_server(s, settings)
+def _serve_reply(s: Session, ws: Workspace, text: str) -> Iterator[Session]:
+    info = current_server(s, ws)
     if text == STOP_SERVER:
-        if s.server_file:
-            serve_step.stop_serving(s.server_file)
-        s.server_file = None
+        serve_step.stop_serving(ws.server_file)
         s.say("Server stopped." if info is not None else "No server was running.")
         s.quick = [START_SERVER]
         s.stage = "train"
@@ -272,7 +278,7 @@ def _serve_reply(s: Session, settings: AppSettings, text: str) -> Iterator[Sessi
         elif text == EVAL:
             s.say("Running the JSON-compliance eval on the test split…")
             yield s
-            result = compare_step.run_evaluation(info, s.data_dir, Path(s.run_dir or settings.runs_dir) / "eval")
+            result = compare_step.run_evaluation(info, s.data_dir, eval_dir(s, ws))
             s.say(compare_step.eval_markdown(result))
             chart = compare_step.eval_chart(result)
             if chart:
@@ -285,24 +291,30 @@ def _serve_reply(s: Session, settings: AppSettings, text: str) -> Iterator[Sessi
     yield s
 
 
-def reattach(s: Session, settings: AppSettings) -> Session:
-    """On page load: pick up the newest running job (and a live server) from disk."""
-    run_dir = train_step.newest_active_job(settings.jobs_dir)
+def eval_dir(s: Session, ws: Workspace) -> Path:
+    """Where an eval report goes: beside the run it judges, else in the workspace."""
+    return Path(s.run_dir if s.run_dir and ws.owns(s.run_dir) else ws.root) / "eval"
+
+
+def reattach(s: Session, ws: Workspace) -> Session:
+    """On page load: the workspace's own conversation, and its newest pending job (from disk)."""
+    if s.run_dir and not ws.owns(s.run_dir):
+        s.run_dir = None
+    if s.data_dir and not ws.owns(s.data_dir):
+        s.data_dir, s.data_ready = None, False
+    run_dir = train_step.newest_active_job(ws.jobs_dir)
     if run_dir and run_dir != s.run_dir:
         s.run_dir, s.stage, s.reported_state = run_dir, "train", None
         s.say(f"Welcome back: job `{Path(run_dir).name}` is still running — progress below.")
         s.quick = []
     elif not s.run_dir:
         # the newest finished run stays at hand (Serve/Compare tabs) without interrupting the chat
-        done = train_step.newest_completed_job(settings.jobs_dir)
+        done = train_step.newest_completed_job(ws.jobs_dir)
         if done:
             s.run_dir, s.reported_state = done, "completed"
     if s.run_dir and not s.data_dir:
         s.data_dir = train_step.run_data_dir(s.run_dir)
         s.data_ready = s.data_dir is not None
-    found = serve_step.find_server(settings.runs_dir)
-    if found and not s.server_file:
-        s.server_file = found[0]
     return s
 
 

@@ -33,7 +33,7 @@ class Fix:
     count: int
 
 
-def build_config(inputs: list[str], out: Path, model: str, fixes: dict[str, bool]) -> DataConfig:
+def build_config(inputs: list[str], out: Path, model: str, fixes: dict[str, bool], max_rows: int = 0) -> DataConfig:
     """The DataConfig the app builds for `inputs` (a folder's train/test.jsonl pair is kept as a pair)."""
     names = {Path(p).name: p for p in inputs}
     test_inputs = [names["test.jsonl"]] if "test.jsonl" in names and len(inputs) > 1 else []
@@ -41,7 +41,7 @@ def build_config(inputs: list[str], out: Path, model: str, fixes: dict[str, bool
     schemas = [p for p in train if Path(p).name.endswith("schema.json")]
     train = [p for p in train if p not in schemas]
     return DataConfig(inputs=train, test_inputs=test_inputs, schema=schemas[0] if schemas else None,
-                      out=str(out), model=model, **{k: v for k, v in fixes.items() if v})
+                      out=str(out), model=model, max_rows=max_rows, **{k: v for k, v in fixes.items() if v})
 
 
 def stash_uploads(files: list[str], folder: Path) -> list[str]:

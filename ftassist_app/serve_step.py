@@ -1,7 +1,8 @@
 """Serve step: start vLLM with the base model and the tuned adapter, and remember it on disk.
 
-The server is its own process group; `server.json` beside the run (pid, base URL, key, names)
-lets any page, after a reload or an app restart, find it again and stop it.
+The server is its own process group; `server.json` in the visitor's workspace (pid, base URL,
+key, names, which run it serves) lets their page, after a reload or an app restart, find it
+again and stop it. The runs folder is never served by path, so the key stays on the server.
 """
 
 from __future__ import annotations
@@ -33,7 +34,10 @@ class ServerInfo:
     pid_started: float | None = None
     log_path: str = ""
     command: str = ""
+    run_dir: str | None = None  # the run whose adapter is served as "tuned"
     started_at: float = field(default_factory=time.time)
+    last_used: float | None = None  # the app's idle check: when it was last used
+    requests_seen: float | None = None  # and how many requests vLLM had answered then
 
     @property
     def tuned(self) -> str | None:
@@ -55,8 +59,8 @@ def serve_config(model: str, run_dir: str | None, log_dir: Path, port: int | Non
                        log_file=str(log_dir / "server.log"))
 
 
-def start_serving(cfg: ServeConfig, record_dir: Path) -> ServerInfo:
-    """Start the server (blocks ~40-60 s until it answers) and write `record_dir/server.json`."""
+def start_serving(cfg: ServeConfig, record: Path, run_dir: str | None = None) -> ServerInfo:
+    """Start the server (blocks ~40-60 s until it answers) and write its record to `record` (a server.json)."""
     from ftassist.train.status import process_started
     from serving.launch import start_server
 
@@ -64,8 +68,8 @@ def start_serving(cfg: ServeConfig, record_dir: Path) -> ServerInfo:
     server = start_server(cfg)
     info = ServerInfo(base_url=server.base_url, api_key=server.api_key, models=server.model_names, pid=server.pid,
                       pid_started=process_started(server.pid), log_path=str(server.log_path),
-                      command=cli_command("serve", cfg))
-    write_json_atomic(Path(record_dir) / SERVER_FILE, info.__dict__)
+                      command=cli_command("serve", cfg), run_dir=run_dir)
+    write_json_atomic(Path(record), info.__dict__)
     return info
 
 

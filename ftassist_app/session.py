@@ -1,7 +1,7 @@
 """Per-user conversation state, kept in `gr.State` (one copy per browser tab).
 
-Nothing long-lived lives here: jobs and servers are found again on disk by run id, so a reload
-only loses the chat transcript, and `conversation.reattach` rebuilds the useful part of it.
+It is also saved in the visitor's workspace after every turn (`Workspace.save_session`), so a
+reload or an app restart finds the transcript again; jobs and the server are found on disk.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ class Session:
     """
 
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    workspace: str = ""
     stage: str = "decide"
     answers: Answers = field(default_factory=Answers)
     messages: list[dict[str, Any]] = field(default_factory=list)
@@ -36,7 +37,6 @@ class Session:
     train_overrides: dict[str, Any] = field(default_factory=dict)
     run_dir: str | None = None
     reported_state: str | None = None
-    server_file: str | None = None
 
     def say(self, text: str) -> None:
         self.messages.append({"role": "assistant", "content": text})

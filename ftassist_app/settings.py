@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ftassist.errors import UserError
 
-SPACE_DATA = Path("/data")  # persistent storage on a Hugging Face Space
+SPACE_DATA = "/data"  # persistent storage on a Hugging Face Space (FTASSIST_SPACE_DATA moves it, for checks)
 
 
 @dataclass(frozen=True)
@@ -21,20 +21,35 @@ class AppSettings:
     port: int = 7860
     auth: tuple[str, str] | None = None
     max_file_size: str = "50mb"
+    on_space: bool = False
+    max_jobs: int = 0  # training jobs at once on the machine (0: from the hardware)
+    max_waiting: int = 8  # jobs waiting for a slot, all workspaces together
+    max_servers: int = 0  # model servers at once on the machine (0: from the hardware)
+    max_rows: int = 20000  # rows one data build may read
+    server_idle_minutes: float = 30.0  # a server nobody used for this long is stopped (0: never)
+
+    def __post_init__(self) -> None:
+        negative = [name for name in ("max_jobs", "max_waiting", "max_servers", "max_rows", "server_idle_minutes")
+                    if getattr(self, name) < 0]
+        if negative:
+            raise UserError(f"--{negative[0].replace('_', '-')} must be 0 or more")
 
     @property
-    def jobs_dir(self) -> Path:
-        return self.runs_dir / "jobs"
+    def remote(self) -> bool:
+        """True when visitors come from elsewhere (a Space, or bound beyond loopback): server paths stay hidden."""
+        return self.on_space or self.host not in ("127.0.0.1", "localhost", "::1")
 
-    def session_dir(self, session_id: str) -> Path:
-        return self.runs_dir / "sessions" / session_id
+    @property
+    def workspaces_dir(self) -> Path:
+        return self.runs_dir / "workspaces"
 
 
 def default_runs_dir(env: dict[str, str] | None = None) -> Path:
     """/data/runs on a Space (SPACE_ID set) with writable persistent storage, else ./runs."""
     env = os.environ if env is None else env
-    if env.get("SPACE_ID") and SPACE_DATA.is_dir() and os.access(SPACE_DATA, os.W_OK):
-        return SPACE_DATA / "runs"
+    data = Path(env.get("FTASSIST_SPACE_DATA", SPACE_DATA))
+    if env.get("SPACE_ID") and data.is_dir() and os.access(data, os.W_OK):
+        return data / "runs"
     return Path("runs")
 
 

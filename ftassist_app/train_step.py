@@ -1,7 +1,9 @@
 """Train step: plan a configuration for this hardware, start it as a job, and report progress.
 
-Jobs live on disk under `<runs>/jobs/<run id>` (config, status.json, metrics.jsonl), so the page
-finds them again after a reload or an app restart: `newest_active_job` is what the page reattaches to.
+Jobs live on disk under the visitor's workspace, `<workspace>/jobs/<run id>` (config, status.json,
+metrics.jsonl), so the page finds them again after a reload or an app restart: `newest_active_job`
+is what the page reattaches to. Starting goes through `limits.admit_job` (one job per workspace,
+the machine's slots, the queue).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from ftassist.config import TrainConfig
 from ftassist.errors import UserError
 from ftassist.snippets import cli_command
 
-ACTIVE = ("queued", "running")
+ACTIVE = ("waiting", "queued", "running")  # waiting: in the app's queue for a training slot
 
 
 def new_run_dir(jobs_dir: Path) -> Path:
@@ -45,22 +47,15 @@ def explain_plan(cfg: TrainConfig) -> str:
     return f"{prep.explanation()} Training uses LoRA r={cfg.lora_r} on {len(prep.train_rows)} examples."
 
 
-def start_search(cfg: TrainConfig) -> Path:
-    """Start `ftassist train --search` as a job (successive halving within cfg.time_budget); returns its folder."""
-    from ftassist.train.jobs import start_job
+def start_training(ws: Any, cfg: TrainConfig, search: bool = False) -> Path:
+    """Start the workspace's job (or `--search`: successive halving within cfg.time_budget) now, or
+    queue it for the machine's next free slot; returns its run folder."""
+    from ftassist_app.limits import admit_job
 
     cfg.validate()
-    if cfg.time_budget <= 0:
+    if search and cfg.time_budget <= 0:
         raise UserError("the search needs a time budget: set one in minutes")
-    return Path(start_job(cfg, search=True))
-
-
-def start_training(cfg: TrainConfig) -> Path:
-    """Start the job in its own process; returns its run folder."""
-    from ftassist.train.jobs import start_job
-
-    cfg.validate()
-    return Path(start_job(cfg))
+    return Path(admit_job(ws, cfg, search=search))
 
 
 def job_snapshot(run_dir: str | Path) -> tuple[Any, list[dict]]:
@@ -70,9 +65,11 @@ def job_snapshot(run_dir: str | Path) -> tuple[Any, list[dict]]:
     return read_status(run_dir), read_metrics(run_dir)
 
 
-def progress_markdown(status: Any, metrics: list[dict]) -> str:
-    """One line for the progress panel: state, step/total, loss, throughput, ETA."""
+def progress_markdown(status: Any, metrics: list[dict], waiting: str | None = None) -> str:
+    """One line for the progress panel: state (and the queue position), step/total, loss, throughput, ETA."""
     run_id = Path(status.run_dir).name
+    if waiting:
+        return f"**Run `{run_id}`: {waiting}**"
     total = status.total_steps or 0
     pct = f" ({100 * status.step / total:.0f}%)" if total else ""
     parts = [f"**Run `{run_id}`: {status.state}**", f"step {status.step}/{total or '?'}{pct}"]
@@ -189,26 +186,17 @@ def run_data_dir(run_dir: str | Path) -> str | None:
     return data if (Path(data) / "train.jsonl").exists() else None
 
 
-def run_path(jobs_dir: Path, run_id: str) -> Path:
-    """The folder of `run_id`; UserError when there is no such run."""
-    if not run_id:
-        raise UserError("no run selected: pick a run in the job list")
-    path = Path(jobs_dir) / Path(run_id).name
-    if not (path / "status.json").exists():
-        raise UserError(f"run {run_id!r} not found under {jobs_dir}")
-    return path
-
-
 def cancel_training(run_dir: str | Path) -> None:
     from ftassist.train.jobs import cancel_job
 
     cancel_job(run_dir)
 
 
-def resume_training(run_dir: str | Path) -> None:
-    from ftassist.train.jobs import resume_job
+def resume_training(ws: Any, run_dir: str | Path) -> None:
+    """Resume one of the workspace's runs when the machine has a free training slot (`limits.admit_resume`)."""
+    from ftassist_app.limits import admit_resume
 
-    resume_job(run_dir)
+    admit_resume(ws, Path(run_dir))
 
 
 def train_command(cfg: TrainConfig) -> str:

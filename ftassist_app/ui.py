@@ -1,13 +1,15 @@
 """The Gradio Blocks: the assistant chat first, then tabs for direct control of each stage.
 
 The only module that imports gradio. Every handler is a few lines over `conversation` or a
-step module; `_guard` turns the library's UserError/ConfigError into `gr.Error` messages.
+step module, inside the caller's workspace; `_guard` turns the library's UserError/ConfigError
+into `gr.Error` messages. Nothing is served by path: files reach the page only as outputs.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -16,24 +18,30 @@ import gradio as gr
 from ftassist.config import TrainConfig
 from ftassist.train.search import CANDIDATES as SEARCH_CANDIDATES
 from ftassist.errors import UserError
-from ftassist_app import compare_step, conversation, data_step, serve_step, train_step
+from ftassist_app import compare_step, conversation, data_step, limits, serve_step, train_step
 from ftassist_app.session import Session
 from ftassist_app.settings import AppSettings
+from ftassist_app.workspace import (Workspace, app_secret, issue_token, public_text, run_archive, viewable_copy,
+                                    workspace_for)
 
 N_QUICK = 6
 UPLOAD_TYPES = [".jsonl", ".json", ".csv", ".tsv", ".parquet", ".xlsx", ".txt", ".md", ".pdf", ".docx"]
 CSS = ".quick-row button {flex: 0 0 auto !important; min-width: 0 !important}"
 
 
-def _guard(fn: Callable) -> Callable:
-    """Run `fn`, turning a user's mistake into a gr.Error (a message, not a traceback)."""
+def _guard(fn: Callable, settings: AppSettings | None = None) -> Callable:
+    """Run `fn`, turning a user's mistake into a gr.Error (a message, not a traceback; no server paths for a remote visitor)."""
+    def error(exc: UserError) -> gr.Error:
+        text = public_text(settings, str(exc)) if settings is not None else str(exc)
+        return gr.Error(text, print_exception=False)
+
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def gen(*args, **kwargs):
             try:
                 yield from fn(*args, **kwargs)
             except UserError as exc:
-                raise gr.Error(str(exc), print_exception=False) from exc
+                raise error(exc) from exc
         return gen
 
     @functools.wraps(fn)
@@ -41,12 +49,24 @@ def _guard(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
-            raise gr.Error(str(exc), print_exception=False) from exc
+            raise error(exc) from exc
     return call
 
 
-def chat_messages(s: Session) -> list[dict[str, Any]]:
-    return [dict(m) for m in s.messages]
+def chat_messages(s: Session, ws: Workspace) -> list[dict[str, Any]]:
+    """The transcript for the Chatbot: text as the visitor may see it, the workspace's images as copies gradio may send."""
+    out = []
+    for m in s.messages:
+        content = m["content"]
+        if isinstance(content, dict):
+            path = content.get("path")
+            if not (path and ws.owns(path) and Path(path).is_file()):
+                continue
+            content = {"path": viewable_copy(path)}
+        else:
+            content = ws.public(content)
+        out.append({"role": m["role"], "content": content})
+    return out
 
 
 def quick_updates(s: Session) -> list[Any]:
@@ -55,11 +75,26 @@ def quick_updates(s: Session) -> list[Any]:
             for i in range(N_QUICK)]
 
 
+def image_update(path: str | None) -> Any:
+    return gr.update(value=viewable_copy(path) if path else None, visible=path is not None)
+
+
 def build_app(settings: AppSettings) -> gr.Blocks:
-    """The whole app for `settings` (no launch)."""
-    with gr.Blocks(title="ftassist") as demo:
+    """The whole app for `settings` (no launch).
+
+    Every handler resolves the caller's workspace first (`who`): the login's user name, else the
+    browser's signed token (kept in localStorage by `gr.BrowserState`); a caller with neither is
+    refused. Only `submit`, `build_data`, `jobs` and `download` are public API endpoints.
+    """
+    guard = functools.partial(_guard, settings=settings)
+    oauth = bool(settings.on_space and os.environ.get("OAUTH_CLIENT_ID"))
+    with gr.Blocks(title="ftassist", delete_cache=(900, 3600)) as demo:
+        token = gr.BrowserState("", storage_key="ftassist-workspace", secret=browser_secret(settings))
         session = gr.State(None)
-        gr.Markdown("## ftassist — decide, prepare, fine-tune, compare, serve")
+        with gr.Row():
+            gr.Markdown("## ftassist — decide, prepare, fine-tune, compare, serve")
+            if oauth:
+                gr.LoginButton(size="sm")
         with gr.Tabs():
             with gr.Tab("Assistant", id="assistant"):
                 chatbot = gr.Chatbot(label="Assistant", height=520, elem_id="chat", feedback_options=None,
@@ -100,13 +135,16 @@ def build_app(settings: AppSettings) -> gr.Blocks:
                     t_start = gr.Button("Start training", variant="primary")
                     t_search = gr.Button("Search settings within the time budget")
                 t_explain = gr.Markdown()
-                t_jobs = gr.Dataframe(headers=["run", "state", "step", "total"], label="Jobs", interactive=False, elem_id="jobs")
+                t_jobs = gr.Dataframe(headers=["run", "state", "step", "total"], label="Your jobs", interactive=False,
+                                      elem_id="jobs")
                 with gr.Row():
-                    t_run = gr.Dropdown(label="Run", choices=[], allow_custom_value=True)
+                    t_run = gr.Dropdown(label="Run", choices=[], allow_custom_value=True, elem_id="run-pick")
                     t_refresh = gr.Button("Refresh", size="sm")
                     t_cancel = gr.Button("Cancel", size="sm", variant="stop")
                     t_resume = gr.Button("Resume", size="sm")
-                t_status = gr.Markdown()
+                    t_download = gr.Button("Download adapter + reports", size="sm")
+                t_status = gr.Markdown(elem_id="run-status")
+                t_file = gr.File(label="Download", visible=False, interactive=False)
                 t_plot = gr.LinePlot(x="step", y="loss", title="Training loss", height=240)
                 t_metric_plot = gr.LinePlot(x="step", y="value", color="metric", y_lim=[0, 1], height=240,
                                             title="Task metric on the validation split")
@@ -130,81 +168,113 @@ def build_app(settings: AppSettings) -> gr.Blocks:
         timer = gr.Timer(2.0)
 
         chat_outputs = [session, chatbot, *quick]
+        private = {"api_visibility": "private"}
 
-        def render(s: Session) -> list[Any]:
-            return [s, chat_messages(s), *quick_updates(s)]
+        def who(tok: str | None, request: gr.Request | None, profile: Any = None) -> Workspace:
+            """The caller's workspace (UserError when there is none)."""
+            user = getattr(request, "username", None) or getattr(profile, "username", None)
+            return workspace_for(settings, tok, user)
+
+        def state(s: Session | None, ws: Workspace) -> Session:
+            """The workspace's conversation: this tab's copy when it is theirs, else the saved one, else a new one."""
+            if s is not None and s.workspace == ws.name:
+                return s
+            return ws.load_session() or conversation.new_session()
+
+        def render(s: Session, ws: Workspace) -> list[Any]:
+            ws.save_session(s)
+            return [s, chat_messages(s, ws), *quick_updates(s)]
 
         # --- the assistant -----------------------------------------------------------------
-        def on_load(s: Session | None):
-            s = s or conversation.new_session()
-            return render(conversation.reattach(s, settings))
+        def on_load(tok: str | None, s: Session | None, request: gr.Request, profile: gr.OAuthProfile | None = None):
+            try:
+                ws = who(tok, request, profile)
+            except UserError:  # a first visit (or a token this app did not sign): a new workspace
+                tok = issue_token(settings)
+                ws = who(tok, request, profile)
+            return [tok, *render(conversation.reattach(state(s, ws), ws), ws)]
 
-        @_guard
-        def on_submit(message: dict | None, s: Session | None):
-            message, s = message or {}, s or conversation.new_session()
-            for s in conversation.respond(s, settings, message.get("text", ""), message.get("files") or []):
-                yield [*render(s), gr.update(value=None)]
+        @guard
+        def on_submit(message: dict | None, tok: str | None, s: Session | None, request: gr.Request,
+                      profile: gr.OAuthProfile | None = None):
+            ws = who(tok, request, profile)
+            message, s = message or {}, state(s, ws)
+            for s in conversation.respond(s, ws, message.get("text", ""), message.get("files") or []):
+                yield [*render(s, ws), gr.update(value=None)]
 
-        @_guard
-        def on_quick(label: str, s: Session | None):
-            s = s or conversation.new_session()
-            for s in conversation.respond(s, settings, label):
-                yield render(s)
+        @guard
+        def on_quick(label: str, tok: str | None, s: Session | None, request: gr.Request,
+                     profile: gr.OAuthProfile | None = None):
+            ws = who(tok, request, profile)
+            for s in conversation.respond(state(s, ws), ws, label):
+                yield render(s, ws)
 
-        def on_tick(s: Session | None):
-            if s is None or not s.run_dir:
-                return [gr.skip(), gr.skip(), *[gr.skip()] * N_QUICK, gr.update(visible=False), gr.skip(), gr.skip(), gr.skip()]
+        def on_tick(tok: str | None, s: Session | None, request: gr.Request, profile: gr.OAuthProfile | None = None):
+            skip = [gr.skip(), gr.skip(), *[gr.skip()] * N_QUICK]
+            try:
+                ws = who(tok, request, profile)
+            except UserError:
+                return [*skip, gr.update(visible=False), gr.skip(), gr.skip(), gr.skip()]
+            s = state(s, ws)
+            if not s.run_dir or not ws.owns(s.run_dir):
+                return [*skip, gr.update(visible=False), gr.skip(), gr.skip(), gr.skip()]
             n = len(s.messages)
             try:
-                s, status, metrics = conversation.poll(s)
+                s, status, metrics = conversation.poll(s, ws)
             except UserError as exc:
-                return [gr.skip(), gr.skip(), *[gr.skip()] * N_QUICK, gr.update(visible=True), str(exc), gr.skip(), gr.skip()]
-            chat = render(s) if len(s.messages) != n else [gr.skip(), gr.skip(), *[gr.skip()] * N_QUICK]
-            return [*chat, gr.update(visible=True), train_step.progress_markdown(status, metrics),
+                return [*skip, gr.update(visible=True), ws.public(str(exc)), gr.skip(), gr.skip()]
+            chat = render(s, ws) if len(s.messages) != n else skip
+            waiting = limits.waiting_sentence(settings, s.run_dir)
+            return [*chat, gr.update(visible=True), ws.public(train_step.progress_markdown(status, metrics, waiting)),
                     train_step.loss_frame(metrics), train_step.metric_frame(metrics)]
 
-        @_guard
-        def on_cancel(s: Session):
-            if not s or not s.run_dir:
+        def own_run(s: Session | None, ws: Workspace) -> Path:
+            s = state(s, ws)
+            if not s.run_dir or not ws.owns(s.run_dir):
                 raise UserError("no training job in this conversation")
-            train_step.cancel_training(s.run_dir)
+            return ws.run(s.run_dir)
+
+        @guard
+        def on_cancel(tok: str | None, s: Session | None, request: gr.Request, profile: gr.OAuthProfile | None = None):
+            train_step.cancel_training(own_run(s, who(tok, request, profile)))
             gr.Info("Cancel requested; the job stops after the current step.")
 
-        @_guard
-        def on_resume(s: Session):
-            if not s or not s.run_dir:
-                raise UserError("no training job in this conversation")
-            train_step.resume_training(s.run_dir)
+        @guard
+        def on_resume(tok: str | None, s: Session | None, request: gr.Request, profile: gr.OAuthProfile | None = None):
+            ws = who(tok, request, profile)
+            s = state(s, ws)
+            train_step.resume_training(ws, own_run(s, ws))
             s.reported_state = None
             gr.Info("Resuming from the newest checkpoint.")
+            ws.save_session(s)
             return s
 
-        demo.load(on_load, [session], chat_outputs, api_visibility="private")
-        box.submit(on_submit, [box, session], [*chat_outputs, box], concurrency_id="chat", concurrency_limit=4,
+        box.submit(on_submit, [box, token, session], [*chat_outputs, box], concurrency_id="chat", concurrency_limit=4,
                    api_name="submit")
         for b in quick:
-            b.click(on_quick, [b, session], chat_outputs, concurrency_id="chat", api_name="quick" if b is quick[0] else None,
-                    api_visibility="public" if b is quick[0] else "private")
-        timer.tick(on_tick, [session], [*chat_outputs, panel, progress, loss_plot, metric_plot], concurrency_id="poll",
-                   concurrency_limit=None, show_progress="hidden", api_visibility="private")
-        cancel_btn.click(on_cancel, [session], None, concurrency_id="train", concurrency_limit=2)
-        resume_btn.click(on_resume, [session], [session], concurrency_id="train")
+            b.click(on_quick, [b, token, session], chat_outputs, concurrency_id="chat", **private)
+        timer.tick(on_tick, [token, session], [*chat_outputs, panel, progress, loss_plot, metric_plot],
+                   concurrency_id="poll", concurrency_limit=None, show_progress="hidden", **private)
+        cancel_btn.click(on_cancel, [token, session], None, concurrency_id="train", concurrency_limit=2, **private)
+        resume_btn.click(on_resume, [token, session], [session], concurrency_id="train", **private)
 
         # --- Data tab ----------------------------------------------------------------------
-        @_guard
-        def on_build(files, dups, pii, long_, invalid, s: Session | None):
-            s = s or conversation.new_session()
+        @guard
+        def on_build(files, dups, pii, long_, invalid, tok: str | None, s: Session | None, request: gr.Request,
+                     profile: gr.OAuthProfile | None = None):
+            ws = who(tok, request, profile)
+            s = state(s, ws)
             paths = [f if isinstance(f, str) else f.name for f in (files or [])]
-            inputs = data_step.stash_uploads(paths, settings.session_dir(s.id) / "uploads")
+            inputs = data_step.stash_uploads(paths, ws.uploads_dir)
             fixes = {"drop_duplicates": dups, "mask_pii": pii, "drop_overlength": long_, "drop_invalid": invalid}
-            cfg = data_step.build_config(inputs, settings.session_dir(s.id) / "data", settings.model, fixes)
+            cfg = data_step.build_config(inputs, ws.data_dir, ws.model, fixes, settings.max_rows)
             result = data_step.build_data(cfg)
             s.data_inputs, s.data_fixes, s.data_dir = inputs, fixes, str(result.out)
             s.data_ready = result.exit_code == 0 and result.train_rows > 0
-            chart = data_step.lengths_chart(result)
-            return s, data_step.describe_data(result, cfg), gr.update(value=chart, visible=chart is not None)
+            ws.save_session(s)
+            return s, ws.public(data_step.describe_data(result, cfg)), image_update(data_step.lengths_chart(result))
 
-        d_build.click(on_build, [d_files, d_dups, d_pii, d_long, d_invalid, session], [session, d_report, d_chart],
+        d_build.click(on_build, [d_files, d_dups, d_pii, d_long, d_invalid, token, session], [session, d_report, d_chart],
                       concurrency_id="chat", api_name="build_data")
 
         # --- Train tab ---------------------------------------------------------------------
@@ -212,70 +282,96 @@ def build_app(settings: AppSettings) -> gr.Blocks:
             return {"lora_r": int(lora_r), "lora_alpha": 2 * int(lora_r), "learning_rate": float(lr),
                     "epochs": float(epochs), "max_steps": int(steps), "max_length": int(maxlen)}
 
-        def need_data(s: Session) -> str:
-            if not s.data_ready or not s.data_dir:
+        def need_data(s: Session, ws: Workspace) -> str:
+            if not s.data_ready or not s.data_dir or not ws.owns(s.data_dir):
                 raise UserError("no usable data yet: build it in the Data tab or the assistant first")
             return s.data_dir
 
-        @_guard
-        def on_plan(s: Session | None, *form):
-            s = s or conversation.new_session()
-            cfg, text = train_step.plan_training(need_data(s), settings.model, str(settings.jobs_dir / "NEW"),
-                                                 overrides(*form))
-            s.train_overrides = overrides(*form)
-            return s, f"{text}\n\n```bash\n{train_step.train_command(cfg)}\n```"
+        @guard
+        def on_plan(tok: str | None, s: Session | None, lora_r, lr, epochs, steps, maxlen, request: gr.Request,
+                    profile: gr.OAuthProfile | None = None):
+            ws = who(tok, request, profile)
+            s = state(s, ws)
+            form = overrides(lora_r, lr, epochs, steps, maxlen)
+            cfg, text = train_step.plan_training(need_data(s, ws), ws.model, str(ws.jobs_dir / "NEW"), form)
+            s.train_overrides = form
+            ws.save_session(s)
+            return s, ws.public(f"{text}\n\n```bash\n{train_step.train_command(cfg)}\n```")
 
-        @_guard
-        def on_start(s: Session | None, *form):
-            s = s or conversation.new_session()
-            cfg, _ = train_step.plan_training(need_data(s), settings.model,
-                                              str(train_step.new_run_dir(settings.jobs_dir)), overrides(*form))
-            for s in conversation.start_job_in_chat(s, cfg):
+        def start(tok, s, form, request, profile, search: bool):
+            ws = who(tok, request, profile)
+            s = state(s, ws)
+            cfg, _ = train_step.plan_training(need_data(s, ws), ws.model, str(train_step.new_run_dir(ws.jobs_dir)),
+                                              overrides(*form))
+            for s in conversation.start_job_in_chat(s, ws, cfg, search=search):
                 pass
-            return [*render(s), gr.update(choices=[Path(s.run_dir).name], value=Path(s.run_dir).name)]
+            if search:
+                gr.Info(f"Search accepted: {len(SEARCH_CANDIDATES)} settings by successive halving within "
+                        f"{cfg.time_budget:g} min; the table lands in search.md of the run.")
+            return [*render(s, ws), gr.update(choices=[Path(s.run_dir).name], value=Path(s.run_dir).name)]
 
-        @_guard
-        def on_search(s: Session | None, *form):
-            s = s or conversation.new_session()
-            cfg, _ = train_step.plan_training(need_data(s), settings.model,
-                                              str(train_step.new_run_dir(settings.jobs_dir)), overrides(*form))
-            run = train_step.start_search(cfg)
-            gr.Info(f"Search started: {len(SEARCH_CANDIDATES)} settings by successive halving within "
-                    f"{cfg.time_budget:g} min; the table lands in search.md of the run.")
-            return gr.update(choices=[run.name], value=run.name)
+        @guard
+        def on_start(tok: str | None, s: Session | None, lora_r, lr, epochs, steps, maxlen, request: gr.Request,
+                     profile: gr.OAuthProfile | None = None):
+            return start(tok, s, (lora_r, lr, epochs, steps, maxlen), request, profile, search=False)
 
-        def on_refresh():
-            table = train_step.jobs_table(settings.jobs_dir) if settings.jobs_dir.is_dir() else None
-            runs = list(table["run"]) if table is not None else []
-            return table, gr.update(choices=runs)
+        @guard
+        def on_search(tok: str | None, s: Session | None, lora_r, lr, epochs, steps, maxlen, request: gr.Request,
+                      profile: gr.OAuthProfile | None = None):
+            return start(tok, s, (lora_r, lr, epochs, steps, maxlen), request, profile, search=True)
 
-        def on_run_tick(run_id: str | None):
+        @guard
+        def on_refresh(tok: str | None, request: gr.Request, profile: gr.OAuthProfile | None = None):
+            ws = who(tok, request, profile)
+            table = train_step.jobs_table(ws.jobs_dir)
+            return table, gr.update(choices=list(table["run"]))
+
+        @guard
+        def on_run_tick(run_id: str | None, tok: str | None, request: gr.Request, profile: gr.OAuthProfile | None = None):
             if not run_id:
                 return gr.skip(), gr.skip(), gr.skip()
             try:
-                status, metrics = train_step.job_snapshot(train_step.run_path(settings.jobs_dir, run_id))
+                ws = who(tok, request, profile)
+                run = ws.run(run_id)
             except UserError as exc:
-                return str(exc), gr.skip(), gr.skip()
-            return train_step.progress_markdown(status, metrics), train_step.loss_frame(metrics), train_step.metric_frame(metrics)
+                return public_text(settings, str(exc)), gr.skip(), gr.skip()
+            status, metrics = train_step.job_snapshot(run)
+            waiting = limits.waiting_sentence(settings, run)
+            return (ws.public(train_step.progress_markdown(status, metrics, waiting)), train_step.loss_frame(metrics),
+                    train_step.metric_frame(metrics))
 
-        form = [t_lora_r, t_lr, t_epochs, t_steps, t_maxlen]
-        t_plan.click(on_plan, [session, *form], [session, t_explain], concurrency_id="chat", api_name="plan")
-        t_start.click(on_start, [session, *form], [*chat_outputs, t_run], concurrency_id="train")
-        t_search.click(on_search, [session, *form], [t_run], concurrency_id="train")
-        t_refresh.click(on_refresh, None, [t_jobs, t_run], concurrency_id="poll", api_name="jobs")
-        demo.load(on_refresh, None, [t_jobs, t_run], api_visibility="private")
-        timer.tick(on_run_tick, [t_run], [t_status, t_plot, t_metric_plot], concurrency_id="poll", show_progress="hidden",
-                   api_visibility="private")
-        t_cancel.click(_guard(lambda r: train_step.cancel_training(train_step.run_path(settings.jobs_dir, r))),
-                       [t_run], None, concurrency_id="train")
-        t_resume.click(_guard(lambda r: train_step.resume_training(train_step.run_path(settings.jobs_dir, r))),
-                       [t_run], None, concurrency_id="train")
+        @guard
+        def on_run_cancel(run_id: str | None, tok: str | None, request: gr.Request, profile: gr.OAuthProfile | None = None):
+            train_step.cancel_training(who(tok, request, profile).run(run_id))
+
+        @guard
+        def on_run_resume(run_id: str | None, tok: str | None, request: gr.Request, profile: gr.OAuthProfile | None = None):
+            ws = who(tok, request, profile)
+            train_step.resume_training(ws, ws.run(run_id))
+            gr.Info("Resuming from the newest checkpoint.")
+
+        @guard
+        def on_download(run_id: str | None, tok: str | None, request: gr.Request, profile: gr.OAuthProfile | None = None):
+            return gr.update(value=run_archive(who(tok, request, profile), run_id or ""), visible=True)
+
+        train_form = [t_lora_r, t_lr, t_epochs, t_steps, t_maxlen]
+        t_plan.click(on_plan, [token, session, *train_form], [session, t_explain], concurrency_id="chat", **private)
+        t_start.click(on_start, [token, session, *train_form], [*chat_outputs, t_run], concurrency_id="train", **private)
+        t_search.click(on_search, [token, session, *train_form], [*chat_outputs, t_run], concurrency_id="train", **private)
+        t_refresh.click(on_refresh, [token], [t_jobs, t_run], concurrency_id="poll", api_name="jobs")
+        timer.tick(on_run_tick, [t_run, token], [t_status, t_plot, t_metric_plot], concurrency_id="poll",
+                   show_progress="hidden", **private)
+        t_cancel.click(on_run_cancel, [t_run, token], None, concurrency_id="train", **private)
+        t_resume.click(on_run_resume, [t_run, token], None, concurrency_id="train", **private)
+        t_download.click(on_download, [t_run, token], [t_file], concurrency_id="train", api_name="download")
 
         # --- Compare / Evaluate / Serve tabs -------------------------------------------------
-        @_guard
-        def on_compare(prompt: str, s: Session | None):
-            s = s or conversation.new_session()
-            info = conversation.current_server(s, settings)
+        @guard
+        def on_compare(prompt: str, tok: str | None, s: Session | None, request: gr.Request,
+                       profile: gr.OAuthProfile | None = None):
+            ws = who(tok, request, profile)
+            s = state(s, ws)
+            info = conversation.current_server(s, ws)
             if info is None:
                 raise UserError(compare_step.NO_SERVER)
             messages = [{"role": "user", "content": prompt}] if prompt.strip() else compare_step.first_test_prompt(s.data_dir)
@@ -288,45 +384,53 @@ def build_app(settings: AppSettings) -> gr.Blocks:
                 latency = " · ".join(f"**{m}**: {r.caption()}" for m, r in replies.items())
                 yield panes[0], panes[1], latency
 
-        @_guard
-        def on_eval(limit, s: Session | None):
-            s = s or conversation.new_session()
-            info = conversation.current_server(s, settings)
-            out = Path(s.run_dir or settings.session_dir(s.id)) / "eval"
-            result = compare_step.run_evaluation(info, s.data_dir, out, limit=int(limit or 0))
-            chart = compare_step.eval_chart(result)
-            return compare_step.eval_markdown(result), gr.update(value=chart, visible=chart is not None)
+        @guard
+        def on_eval(limit, tok: str | None, s: Session | None, request: gr.Request, profile: gr.OAuthProfile | None = None):
+            ws = who(tok, request, profile)
+            s = state(s, ws)
+            info = conversation.current_server(s, ws)
+            result = compare_step.run_evaluation(info, s.data_dir, conversation.eval_dir(s, ws), limit=int(limit or 0))
+            return ws.public(compare_step.eval_markdown(result)), image_update(compare_step.eval_chart(result))
 
-        @_guard
-        def on_serve(s: Session | None):
-            s = s or conversation.new_session()
-            for s in conversation.start_server_in_chat(s, settings):
+        @guard
+        def on_serve(tok: str | None, s: Session | None, request: gr.Request, profile: gr.OAuthProfile | None = None):
+            ws = who(tok, request, profile)
+            s = state(s, ws)
+            for s in conversation.start_server_in_chat(s, ws):
                 pass
-            info = conversation.current_server(s, settings)
-            return [*render(s), serve_step.describe_server(info) if info else "The server did not start."]
+            info = conversation.current_server(s, ws)
+            return [*render(s, ws), ws.public(serve_step.describe_server(info)) if info else "The server did not start."]
 
-        @_guard
-        def on_stop(s: Session | None):
-            s = s or conversation.new_session()
-            info = conversation.current_server(s, settings)
-            if info is None:
+        @guard
+        def on_stop(tok: str | None, request: gr.Request, profile: gr.OAuthProfile | None = None):
+            ws = who(tok, request, profile)
+            if serve_step.read_server(ws.server_file) is None:
                 return "No server is running."
-            serve_step.stop_serving(s.server_file)
-            s.server_file = None
+            serve_step.stop_serving(ws.server_file)
             return "Server stopped."
 
-        c_go.click(on_compare, [c_prompt, session], [c_base, c_tuned, c_latency], concurrency_id="chat", api_name="compare")
-        e_go.click(on_eval, [e_limit, session], [e_table, e_chart], concurrency_id="serve", concurrency_limit=1,
-                   api_name="evaluate")
-        s_start.click(on_serve, [session], [*chat_outputs, s_info], concurrency_id="serve", api_name="serve")
-        s_stop.click(on_stop, [session], [s_info], concurrency_id="serve", api_name="stop_server")
+        c_go.click(on_compare, [c_prompt, token, session], [c_base, c_tuned, c_latency], concurrency_id="chat", **private)
+        e_go.click(on_eval, [e_limit, token, session], [e_table, e_chart], concurrency_id="serve", concurrency_limit=1,
+                   **private)
+        s_start.click(on_serve, [token, session], [*chat_outputs, s_info], concurrency_id="serve", **private)
+        s_stop.click(on_stop, [token], [s_info], concurrency_id="serve", **private)
+        demo.load(on_load, [token, session], [token, *chat_outputs], **private).then(
+            on_refresh, [token], [t_jobs, t_run], **private)
     return demo
 
 
+def browser_secret(settings: AppSettings) -> str:
+    """The key gr.BrowserState encrypts the token with: derived from the app's secret, so it survives restarts."""
+    import hashlib
+
+    return hashlib.sha256(app_secret(settings) + b"browser-state").hexdigest()[:32]
+
+
 def launch_app(demo: gr.Blocks, settings: AppSettings, **kwargs: Any) -> Any:
-    """Queue with bounds and launch: share off, optional login, upload size capped."""
+    """Queue with bounds, start the housekeeping (queued jobs, idle servers) and launch: share off,
+    optional login, upload size capped, and no folder of the server allowed by path."""
     settings.runs_dir.mkdir(parents=True, exist_ok=True)
+    limits.run_housekeeping(settings)
     demo.queue(default_concurrency_limit=2, max_size=64)
     return demo.launch(server_name=settings.host, server_port=settings.port, auth=settings.auth, share=False,
-                       max_file_size=settings.max_file_size, allowed_paths=[str(settings.runs_dir.resolve())],
-                       css=CSS, **kwargs)
+                       max_file_size=settings.max_file_size, css=CSS, **kwargs)

@@ -15,13 +15,20 @@ from ftassist.snippets import cli_command, curl_snippet, python_snippet
 from ftassist_app import compare_step, conversation, train_step
 from ftassist_app.serve_step import ServerInfo, describe_server, find_server
 from ftassist_app.settings import AppSettings, parse_auth
+from ftassist_app.workspace import Workspace, workspace_for
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "support_tickets"
 
 
 @pytest.fixture()
-def settings(tmp_path, tiny_model) -> AppSettings:
+def app_settings(tmp_path, tiny_model) -> AppSettings:
     return AppSettings(runs_dir=tmp_path / "runs", model=str(tiny_model))
+
+
+@pytest.fixture()
+def settings(app_settings) -> Workspace:
+    """The workspace of one logged-in visitor (what every conversation handler works in)."""
+    return workspace_for(app_settings, username="ada")
 
 
 def run(gen):
@@ -83,7 +90,7 @@ def test_compare_without_server_says_so(settings):
     s = run(conversation.respond(s, settings, conversation.COMPARE))
     assert compare_step.NO_SERVER in s.messages[-1]["content"]
     assert s.quick == [conversation.START_SERVER]
-    assert find_server(settings.runs_dir) is None
+    assert find_server(settings.settings.runs_dir) is None
 
 
 @pytest.fixture()
@@ -99,8 +106,8 @@ def fake_server(settings):
     (run_dir / "adapter").mkdir(parents=True)
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"], start_new_session=True)
     info = ServerInfo(base_url="http://127.0.0.1:8123/v1", api_key="ft-key", models=["base", "tuned"], pid=proc.pid,
-                      pid_started=process_started(proc.pid), command="ftassist serve --port 8123")
-    write_json_atomic(run_dir / "server.json", info.__dict__)
+                      pid_started=process_started(proc.pid), command="ftassist serve --port 8123", run_dir=str(run_dir))
+    write_json_atomic(settings.server_file, info.__dict__)
     yield run_dir, proc
     proc.kill()
     proc.wait()
@@ -124,7 +131,7 @@ def test_chat_reuses_a_live_server_and_stops_it(settings, fake_server, monkeypat
     s = run(conversation.respond(s, settings, conversation.STOP_SERVER))
     assert s.messages[-1]["content"] == "Server stopped." and s.quick == [conversation.START_SERVER]
     assert proc.wait(timeout=30) is not None
-    assert not (run_dir / "server.json").exists() and find_server(settings.runs_dir) is None
+    assert not settings.server_file.exists() and find_server(settings.settings.runs_dir) is None
 
 
 def test_chat_compare_shows_both_models_and_offers_next_steps(settings, fake_server, small_data):
@@ -238,7 +245,7 @@ def test_example_data_then_training_job_to_completion(settings):
     assert s.stage == "train" and "ftassist train" in s.messages[-1]["content"]
     s.train_overrides = {"max_steps": 3, "max_length": 256}
     s = run(conversation.respond(s, settings, conversation.START_TRAIN))
-    assert s.run_dir and Path(s.run_dir).parent == settings.jobs_dir.resolve()
+    assert s.run_dir and Path(s.run_dir).parent == settings.jobs_dir
 
     # a reloaded page (a fresh session) finds the running job again
     fresh = conversation.reattach(conversation.new_session(), settings)
@@ -247,7 +254,7 @@ def test_example_data_then_training_job_to_completion(settings):
     deadline = time.time() + 420
     status = None
     while time.time() < deadline:
-        s, status, metrics = conversation.poll(s)
+        s, status, metrics = conversation.poll(s, settings)
         if status.state not in train_step.ACTIVE:
             break
         time.sleep(2)

@@ -94,6 +94,10 @@ def build_dataset(cfg: DataConfig) -> DataResult:
     if teacher is not None:
         loaded.findings += teacher.final_findings()
     examples = loaded.examples
+    if cfg.max_rows and len(examples) > cfg.max_rows:
+        raise UserError(f"{', '.join(f.path for f in loaded.files)}: {len(examples)} rows, more than the {cfg.max_rows} "
+                        "this build accepts; keep a sample of at most that many rows (or run `ftassist data build` on "
+                        "your own machine, which has no cap)")
     if not examples and not (teacher is not None and teacher.stats.asked):
         raise UserError(f"{cfg.inputs[0]}: no readable examples in the inputs; see the problems above or check the files")
     if cfg.system_prompt:

@@ -29,7 +29,7 @@ from ftassist.errors import UserError
 from ftassist.process import group_alive, signal_group
 from ftassist.train.status import ACTIVE, JobStatus, StatusWriter, pid_alive, read_status
 
-__all__ = ["start_job", "resume_job", "cancel_job", "read_status", "list_jobs", "read_metrics", "follow_job",
+__all__ = ["start_job", "enqueue_job", "start_waiting", "resume_job", "cancel_job", "read_status", "list_jobs", "read_metrics", "follow_job",
            "job_command", "JobStatus"]
 
 
@@ -57,6 +57,33 @@ def start_job(cfg: TrainConfig, search: bool = False) -> Path:
     run.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run / "config.yaml")
     return _spawn(run, resume=False, search=search)
+
+
+def enqueue_job(cfg: TrainConfig, search: bool = False) -> Path:
+    """Accept a job that waits for a free training slot: config.yaml and a `waiting` status, no process.
+
+    `start_waiting` starts it later (the app's queue decides when). Returns the run folder.
+    """
+    cfg.validate()
+    run = Path(cfg.out).resolve()
+    if (run / "status.json").exists():
+        raise UserError(f"{run}: the folder already holds a run; pick another --out")
+    run.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run / "config.yaml")
+    writer = StatusWriter(run, state="waiting", pid=None, pid_started=None, reason="waiting for a free training slot",
+                          mergeable=False)
+    writer.data["extra"] = {"search": search, "waiting_since": time.time()}
+    writer.update()
+    return run
+
+
+def start_waiting(run_dir: str | Path) -> Path:
+    """Start a `waiting` job's process (training, or the search it was accepted as)."""
+    run = Path(run_dir).resolve()
+    status = read_status(run)
+    if status.state != "waiting":
+        raise UserError(f"{run}: the job is {status.state}, not waiting; nothing to start")
+    return _spawn(run, resume=False, search=bool(status.extra.get("search")))
 
 
 def resume_job(run_dir: str | Path) -> Path:
@@ -106,6 +133,10 @@ def cancel_job(run_dir: str | Path, timeout: float = 30.0) -> JobStatus:
     """
     run = Path(run_dir)
     status = read_status(run)
+    if status.state == "waiting":
+        StatusWriter(run, **{k: v for k, v in status.to_dict().items() if k not in ("resumable", "run_dir")}).update(
+            state="cancelled", reason="cancelled by the user before it started", ended_at=time.time())
+        return read_status(run)
     if status.state not in ACTIVE:
         return status
     pgid = status.pid

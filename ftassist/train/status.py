@@ -17,7 +17,8 @@ from pathlib import Path
 
 from ftassist.files import write_json_atomic
 
-STATES = ("queued", "running", "completed", "failed", "cancelled", "interrupted")
+# `waiting`: accepted, waiting for a free training slot (the app's queue); no process yet.
+STATES = ("waiting", "queued", "running", "completed", "failed", "cancelled", "interrupted")
 ACTIVE = ("queued", "running")
 # A heartbeat older than this (seconds) means the process is gone or hung.
 STALE_AFTER = 90.0

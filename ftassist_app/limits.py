@@ -1,0 +1,252 @@
+"""What one machine gives its visitors: training slots with a queue, server slots, idle servers stopped.
+
+- One training job and one server per workspace.
+- Training jobs beyond the machine's slots wait in a queue (first come, first served) and are
+  started by `schedule`, which the app runs every few seconds; a visitor sees their position.
+- Servers beyond the machine's slots are refused with a message (a server holds its memory
+  for as long as it runs, so queueing one would hold a visitor's page for minutes).
+- A server nobody used for `server_idle_minutes` is stopped (its requests are counted from
+  vLLM's /metrics, so a client calling it directly keeps it alive too).
+
+Slots come from the hardware: one per GPU, else one on a CPU machine (two training processes
+on a few cores slow each other far more than twice). `--max-jobs` / `--max-servers` override.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ftassist.config import TrainConfig
+from ftassist.errors import UserError
+from ftassist.files import write_json_atomic
+from ftassist.train.status import JobStatus
+from ftassist_app import serve_step
+from ftassist_app.settings import AppSettings
+from ftassist_app.workspace import Workspace
+
+PENDING = ("waiting", "queued", "running")  # a job that holds (or waits for) a training slot
+
+
+@dataclass(frozen=True)
+class Capacity:
+    jobs: int
+    servers: int
+
+
+def capacity(settings: AppSettings) -> Capacity:
+    """Training and server slots of this machine (settings override the hardware's count)."""
+    gpus = 0
+    try:
+        import torch
+
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except ImportError:
+        pass
+    auto = max(1, gpus)
+    return Capacity(settings.max_jobs or auto, settings.max_servers or auto)
+
+
+def all_jobs(settings: AppSettings) -> list[JobStatus]:
+    """Every job of every workspace."""
+    from ftassist.train.jobs import list_jobs
+
+    root = settings.workspaces_dir
+    if not root.is_dir():
+        return []
+    return [st for ws in sorted(root.iterdir()) for st in list_jobs(ws / "jobs")]
+
+
+def pending_job(ws: Workspace) -> JobStatus | None:
+    """This workspace's job that is waiting, starting or running, if any."""
+    from ftassist.train.jobs import list_jobs
+
+    return next((st for st in list_jobs(ws.jobs_dir) if st.state in PENDING), None)
+
+
+def waiting_jobs(settings: AppSettings) -> list[JobStatus]:
+    """The queue, first come first."""
+    waiting = [st for st in all_jobs(settings) if st.state == "waiting"]
+    return sorted(waiting, key=lambda st: (st.extra.get("waiting_since") or 0, st.run_dir))
+
+
+def queue_position(settings: AppSettings, run_dir: str | Path) -> tuple[int, int] | None:
+    """(position, length) of a waiting job in the queue (1 = next), or None when it is not waiting."""
+    queue = [Path(st.run_dir).resolve() for st in waiting_jobs(settings)]
+    run = Path(run_dir).resolve()
+    return (queue.index(run) + 1, len(queue)) if run in queue else None
+
+
+def admit_job(ws: Workspace, cfg: TrainConfig, search: bool = False) -> Path:
+    """Accept the workspace's job: it starts now when a slot is free, else waits in the queue.
+
+    Raises UserError when the workspace already has a job, or the queue is full.
+    """
+    from ftassist.train.jobs import enqueue_job
+
+    if not ws.owns(cfg.out):
+        raise UserError("a run folder outside your workspace cannot be used")
+    mine = pending_job(ws)
+    if mine is not None:
+        raise UserError(f"your job {Path(mine.run_dir).name} is still {mine.state}: one training job per workspace. "
+                        "Cancel it, or wait until it ends")
+    with _schedule_lock(ws.settings):
+        queued = waiting_jobs(ws.settings)
+        if len(queued) >= ws.settings.max_waiting:
+            raise UserError(f"the training queue is full ({len(queued)} jobs are waiting for this machine); try again later")
+        run = enqueue_job(cfg, search=search)
+    schedule(ws.settings)
+    return run
+
+
+def admit_resume(ws: Workspace, run: Path) -> Path:
+    """Resume the workspace's run now, if no other job of theirs is pending and a training slot is free."""
+    from ftassist.train.jobs import resume_job
+
+    if not ws.owns(run):
+        raise UserError("that run is not one of yours")
+    mine = pending_job(ws)
+    if mine is not None and Path(mine.run_dir).resolve() != run.resolve():
+        raise UserError(f"your job {Path(mine.run_dir).name} is still {mine.state}: one training job per workspace")
+    with _schedule_lock(ws.settings):
+        busy = sum(st.state in ("queued", "running") for st in all_jobs(ws.settings))
+        queued = waiting_jobs(ws.settings)
+        if busy >= capacity(ws.settings).jobs or queued:
+            raise UserError(f"every training slot of this machine is busy ({busy} running, {len(queued)} waiting): "
+                            "resume again when the queue is empty")
+        return resume_job(run)
+
+
+def schedule(settings: AppSettings) -> list[Path]:
+    """Start waiting jobs while training slots are free; returns the runs started."""
+    from ftassist.train.jobs import start_waiting
+
+    started = []
+    with _schedule_lock(settings):
+        jobs = all_jobs(settings)
+        busy = sum(st.state in ("queued", "running") for st in jobs)
+        free = capacity(settings).jobs - busy
+        for st in waiting_jobs(settings)[:max(0, free)]:
+            started.append(start_waiting(st.run_dir))
+    return started
+
+
+def waiting_sentence(settings: AppSettings, run_dir: str | Path) -> str | None:
+    """'waiting for a training slot: position 2 of 3 …' for a waiting job, else None."""
+    where = queue_position(settings, run_dir)
+    if where is None:
+        return None
+    slots = capacity(settings).jobs
+    return (f"waiting for a training slot: position {where[0]} of {where[1]} "
+            f"(this machine trains {slots} job{'s' if slots != 1 else ''} at a time; it starts by itself)")
+
+
+class _schedule_lock:
+    """One scheduler at a time, across threads and processes (a file lock under the runs folder)."""
+
+    _thread_lock = threading.Lock()
+
+    def __init__(self, settings: AppSettings):
+        self.path = settings.runs_dir / ".schedule.lock"
+
+    def __enter__(self):
+        self._thread_lock.acquire()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fh = open(self.path, "a")
+        fcntl.flock(self.fh, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        fcntl.flock(self.fh, fcntl.LOCK_UN)
+        self.fh.close()
+        self._thread_lock.release()
+
+
+# --- servers ---------------------------------------------------------------------------------------
+def live_servers(settings: AppSettings) -> list[tuple[Path, serve_step.ServerInfo]]:
+    """(record, info) of every running server of every workspace."""
+    root = settings.workspaces_dir
+    found = []
+    for path in sorted(root.glob(f"*/{serve_step.SERVER_FILE}")) if root.is_dir() else []:
+        info = serve_step.read_server(path)
+        if info is not None:
+            found.append((path, info))
+    return found
+
+
+def admit_server(ws: Workspace) -> None:
+    """Raise UserError when every server slot is taken by other workspaces (the caller's own is replaced)."""
+    others = [p for p, _ in live_servers(ws.settings) if p.resolve() != ws.server_file.resolve()]
+    slots = capacity(ws.settings).servers
+    if len(others) >= slots:
+        idle = ws.settings.server_idle_minutes
+        after = f"; idle servers stop after {idle:g} min" if idle else ""
+        raise UserError(f"every model server slot of this machine ({slots}) is in use by other visitors: "
+                        f"try again in a few minutes{after}")
+
+
+def touch_server(path: str | Path, requests_seen: float | None = None) -> None:
+    """Record that the server was used now (and, when given, the request count it reported)."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    raw["last_used"] = time.time()
+    if requests_seen is not None:
+        raw["requests_seen"] = requests_seen
+    write_json_atomic(path, raw)
+
+
+def served_requests(info: serve_step.ServerInfo) -> float | None:
+    """Requests the server has answered so far, from vLLM's Prometheus /metrics (None when unreadable)."""
+    import requests
+
+    url = info.base_url.rstrip("/")
+    url = url[:-3] if url.endswith("/v1") else url
+    try:
+        text = requests.get(f"{url}/metrics", timeout=3).text
+    except requests.RequestException:
+        return None
+    counts = [float(v) for v in re.findall(r"^vllm:request_success_total\{[^}]*\}\s+([0-9.eE+-]+)", text, re.M)]
+    return sum(counts) if counts else None
+
+
+def stop_idle_servers(settings: AppSettings, now: float | None = None) -> list[Path]:
+    """Stop servers unused for `server_idle_minutes`; returns their records."""
+    if not settings.server_idle_minutes:
+        return []
+    now = time.time() if now is None else now
+    stopped = []
+    for path, info in live_servers(settings):
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        seen = served_requests(info)
+        if seen is not None and seen != raw.get("requests_seen"):
+            touch_server(path, seen)
+            continue
+        last = max(raw.get("last_used") or 0, info.started_at)
+        if now - last > 60 * settings.server_idle_minutes:
+            serve_step.stop_serving(path)
+            stopped.append(path)
+    return stopped
+
+
+def run_housekeeping(settings: AppSettings, every: float = 3.0) -> threading.Thread:
+    """Start the daemon thread that starts queued jobs and stops idle servers every `every` s."""
+    def loop() -> None:
+        while True:
+            try:
+                schedule(settings)
+                stop_idle_servers(settings)
+            except Exception as exc:  # a bad record must not end the loop for everyone
+                print(f"ftassist: housekeeping: {exc}", flush=True)
+            time.sleep(every)
+
+    thread = threading.Thread(target=loop, name="ftassist-housekeeping", daemon=True)
+    thread.start()
+    return thread

@@ -1,0 +1,252 @@
+"""Workspaces and limits, handler level: who a caller is, what they can reach, what the machine admits.
+
+Jobs here are real job folders; "a job running elsewhere" is a status.json whose pid is a live
+`sleep` in its own process group (what the reader checks), so no training runs unless a test
+says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from ftassist.config import DataConfig, TrainConfig
+from ftassist.errors import UserError
+from ftassist.files import write_json_atomic
+from ftassist.train.status import process_started, read_status
+from ftassist_app import conversation, limits, serve_step, train_step
+from ftassist_app.serve_step import ServerInfo
+from ftassist_app.settings import AppSettings
+from ftassist_app.workspace import (NO_WORKSPACE, issue_token, public_text, run_archive, verify_token, workspace_for)
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "support_tickets"
+
+
+@pytest.fixture()
+def app(tmp_path, tiny_model) -> AppSettings:
+    return AppSettings(runs_dir=tmp_path / "runs", model=str(tiny_model), max_jobs=1, max_waiting=2, max_servers=1)
+
+
+@pytest.fixture()
+def sleeper():
+    """Live processes in their own groups, killed afterwards."""
+    procs = []
+
+    def start() -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
+def running_job(ws, proc, name="run-busy") -> Path:
+    """A job folder of `ws` whose status says running under `proc` (alive, heartbeat fresh)."""
+    run = ws.jobs_dir / name
+    run.mkdir(parents=True)
+    write_json_atomic(run / "status.json", {"state": "running", "pid": proc.pid, "pid_started": process_started(proc.pid),
+                                            "heartbeat": time.time(), "step": 1, "total_steps": 9})
+    return run
+
+
+def job_config(ws, data: Path) -> TrainConfig:
+    return TrainConfig(data=str(data), out=str(train_step.new_run_dir(ws.jobs_dir)), model=ws.model, max_steps=1,
+                       max_length=128)
+
+
+def test_tokens_name_workspaces_and_forgeries_are_refused(app, tmp_path):
+    token = issue_token(app)
+    ws = workspace_for(app, token)
+    assert ws.name.startswith("browser-") and ws.root.is_dir() and ws.root.parent == (app.runs_dir / "workspaces").resolve()
+    assert workspace_for(app, token).root == ws.root  # the same token, the same workspace (a reload)
+    ident, sig = token.split(".")
+    for forged in ("", None, ident, f"{ident}.{'0' * 32}", f"{'a' * 24}.{sig}", "../../etc.x", {"token": token}):
+        assert verify_token(app, forged) is None
+        with pytest.raises(UserError, match="no workspace"):
+            workspace_for(app, forged)
+    # another app (another secret) does not accept this app's tokens
+    other = AppSettings(runs_dir=tmp_path / "other", model=app.model)
+    assert verify_token(other, token) is None
+    # the secret survives a restart (same runs folder) and is readable by the app only
+    assert verify_token(AppSettings(runs_dir=app.runs_dir, model=app.model), token) == ident
+    assert (app.runs_dir / ".secret").stat().st_mode & 0o077 == 0
+    assert "log in" in NO_WORKSPACE
+
+
+def test_user_names_map_to_distinct_safe_folders(app):
+    a, b, c = (workspace_for(app, username=u) for u in ("ada", "../ada", "Ada Lovelace"))
+    assert len({a.root, b.root, c.root}) == 3
+    for ws in (a, b, c):
+        assert ws.root.parent == (app.runs_dir / "workspaces").resolve()
+    assert a.name == "user-ada"
+
+
+def test_runs_resolve_only_inside_the_workspace(app, sleeper):
+    a, b = workspace_for(app, username="a"), workspace_for(app, username="b")
+    run = running_job(a, sleeper())
+    assert a.run(run.name) == run and a.run(str(run)) == run
+    for attempt in (run.name, str(run), f"../../user-a/jobs/{run.name}", ""):
+        with pytest.raises(UserError):
+            b.run(attempt)
+    assert a.owns(run) and not b.owns(run) and not b.owns(a.root / ".." / b.name / ".." / a.name)
+    # B's page reattaches to nothing of A's, even handed A's run in its session
+    s = conversation.new_session()
+    s.run_dir, s.data_dir = str(run), str(a.data_dir)
+    s = conversation.reattach(s, b)
+    assert s.run_dir is None and s.data_dir is None
+    assert conversation.poll(s, b) == (s, None, [])
+    assert list(train_step.jobs_table(b.jobs_dir)["run"]) == []
+    assert list(train_step.jobs_table(a.jobs_dir)["run"]) == [run.name]
+
+
+def test_conversation_is_saved_per_workspace(app):
+    a, b = workspace_for(app, username="a"), workspace_for(app, username="b")
+    s = conversation.new_session()
+    s.user("hello from a")
+    s.answers = dataclasses.replace(s.answers, new_facts=False, constraints=frozenset({"private"}))
+    a.save_session(s)
+    back = a.load_session()
+    assert back.messages == s.messages and back.answers == s.answers and back.workspace == a.name
+    assert b.load_session() is None
+    # a file copied from another workspace is not taken as this one's conversation
+    (b.root / "conversation.json").write_text((a.root / "conversation.json").read_text())
+    assert b.load_session() is None
+
+
+def test_paths_are_hidden_from_remote_visitors_only(app):
+    remote = AppSettings(runs_dir=app.runs_dir, model=app.model, on_space=True)
+    ws = workspace_for(remote, username="ada")
+    text = (f"ftassist data build {ws.uploads_dir}/a.csv --out {ws.data_dir} --model {app.model}; "
+            f"see {remote.runs_dir.resolve()}/jobs")
+    shown = public_text(remote, text)
+    assert shown == f"ftassist data build uploads/a.csv --out data --model {Path(app.model).name}; see jobs"
+    assert str(remote.runs_dir.resolve()) not in shown
+    assert public_text(app, text) == text  # on the user's own machine (loopback) the paths are theirs
+    assert AppSettings(runs_dir=app.runs_dir, model=app.model, host="0.0.0.0").remote
+
+
+def test_one_job_per_workspace_a_queue_with_positions_and_a_cap(app, sleeper, small_data):
+    other, a, b, c = (workspace_for(app, username=u) for u in ("other", "a", "b", "c"))
+    busy = sleeper()
+    running_job(other, busy)  # the machine's one slot is taken
+    run_a = train_step.start_training(a, job_config(a, small_data))
+    assert read_status(run_a).state == "waiting"
+    assert limits.queue_position(app, run_a) == (1, 1)
+    run_b = train_step.start_training(b, job_config(b, small_data))
+    assert limits.queue_position(app, run_b) == (2, 2)
+    assert "position 2 of 2" in limits.waiting_sentence(app, run_b)
+    with pytest.raises(UserError, match="one training job per workspace"):
+        train_step.start_training(a, job_config(a, small_data))
+    with pytest.raises(UserError, match="queue is full"):
+        train_step.start_training(c, job_config(c, small_data))
+    with pytest.raises(UserError, match="outside your workspace"):
+        train_step.start_training(c, job_config(a, small_data))
+    # the chat says where the job stands
+    s = conversation.new_session()
+    s.data_dir, s.data_ready = str(small_data), True
+    with pytest.raises(UserError, match="still waiting"):
+        list(conversation.start_job_in_chat(s, a, job_config(a, small_data)))
+    # cancelling a waiting job takes it out of the queue; B moves up
+    train_step.cancel_training(run_a)
+    assert read_status(run_a).state == "cancelled"
+    assert limits.queue_position(app, run_b) == (1, 1)
+    assert limits.schedule(app) == []  # still no free slot
+    # the slot frees: the next scheduler pass starts B's job (then we stop it)
+    busy.kill()
+    busy.wait()
+    assert limits.schedule(app) == [run_b.resolve()]
+    assert read_status(run_b).state in ("queued", "running")
+    assert limits.queue_position(app, run_b) is None
+    from ftassist.train.jobs import cancel_job
+
+    assert cancel_job(run_b).state in ("cancelled", "completed", "failed")
+
+
+def test_resume_waits_for_a_free_slot(app, sleeper, small_data):
+    other, a = workspace_for(app, username="other"), workspace_for(app, username="a")
+    running_job(other, sleeper())
+    stopped = a.jobs_dir / "run-stopped"
+    stopped.mkdir(parents=True)
+    (stopped / "config.yaml").write_text("data: x\n")
+    write_json_atomic(stopped / "status.json", {"state": "interrupted", "pid": None, "step": 2})
+    with pytest.raises(UserError, match="every training slot of this machine is busy"):
+        train_step.resume_training(a, stopped)
+    with pytest.raises(UserError, match="not one of yours"):
+        train_step.resume_training(other, stopped)
+
+
+def fake_server(ws, proc, started_at: float | None = None, run_dir: str | None = None) -> ServerInfo:
+    info = ServerInfo(base_url="http://127.0.0.1:9/v1", api_key="ft-secret", models=["base", "tuned"], pid=proc.pid,
+                      pid_started=process_started(proc.pid), command="ftassist serve", run_dir=run_dir)
+    if started_at is not None:
+        info.started_at = started_at
+    write_json_atomic(ws.server_file, info.__dict__)
+    return info
+
+
+def test_servers_are_per_workspace_and_capped(app, sleeper):
+    a, b = workspace_for(app, username="a"), workspace_for(app, username="b")
+    fake_server(a, sleeper())
+    assert conversation.current_server(conversation.new_session(), a) is not None
+    assert conversation.current_server(conversation.new_session(), b) is None  # B never sees A's server
+    run = b.jobs_dir / "run-done"
+    (run / "adapter").mkdir(parents=True)
+    s = conversation.new_session()
+    s.run_dir, s.stage = str(run), "train"
+    s = list(conversation.start_server_in_chat(s, b))[-1]
+    assert "every model server slot of this machine (1) is in use by other visitors" in s.messages[-1]["content"]
+    assert not any("Starting vLLM" in str(m["content"]) for m in s.messages)
+    limits.admit_server(a)  # A's own server would be replaced, not counted against A
+
+
+def test_idle_servers_stop_and_used_ones_stay(app, sleeper):
+    a, b = workspace_for(app, username="a"), workspace_for(app, username="b")
+    idle_proc, used_proc = sleeper(), sleeper()
+    fake_server(a, idle_proc, started_at=time.time() - 3600)
+    fake_server(b, used_proc, started_at=time.time() - 3600)
+    limits.touch_server(b.server_file)  # B used theirs just now
+    assert json.loads(b.server_file.read_text())["last_used"] > time.time() - 60
+    assert serve_step.read_server(b.server_file) is not None  # the extra fields keep the record readable
+    assert limits.served_requests(serve_step.read_server(a.server_file)) is None  # nothing listens on port 9
+    stopped = limits.stop_idle_servers(app)
+    assert stopped == [a.server_file]
+    assert idle_proc.wait(timeout=30) is not None and not a.server_file.exists()
+    assert used_proc.poll() is None and b.server_file.exists()
+    assert limits.stop_idle_servers(AppSettings(runs_dir=app.runs_dir, model=app.model, server_idle_minutes=0)) == []
+
+
+def test_row_cap_refuses_big_inputs_before_any_work(app, tmp_path):
+    from ftassist.data.build import build_dataset
+
+    out = tmp_path / "data"
+    cfg = DataConfig(inputs=[str(EXAMPLE / "train.jsonl")], out=str(out), model=app.model, max_rows=50)
+    with pytest.raises(UserError, match="400 rows, more than the 50 this build accepts"):
+        build_dataset(cfg)
+    assert not (out / "train.jsonl").exists()
+    with pytest.raises(Exception, match="max-rows"):
+        DataConfig(inputs=["a"], out="b", max_rows=-1).validate()
+
+
+def test_downloads_are_the_workspace_own_runs(app):
+    a, b = workspace_for(app, username="a"), workspace_for(app, username="b")
+    run = a.jobs_dir / "run-done"
+    (run / "adapter").mkdir(parents=True)
+    (run / "adapter" / "adapter_config.json").write_text("{}")
+    (run / "run.json").write_text("{}")
+    write_json_atomic(run / "status.json", {"state": "completed"})
+    path = Path(run_archive(a, run.name))
+    names = zipfile.ZipFile(path).namelist()
+    assert "run-done/adapter/adapter_config.json" in names and "run-done/run.json" in names
+    assert not a.owns(path)  # a copy outside the runs folder: what gradio sends is the handler's output
+    with pytest.raises(UserError, match="not found among your runs"):
+        run_archive(b, run.name)
