@@ -113,7 +113,7 @@ def build_app(settings: AppSettings) -> gr.Blocks:
                         cancel_btn = gr.Button("Cancel training", size="sm", variant="stop")
                         resume_btn = gr.Button("Resume training", size="sm")
             with gr.Tab("Data", id="data"):
-                d_files = gr.File(label="Data files", file_count="multiple", file_types=UPLOAD_TYPES)
+                d_files = gr.File(label="Data files", file_count="multiple", file_types=UPLOAD_TYPES, elem_id="data-files")
                 with gr.Row():
                     d_dups = gr.Checkbox(label="Drop duplicates")
                     d_pii = gr.Checkbox(label="Mask personal data")

@@ -1,4 +1,7 @@
-"""Drive the running app through its API with gradio_client (the app runs as `python app.py`)."""
+"""Drive the running app through its API with gradio_client (the app runs as `python app.py --auth ...`).
+
+Only a few endpoints are public, and each needs a workspace: a login here (an anonymous caller is refused).
+"""
 
 from __future__ import annotations
 
@@ -11,14 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from serving.preflight import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
+LOGIN = ("ada", "s3cret-pass")
 
 @pytest.fixture(scope="module")
 def app_url(tiny_model, tmp_path_factory):
@@ -27,7 +26,7 @@ def app_url(tiny_model, tmp_path_factory):
     runs = tmp_path_factory.mktemp("app") / "runs"
     log = open(runs.parent / "app.log", "wb")
     proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--runs-dir", str(runs),
-                             "--model", str(tiny_model)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                             "--model", str(tiny_model), "--auth", ":".join(LOGIN)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                             env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 120
@@ -48,12 +47,15 @@ def app_url(tiny_model, tmp_path_factory):
     log.close()
 
 
-def test_api_lists_the_stage_endpoints(app_url):
+def test_api_is_small_and_refuses_callers_without_a_workspace(app_url):
     from gradio_client import Client
+    from gradio_client.exceptions import AppError
 
-    api = Client(app_url, verbose=False).view_api(return_format="dict", print_info=False)
-    names = set(api["named_endpoints"])
-    assert {"/submit", "/quick", "/build_data", "/plan", "/jobs", "/compare", "/evaluate", "/serve", "/stop_server"} <= names
+    api = Client(app_url, verbose=False, auth=LOGIN).view_api(return_format="dict", print_info=False)
+    assert set(api["named_endpoints"]) == {"/submit", "/build_data", "/jobs", "/download"}
+    # without the login nothing answers at all; with it, a made-up browser token does not name a workspace either
+    with pytest.raises(Exception):
+        Client(app_url, verbose=False).predict({"text": "yes", "files": []}, "", api_name="/submit")
 
 
 def text_of(message: dict) -> str:
@@ -62,32 +64,33 @@ def text_of(message: dict) -> str:
     return content if isinstance(content, str) else " ".join(p.get("text", "") for p in content)
 
 
-def test_chat_turns_keep_per_client_state(app_url):
+def test_chat_turns_are_kept_in_the_user_workspace(app_url):
     from gradio_client import Client
 
-    client = Client(app_url, verbose=False)
-    out = client.predict({"text": "No, it knows enough", "files": []}, api_name="/submit")
+    client = Client(app_url, verbose=False, auth=LOGIN)
+    out = client.predict({"text": "No, it knows enough", "files": []}, "", api_name="/submit")
     chat = out[0]
     # the welcome, the first question, the user's answer, the second question
     assert [m["role"] for m in chat[-2:]] == ["user", "assistant"]
     assert "fixed output format" in text_of(chat[-1])
-    # /quick sends a quick-reply label (the button's value)
-    chat = client.predict("Yes, a fixed format", api_name="/quick")
+    chat = client.predict({"text": "Yes, a fixed format", "files": []}, "", api_name="/submit")[0]
     assert text_of(chat[-2]) == "Yes, a fixed format"
     assert "style, tone or vocabulary" in text_of(chat[-1])
-    # a second client starts its own conversation
-    other = Client(app_url, verbose=False).predict({"text": "yes", "files": []}, api_name="/submit")
-    assert "fixed output format" in text_of(other[0][-1]) and len(other[0]) == 4
+    # a second client of the same user continues the same conversation (it is the workspace's, kept on disk)
+    again = Client(app_url, verbose=False, auth=LOGIN).predict({"text": "No", "files": []}, "", api_name="/submit")[0]
+    assert [text_of(m) for m in again[:len(chat)]] == [text_of(m) for m in chat]
+    assert text_of(again[-2]) == "No"
 
 
 def test_user_mistakes_come_back_as_messages(app_url):
     from gradio_client import Client
     from gradio_client.exceptions import AppError
 
-    client = Client(app_url, verbose=False)
+    client = Client(app_url, verbose=False, auth=LOGIN)
     with pytest.raises(AppError, match="no files were attached"):
-        client.predict([], False, False, False, False, api_name="/build_data")
-    with pytest.raises(AppError, match="no usable data yet"):
-        client.predict(16, 2e-4, 2, -1, 1024, api_name="/plan")
-    with pytest.raises(AppError, match="No server is running"):
-        client.predict("hello", api_name="/compare")
+        client.predict([], False, False, False, False, "", api_name="/build_data")
+    with pytest.raises(AppError, match="no run selected"):
+        client.predict("", "", api_name="/download")
+    with pytest.raises(AppError, match="not found among your runs"):
+        client.predict("../../other/jobs/run-1", "", api_name="/download")
+    assert client.predict("", api_name="/jobs")[0]["data"] == []

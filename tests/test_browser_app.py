@@ -19,19 +19,14 @@ from pathlib import Path
 
 import pytest
 
+from serving.preflight import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 SHOTS = ROOT / "test-output" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
 EXAMPLE = ROOT / "examples" / "support_tickets"
 
 pytestmark = pytest.mark.browser
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def app(tiny_model, tmp_path_factory):

@@ -5,12 +5,13 @@ vLLM CPU server with the tiny random model (its replies are noise: the tests ass
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+
+from serving.preflight import free_port
 
 from ftassist.cli import main as cli_main
 from ftassist.config import DataConfig
@@ -92,13 +93,6 @@ def test_teacher_config_problems_are_reported_together(tmp_path):
     assert "--pairs-per-passage 0" in text and "--teacher-concurrency must be >= 1" in text
     with pytest.raises(ConfigError, match="--teacher-model, --pairs-per-passage only apply with --teacher-url"):
         DataConfig(inputs=[str(GUIDE)], out="o", teacher_model="m", pairs_per_passage=3).validate()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_unreachable_teacher_fails_before_any_work(tmp_path, capsys):
     url = f"http://127.0.0.1:{free_port()}/v1"
