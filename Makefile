@@ -59,6 +59,8 @@ run: model
 	$(PY) app.py
 
 test: setup browser
+	@echo "==> [test] lint (ruff: pyflakes, syntax, mutable defaults)"
+	$(VENV)/bin/ruff check ftassist ftassist_app serving tests bench app.py
 	@echo "==> [test] running the suite"
 	$(PY) -m pytest -q -p no:cacheprovider --timeout=900 --doctest-modules tests ftassist serving --ignore=ftassist/__main__.py $(PYTEST_ARGS)
 

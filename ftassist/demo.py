@@ -91,7 +91,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
         timings["eval"] = time.perf_counter() - t
     log("\n" + ev.table)
     total = sum(timings.values())
-    log(f"\nstage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()) + f"; total {total:.0f}")
+    log("\nstage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()) + f"; total {total:.0f}")
     paths = {"data": out / "data", "run": out / "run", "merged": merged, "eval": out / "eval"}
     log("written: " + ", ".join(f"{k} -> {v}" for k, v in paths.items()))
     return DemoResult(out=out, table=ev.table, timings=timings, paths=paths)

@@ -49,7 +49,6 @@ def app_url(tiny_model, tmp_path_factory):
 
 def test_api_is_small_and_refuses_callers_without_a_workspace(app_url):
     from gradio_client import Client
-    from gradio_client.exceptions import AppError
 
     api = Client(app_url, verbose=False, auth=LOGIN).view_api(return_format="dict", print_info=False)
     assert set(api["named_endpoints"]) == {"/submit", "/build_data", "/jobs", "/download"}

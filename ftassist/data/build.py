@@ -13,7 +13,6 @@ written by that teacher model (`ftassist.data.teacher`); otherwise by templates.
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path

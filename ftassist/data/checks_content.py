@@ -9,7 +9,7 @@ pii_iban / pii_ssn (warning).
 from __future__ import annotations
 
 import re
-from collections import Counter, defaultdict
+from collections import Counter
 from typing import Any
 
 import numpy as np

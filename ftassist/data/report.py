@@ -58,7 +58,7 @@ def render_markdown(report: dict[str, Any], findings: list[Finding], has_plot: b
              ("usable." if report["exit_code"] == 0 else "errors found; fix them or use the --drop-* flags, then build again."), "",
              f"- rows read: {c['rows_in']}; train: {c['train']}; test: {c['test']}",
              f"- dropped: {', '.join(f'{k} {v}' for k, v in c['dropped'].items()) or 'none'}; personal data masked: {c['masked']}",
-             f"- findings: " + ", ".join(f"{k} {v}" for k, v in report["findings_by_severity"].items()),
+             "- findings: " + ", ".join(f"{k} {v}" for k, v in report["findings_by_severity"].items()),
              f"- schema: {report['schema']['source']}"]
     if "documents" in report:
         lines.append(f"- documents: {describe_documents(report['documents'])}")
@@ -120,12 +120,12 @@ def render_card(report: dict[str, Any], schema: dict | None) -> str:
     total = c["train"] + c["test"]
     size = "n<1K" if total < 1000 else "1K<n<10K" if total < 10_000 else "10K<n<100K" if total < 100_000 else "n>100K"
     formats = sorted({f["format"] for f in report["inputs"]})
-    lines = ["---", "task_categories:", "- text-generation", f"size_categories:", f"- {size}", "configs:", "- config_name: default",
+    lines = ["---", "task_categories:", "- text-generation", "size_categories:", f"- {size}", "configs:", "- config_name: default",
              "  data_files:", "  - split: train", "    path: train.jsonl", "  - split: test", "    path: test.jsonl", "---", "",
              "# Dataset card", "", "Chat examples in OpenAI messages format (`{\"messages\": [{\"role\", \"content\"}, ...]}`), "
              "built by `ftassist data build`.", "", "## Contents", "",
              f"- train: {c['train']} examples; test: {c['test']} examples ({report['split']})",
-             f"- sources: " + ", ".join(f"`{Path(f['path']).name}` ({f['format']}, {f['rows']} rows)" for f in report["inputs"]),
+             "- sources: " + ", ".join(f"`{Path(f['path']).name}` ({f['format']}, {f['rows']} rows)" for f in report["inputs"]),
              f"- input formats: {', '.join(formats)}",
              *([f"- from documents: {describe_documents(report['documents'])}"] if "documents" in report else []),
              f"- dropped while building: {', '.join(f'{k} {v}' for k, v in c['dropped'].items()) or 'none'}",

@@ -25,7 +25,6 @@ on every backend.
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import os
 import platform
@@ -307,7 +306,7 @@ def build_trainer(cfg: TrainConfig, plan: Plan, model_path: str, tokenizer, data
     import torch
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
     from ftassist.train.callbacks import GuardCallback, MetricsCallback, NanInjectionCallback
 
