@@ -118,3 +118,33 @@ def test_search_respects_its_time_budget_and_writes_its_table(tiny_model, small_
     table = (out / "search.md").read_text()
     assert all(name in table for name in ("slow", "fast", "mid")) and "winner" in table
     assert (out / "adapter" / "adapter_model.safetensors").is_file() and (out / "run.json").is_file()
+
+
+def test_the_measuring_copy_answers_like_the_adapter_and_leaves_its_weights_alone(tiny_model, small_data):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ftassist.train.validation import generate_replies, load_validation, measuring_copy, score_model
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model),
+                           LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM"))
+    torch.manual_seed(0)
+    with torch.no_grad():  # a non-zero adapter, so folding it in matters
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    model.train()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    twin = measuring_copy(model)
+    assert twin is not model and not hasattr(twin, "peft_config")  # a merged plain model
+    rows = [json.loads(line) for line in (small_data / "train.jsonl").read_text().splitlines()][:6]
+    prompts = [r["messages"][:-1] for r in rows]
+    model.eval()
+    with torch.no_grad():
+        assert generate_replies(twin.eval(), tok, prompts, 16) == generate_replies(model, tok, prompts, 16)
+    model.train()
+    val = load_validation(small_data / "train.jsonl", None, "test")
+    metrics, scores = score_model(model, tok, val, max_new_tokens=8)
+    assert model.training and len(scores) == len(val.examples) and metrics["loss"] > 0
+    assert all(torch.equal(before[n], p) for n, p in model.named_parameters())

@@ -185,11 +185,37 @@ def _ids(value) -> list[int]:
     return list(value)
 
 
+def measuring_copy(model):
+    """What to measure with: on CPU, a copy of a LoRA model with the adapter folded into the weights
+    (measured on SmolLM2-135M, 32 rows of ~120-token replies: 135 s instead of 195 s to generate),
+    when the machine has the memory for the copy; else the model itself. The trained weights are
+    never touched (no merge/unmerge round trip, whose rounding would drift them)."""
+    import copy
+
+    if not hasattr(model, "merge_and_unload") or next(model.parameters()).device.type != "cpu":
+        return model
+    if any(getattr(p, "quant_state", None) is not None for p in model.parameters()):
+        return model  # 4-bit weights cannot be merged exactly
+    size = sum(p.numel() * p.element_size() for p in model.parameters())
+    try:
+        import psutil
+
+        if psutil.virtual_memory().available < 3 * size:
+            return model
+    except ImportError:
+        return model
+    twin = copy.deepcopy(model)
+    for p in twin.parameters():
+        p.grad = None
+        p.requires_grad_(False)
+    return twin.merge_and_unload()
+
+
 def score_model(model, tokenizer, val: ValidationSet, max_new_tokens: int | None = None) -> tuple[dict, list[dict]]:
     """(metrics, per-row scores) of `model` on `val`: replies greedy, scored like `ftassist eval`.
 
     Metrics: each task metric averaged over the rows (`summarize_scores`) and `loss`. The model is
-    put in eval mode for the measurement and handed back in the mode it came in.
+    measured in eval mode (through `measuring_copy`) and handed back in the mode it came in.
     """
     import torch
 
@@ -200,9 +226,12 @@ def score_model(model, tokenizer, val: ValidationSet, max_new_tokens: int | None
     model.eval()
     try:
         with torch.no_grad():
+            measured = measuring_copy(model)
+            measured.eval()
             budget = max_new_tokens or max_reply_tokens(tokenizer, val.examples)
-            replies = generate_replies(model, tokenizer, [e.prompt for e in val.examples], budget)
-            loss = validation_loss(model, tokenizer, val.examples)
+            replies = generate_replies(measured, tokenizer, [e.prompt for e in val.examples], budget)
+            loss = validation_loss(measured, tokenizer, val.examples)
+            del measured
     finally:
         if was_training:
             model.train()
