@@ -228,7 +228,7 @@ def viewable_copy(path: str | Path) -> str:
     """
     src = Path(path)
     stamp = hashlib.sha256(f"{src.resolve()}:{src.stat().st_mtime_ns}".encode()).hexdigest()[:16]
-    dst = Path(tempfile.gettempdir()) / "ftassist-images" / f"{stamp}{src.suffix}"
+    dst = Path(tempfile.gettempdir()) / "ftassist-images" / stamp / src.name
     if not dst.exists():
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, dst)

@@ -168,7 +168,9 @@ def test_whole_conversation_in_a_browser(app, page, tmp_path):
     page.get_by_role("tab", name="Serve").click()
     page.get_by_role("button", name="Start server").click()  # the run's live server is reused, not doubled
     page.get_by_text("Server ready").filter(visible=True).first.wait_for(timeout=60_000)
-    assert find_server(runs) == found, "the Serve tab started a second server for the same run"
+    again = find_server(runs)
+    assert again is not None and (again[0], again[1].pid, again[1].api_key) == (found[0], server.pid, server.api_key), \
+        "the Serve tab started a second server for the same run"
     page.get_by_role("tab", name="Compare").click()
     page.get_by_role("button", name="Ask both").click()
     page.get_by_text("total").filter(visible=True).first.wait_for(timeout=180_000)
