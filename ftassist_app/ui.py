@@ -399,7 +399,9 @@ def build_app(settings: AppSettings) -> gr.Blocks:
             for s in conversation.start_server_in_chat(s, ws):
                 pass
             info = conversation.current_server(s, ws)
-            return [*render(s, ws), ws.public(serve_step.describe_server(info)) if info else "The server did not start."]
+            said = s.messages[-1]["content"] if s.messages and isinstance(s.messages[-1]["content"], str) else ""
+            shown = serve_step.describe_server(info) if info else (said or "The server did not start.")
+            return [*render(s, ws), ws.public(shown)]
 
         @guard
         def on_stop(tok: str | None, request: gr.Request, profile: gr.OAuthProfile | None = None):

@@ -3,8 +3,10 @@
 Visitor A builds data and starts a long training job; visitor B (another browser context, so
 another localStorage) must not see A's job, data or files in any tab, gets its own job queued
 behind A's (one training slot) with its position shown, and a second job refused with a message.
-An anonymous client gets 403/404 for A's files by every path it could learn and is refused by
-the API. A reload, and then an app restart, bring A's own conversation and job back.
+A's server (a live process recorded like vLLM's) is A's only: B's Serve and Compare tabs do not
+reach it and B's start is refused (the machine's one server slot). B's browser and an anonymous
+client get 403/404 for A's files by every path they could learn; the API refuses the stranger;
+an upload over the size cap gets 413. A reload, and then an app restart, bring A's own conversation and job back.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from serving.preflight import free_port
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 EXAMPLE = ROOT / "examples" / "support_tickets"
+A_KEY = "ft-visitor-a-secret-key"
 
 pytestmark = pytest.mark.browser
 
@@ -30,7 +33,7 @@ def start_app(port: int, runs: Path, model: Path, log_path: Path) -> subprocess.
     """`python app.py` as on a Space (SPACE_ID set: paths hidden from visitors), bound to loopback for the test."""
     log = open(log_path, "ab")
     proc = subprocess.Popen([sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(port), "--runs-dir", str(runs),
-                             "--model", str(model), "--max-jobs", "1", "--max-waiting", "4"], cwd=ROOT, stdout=log,
+                             "--model", str(model), "--max-jobs", "1", "--max-waiting", "4", "--max-file-size", "200kb"], cwd=ROOT, stdout=log,
                             stderr=subprocess.STDOUT,
                             env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "SPACE_ID": "someone/ftassist"})
     log.close()
@@ -78,7 +81,10 @@ def test_two_visitors_and_a_stranger(tiny_model, tmp_path):
     from gradio_client import Client
     from playwright.sync_api import sync_playwright
 
+    from ftassist.files import write_json_atomic
     from ftassist.train.jobs import cancel_job, list_jobs
+    from ftassist.train.status import process_started
+    from ftassist_app.serve_step import ServerInfo
 
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium")
@@ -96,6 +102,7 @@ def test_two_visitors_and_a_stranger(tiny_model, tmp_path):
         return {ws.name: list_jobs(ws / "jobs") for ws in root.iterdir() if ws.is_dir()} if root.is_dir() else {}
 
     proc = start_app(port, runs, tiny_model, log_path)
+    sleeper = None
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
@@ -116,6 +123,15 @@ def test_two_visitors_and_a_stranger(tiny_model, tmp_path):
             run_a = Path(jobs_a[0].run_dir)
             assert str(runs.resolve()) not in a.locator("#chat").inner_text()
 
+            # A's server (a live process recorded like vLLM's; the one server slot of this machine)
+            sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(900)"], start_new_session=True)
+            write_json_atomic(runs / "workspaces" / ws_a / "server.json", ServerInfo(
+                base_url="http://127.0.0.1:9/v1", api_key=A_KEY, models=["base", "tuned"], pid=sleeper.pid,
+                pid_started=process_started(sleeper.pid), command="ftassist serve", run_dir=str(run_a)).__dict__)
+            a.get_by_role("tab", name="Serve").click()
+            a.get_by_role("button", name="Start server").click()  # reuses A's own record
+            a.get_by_text(A_KEY).filter(visible=True).first.wait_for(timeout=30_000)
+
             # --- B: sees nothing of A's, in any tab -------------------------------------------
             b.goto(url)
             chat_has(b, "facts it does not know")
@@ -133,6 +149,13 @@ def test_two_visitors_and_a_stranger(tiny_model, tmp_path):
                 b.get_by_role("tab", name=tab).click()
             b.get_by_role("button", name="Stop server").click()
             b.get_by_text("No server is running.").filter(visible=True).first.wait_for(timeout=30_000)
+            b.get_by_role("button", name="Start server").click()  # the one slot is A's: refused, A's key unseen
+            b.get_by_text("in use by other visitors").filter(visible=True).first.wait_for(timeout=30_000)
+            b.get_by_role("tab", name="Compare").click()
+            b.get_by_role("button", name="Ask both").click()
+            b.get_by_text("No server is running").filter(visible=True).first.wait_for(timeout=30_000)
+            assert A_KEY not in b.locator("body").inner_text() and A_KEY not in b.content()
+            assert sleeper.poll() is None, "B's clicks stopped A's server"
             b.get_by_role("tab", name="Assistant").click()
             assert "Welcome back" not in b.locator("#chat").inner_text()
             assert run_a.name not in b.locator("#chat").inner_text() + b.locator("#jobs").inner_text()
@@ -159,6 +182,14 @@ def test_two_visitors_and_a_stranger(tiny_model, tmp_path):
                 for path in (str(target.resolve()), os.path.relpath(target, ROOT), f"../{target.name}"):
                     r = requests.get(f"{url}gradio_api/file={path}", timeout=30)
                     assert r.status_code in (403, 404), (path, r.status_code)
+                    r = b.request.get(f"{url}gradio_api/file={path}")  # B's own browser session
+                    assert r.status in (403, 404), (path, r.status)
+            big = tmp_path / "big.jsonl"
+            big.write_text("\n".join(lines * 40) + "\n", encoding="utf-8")
+            assert big.stat().st_size > 200_000
+            with big.open("rb") as fh:
+                r = requests.post(f"{url}gradio_api/upload", files={"files": fh}, timeout=60)
+            assert r.status_code == 413, (r.status_code, r.text[:300])
             stranger = Client(url, verbose=False)
             with pytest.raises(Exception, match="no workspace"):
                 stranger.predict("", api_name="/jobs")
@@ -186,6 +217,9 @@ def test_two_visitors_and_a_stranger(tiny_model, tmp_path):
             assert run_a.name not in b.locator("#jobs").inner_text()
             browser.close()
     finally:
+        if sleeper is not None:
+            sleeper.kill()
+            sleeper.wait()
         for statuses in workspace_jobs().values():
             for st in statuses:
                 cancel_job(st.run_dir)
