@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from serving.preflight import free_port
+from tests.processes import stop
 
 ROOT = Path(__file__).resolve().parent.parent
 SHOTS = ROOT / "test-output" / "screenshots"
@@ -53,12 +54,7 @@ def app(tiny_model, tmp_path_factory):
 
     while (found := find_server(runs)) is not None:
         stop_serving(found[0])
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=30)
+    stop(proc)
     log.close()
 
 

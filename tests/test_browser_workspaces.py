@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from serving.preflight import free_port
+from tests.processes import stop
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -47,15 +48,6 @@ def start_app(port: int, runs: Path, model: Path, log_path: Path) -> subprocess.
             time.sleep(0.5)
     proc.kill()
     raise AssertionError(f"the app did not start in 180 s: {log_path.read_text()[-2000:]}")
-
-
-def stop_app(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=30)
 
 
 def chat_has(page, text: str, timeout: float = 60_000) -> None:
@@ -203,7 +195,7 @@ def test_two_visitors_and_a_stranger(tiny_model, tmp_path):
             chat_has(a, "Training started as job")
             a.get_by_role("tab", name="Train").click()
             a.locator("#jobs").get_by_text(run_a.name).filter(visible=True).first.wait_for(timeout=30_000)
-            stop_app(proc)
+            stop(proc)
             proc = start_app(port, runs, tiny_model, log_path)
             a.reload()
             chat_has(a, "Training started as job", timeout=120_000)
@@ -223,4 +215,4 @@ def test_two_visitors_and_a_stranger(tiny_model, tmp_path):
         for statuses in workspace_jobs().values():
             for st in statuses:
                 cancel_job(st.run_dir)
-        stop_app(proc)
+        stop(proc)

@@ -44,6 +44,7 @@ import pytest
 from packaging.utils import canonicalize_name
 
 from serving.preflight import free_port
+from tests.processes import stop
 from tests.test_space_requirements import front_matter, read_requirements
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -203,12 +204,7 @@ def test_cpu_space_starts_and_builds_data(space_copy, space_venv, tiny_model, st
         except Exception as exc:  # a Playwright timeout says nothing about why: add the app's log
             raise AssertionError(f"{exc}\nscreenshot: {tmp_path / 'data-tab.png'}\napp log:\n{tail(log)}") from exc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=30)
+        stop(proc)
 
     rows = re.search(r"Data checked:\s*(\d+) train / (\d+) test", text)
     assert rows and int(rows[1]) + int(rows[2]) == UPLOAD_ROWS, text
