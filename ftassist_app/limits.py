@@ -41,14 +41,9 @@ class Capacity:
 
 def capacity(settings: AppSettings) -> Capacity:
     """Training and server slots of this machine (settings override the hardware's count)."""
-    gpus = 0
-    try:
-        import torch
+    import torch
 
-        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    except ImportError:
-        pass
-    auto = max(1, gpus)
+    auto = max(1, torch.cuda.device_count() if torch.cuda.is_available() else 0)
     return Capacity(settings.max_jobs or auto, settings.max_servers or auto)
 
 
@@ -67,6 +62,11 @@ def pending_job(ws: Workspace) -> JobStatus | None:
     from ftassist.train.jobs import list_jobs
 
     return next((st for st in list_jobs(ws.jobs_dir) if st.state in PENDING), None)
+
+
+def busy_slots(settings: AppSettings) -> int:
+    """Training slots in use: jobs starting or running, all workspaces."""
+    return sum(st.state in ("queued", "running") for st in all_jobs(settings))
 
 
 def waiting_jobs(settings: AppSettings) -> list[JobStatus]:
@@ -114,7 +114,7 @@ def admit_resume(ws: Workspace, run: Path) -> Path:
     if mine is not None and Path(mine.run_dir).resolve() != run.resolve():
         raise UserError(f"your job {Path(mine.run_dir).name} is still {mine.state}: one training job per workspace")
     with _schedule_lock(ws.settings):
-        busy = sum(st.state in ("queued", "running") for st in all_jobs(ws.settings))
+        busy = busy_slots(ws.settings)
         queued = waiting_jobs(ws.settings)
         if busy >= capacity(ws.settings).jobs or queued:
             raise UserError(f"every training slot of this machine is busy ({busy} running, {len(queued)} waiting): "
@@ -128,9 +128,7 @@ def schedule(settings: AppSettings) -> list[Path]:
 
     started = []
     with _schedule_lock(settings):
-        jobs = all_jobs(settings)
-        busy = sum(st.state in ("queued", "running") for st in jobs)
-        free = capacity(settings).jobs - busy
+        free = capacity(settings).jobs - busy_slots(settings)
         for st in waiting_jobs(settings)[:max(0, free)]:
             started.append(start_waiting(st.run_dir))
     return started

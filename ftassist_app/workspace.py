@@ -14,6 +14,7 @@ Who is who:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import hmac
@@ -162,10 +163,8 @@ def _safe(username: str) -> str:
 def app_secret(settings: AppSettings) -> bytes:
     """The app's signing secret, made once and kept in `<runs>/.secret` (mode 600; never served)."""
     path = settings.runs_dir / SECRET_FILE
-    try:
+    with contextlib.suppress(OSError, ValueError):  # none yet (or unreadable): make one
         return bytes.fromhex(path.read_text(encoding="ascii").strip())
-    except (OSError, ValueError):
-        pass
     settings.runs_dir.mkdir(parents=True, exist_ok=True)
     value = secrets.token_hex(32)
     fd, tmp = tempfile.mkstemp(dir=settings.runs_dir, prefix=".secret-")
@@ -173,9 +172,8 @@ def app_secret(settings: AppSettings) -> bytes:
         fh.write(value)
     os.chmod(tmp, 0o600)
     try:
-        os.link(tmp, path)  # first writer wins when two processes start at once
-    except FileExistsError:
-        pass
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)  # first writer wins when two processes start at once
     finally:
         os.unlink(tmp)
     return bytes.fromhex(path.read_text(encoding="ascii").strip())
