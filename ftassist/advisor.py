@@ -65,6 +65,7 @@ class Answers:
     examples: int | None = None
     constraints: frozenset[str] = field(default_factory=frozenset)
     constraints_answered: bool = False
+    examples_said: str = ""  # how the user put the number ("200-1000", "about 240"); "" when exact
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,7 @@ def apply_answer(answers: Answers, question: Question, reply: str) -> Answers:
         return dataclasses.replace(answers, **{question.field: value})
     if question.field == "examples":
         if text in _EXAMPLE_CHOICES:
-            return dataclasses.replace(answers, examples=_EXAMPLE_CHOICES[text])
+            return dataclasses.replace(answers, examples=_EXAMPLE_CHOICES[text], examples_said=text.lower())
         numbers = re.findall(r"\d[\d,_]*", text)
         if numbers:
             return dataclasses.replace(answers, examples=int(re.sub(r"[,_]", "", numbers[0])))
@@ -185,10 +186,12 @@ def recommend(answers: Answers) -> Recommendation:
         steps.append("Write a clear system prompt with two or three examples.")
 
     if approach in ("fine-tuning", "both") and n is not None:
+        said = answers.examples_said or f"{n:,}"
         if n < FEW_EXAMPLES:
-            reasons.append(f"About {n} examples is few for fine-tuning: expect a modest gain; aim for {ENOUGH_EXAMPLES}+.")
+            reasons.append(f"{said[0].upper() + said[1:]} examples is few for fine-tuning: expect a modest gain; "
+                           f"aim for {ENOUGH_EXAMPLES}+.")
         elif n >= ENOUGH_EXAMPLES:
-            reasons.append(f"{n} examples is enough for a LoRA adapter to learn the pattern.")
+            reasons.append(f"{said[0].upper() + said[1:]} examples is enough for a LoRA adapter to learn the pattern.")
     if "latency" in answers.constraints or "cost" in answers.constraints:
         reasons.append("Latency/cost: a small fine-tuned model needs short prompts (no long instructions or "
                        "few-shot examples), which is cheaper and faster per request than prompting a large model.")
@@ -197,3 +200,59 @@ def recommend(answers: Answers) -> Recommendation:
 
     return Recommendation(approach=approach, headline=headline, reasons=tuple(reasons), next_steps=tuple(steps),
                           fine_tuning_fits=approach in ("fine-tuning", "both"))
+
+
+# When prompting alone already gets this right on the user's rows, training is optional.
+PROMPTING_ENOUGH = {"schema_valid": 0.99, "field_accuracy": 0.90, "exact": 0.60}
+
+
+def advise_from_evidence(evidence, answers: Answers) -> Recommendation:
+    """The recommendation once the base model was measured on the user's own rows (`ftassist.evidence.Evidence`).
+
+    It cites the figures. Prompting (with structured outputs where a schema exists) is recommended
+    when it already meets every `PROMPTING_ENOUGH` rate; otherwise fine-tuning, saying whether
+    the format, the content or both are what prompting misses. New facts still point to RAG.
+    """
+    from ftassist.evidence import PROMPTING, STRUCTURED
+
+    plain, best = evidence.arm(PROMPTING), evidence.arm(STRUCTURED) or evidence.arm(PROMPTING)
+    measured = [f"Measured on {evidence.rows} of your test rows with the base model ({evidence.shots} examples in the "
+                "prompt), scored like the eval:"] + [f"{a.sentence()}." for a in evidence.arms]
+    enough = all(getattr(best, k) >= v for k, v in PROMPTING_ENOUGH.items())
+    reasons = [" ".join(measured)]
+    steps: list[str] = []
+    if enough:
+        approach, headline = "prompting", f"{best.name} is enough here"
+        reasons.append(f"That already meets the bar ({_bar()}): fine-tuning would mostly buy shorter prompts and "
+                       "lower latency, not better answers.")
+        steps += ["Use the instruction and examples above with the base model" +
+                  (", with `response_format` json_schema." if best.name == STRUCTURED else "."),
+                  "Fine-tune anyway if the long prompt costs too much per request; the eval will show the difference."]
+    else:
+        approach, headline = "fine-tuning", "fine-tuning (LoRA)"
+        format_ok = best.schema_valid >= PROMPTING_ENOUGH["schema_valid"]
+        if format_ok:
+            reasons.append(f"The shape can be forced ({100 * best.schema_valid:.0f}% schema-valid with {best.name}), "
+                           f"but only {100 * best.field_accuracy:.0f}% of the fields are right: fine-tuning is needed "
+                           "for the content.")
+        elif plain is not None and plain.schema_valid < PROMPTING_ENOUGH["schema_valid"]:
+            reasons.append(f"Prompting gets the format right {100 * plain.schema_valid:.0f}% of the time and "
+                           f"{100 * best.field_accuracy:.0f}% of the fields: fine-tuning is needed for both the "
+                           "format and the content.")
+        weakest = min(best.per_field.items(), key=lambda kv: kv[1], default=None)
+        if weakest is not None:
+            reasons.append(f"The weakest field without training: `{weakest[0]}` ({100 * weakest[1]:.0f}% right).")
+        steps += ["Train a LoRA adapter on your training split; it is judged on the fields, not the loss.",
+                  "Then compare base, tuned and tuned + structured outputs in the eval."]
+    if answers.new_facts:
+        reasons.append("You also said it needs facts it does not have: put those in the prompt by retrieval (RAG).")
+        approach, headline = ("both", "RAG + fine-tuning") if approach == "fine-tuning" else ("rag", "RAG + prompting")
+    if evidence.rows < 30:
+        reasons.append(f"{evidence.rows} rows is a small sample (one row moves a rate by {100 / evidence.rows:.0f} "
+                       "points); the eval after training uses the whole test split.")
+    return Recommendation(approach=approach, headline=headline, reasons=tuple(reasons), next_steps=tuple(steps),
+                          fine_tuning_fits=approach in ("fine-tuning", "both"))
+
+
+def _bar() -> str:
+    return ", ".join(f"{k.replace('_', ' ')} >= {100 * v:.0f}%" for k, v in PROMPTING_ENOUGH.items())

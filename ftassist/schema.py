@@ -15,7 +15,8 @@ order object, array, string, number, boolean, null), object properties with the 
 every value as `required`, `additionalProperties: false`, array item schemas, and an `enum` for a
 string field only when few distinct values each recur often (at most `ENUM_MAX` values, each seen
 at least `ENUM_MIN_SEEN` times). The values may miss a valid value of such a field: pass
-`--schema` when that matters.
+`--schema` when that matters. `ftassist data build` infers the schema of the majority of the
+replies (`tolerance` MAJORITY_TOLERANCE) and reports the rows that disagree with it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import jsonschema
 from ftassist.errors import UserError
 
 ENUM_MAX = 10
+MAJORITY_TOLERANCE = 0.1  # a type, key or enum value in at most 10% of the replies counts as the minority
 ENUM_MIN_SEEN = 3
 _ORDER = ("object", "array", "string", "number", "boolean", "null")
 
@@ -73,22 +75,38 @@ def _json_type(value: Any) -> str:
     return "object"
 
 
-def infer_schema(values: list[Any]) -> dict:
-    """A JSON Schema that every value in `values` satisfies ({} for no values; see the module notes)."""
+def infer_schema(values: list[Any], tolerance: float = 0.0) -> dict:
+    """A JSON Schema of `values` ({} for no values; see the module notes).
+
+    With `tolerance` 0 every value satisfies it. With `tolerance` t > 0 it is the schema of the
+    majority: a type, a key or an enum value seen in at most a share t of the values is left out
+    (a key missing from at most that share is still required), so the rows that disagree with the
+    rest fail it and can be reported.
+
+    >>> infer_schema([1, 2, 3, 4, 5, 6, 7, 8, 9, "4"], tolerance=0.1)
+    {'type': 'number'}
+    """
     if not values:
         return {}
-    types = sorted({_json_type(v) for v in values}, key=_ORDER.index)
+    n = len(values)
+    seen = Counter(_json_type(v) for v in values)
+    common = seen.most_common(1)[0][0]
+    types = sorted((t for t, c in seen.items() if c > tolerance * n or t == common), key=_ORDER.index)
     schema: dict[str, Any] = {"type": types[0] if len(types) == 1 else types}
     objects = [v for v in values if isinstance(v, dict)]
-    if objects:
-        keys = list(dict.fromkeys(k for obj in objects for k in obj))
-        schema["properties"] = {k: infer_schema([obj[k] for obj in objects if k in obj]) for k in keys}
-        schema["required"] = [k for k in keys if all(k in obj for obj in objects)]
+    if objects and "object" in types:
+        counts = Counter(k for obj in objects for k in obj)
+        keys = [k for k in dict.fromkeys(k for obj in objects for k in obj) if counts[k] > tolerance * len(objects)]
+        schema["properties"] = {k: infer_schema([obj[k] for obj in objects if k in obj], tolerance) for k in keys}
+        schema["required"] = [k for k in keys if counts[k] >= (1 - tolerance) * len(objects)]
         schema["additionalProperties"] = False
     items = [x for v in values if isinstance(v, list) for x in v]
-    if items:
-        schema["items"] = infer_schema(items)
+    if items and "array" in types:
+        schema["items"] = infer_schema(items, tolerance)
     strings = Counter(v for v in values if isinstance(v, str))
-    if strings and types == ["string"] and len(strings) <= ENUM_MAX and min(strings.values()) >= ENUM_MIN_SEEN:
-        schema["enum"] = sorted(strings)
+    if strings and types == ["string"]:
+        frequent = {v: c for v, c in strings.items() if c >= ENUM_MIN_SEEN}
+        rare = sum(strings.values()) - sum(frequent.values())
+        if frequent and len(frequent) <= ENUM_MAX and rare <= tolerance * sum(strings.values()):
+            schema["enum"] = sorted(frequent)
     return schema

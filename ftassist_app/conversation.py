@@ -12,8 +12,9 @@ import dataclasses
 from pathlib import Path
 from typing import Iterator
 
-from ftassist.advisor import Answers, apply_answer, next_question, recommend
+from ftassist.advisor import Answers, advise_from_evidence, apply_answer, next_question, recommend
 from ftassist.errors import UserError
+from ftassist.intake import read_task
 from ftassist_app import compare_step, data_step, limits, serve_step, train_step
 from ftassist_app.session import Session
 from ftassist_app.workspace import Workspace
@@ -32,8 +33,11 @@ EVAL = "Run the JSON eval"
 STOP_SERVER = "Stop the server"
 QUICK_STEPS = 10
 
-WELCOME = ("Hi! I help you decide whether fine-tuning is the right tool, check your data, train a LoRA adapter, "
-           "compare it with the base model and serve it. A few questions first.")
+WELCOME = ("Hi! Tell me in your own words what the model should do — for example *\"turn customer reviews into "
+           "JSON with sentiment, rating and issues; I have about 240 labelled examples\"* — or drop your data files "
+           "here. I help you decide whether fine-tuning is the right tool (measured on your own rows), check your "
+           "data, train a LoRA adapter, compare it with the base model and serve it.")
+EXAMPLE_PHRASE = 'e.g. "extract the order id, amount and priority from support emails as JSON; we have 400 examples"'
 
 
 def new_session() -> Session:
@@ -74,6 +78,8 @@ def respond(s: Session, ws: Workspace, text: str = "", files: list[str] | None =
         yield fresh
         return
     if files:
+        if text:
+            _take_in(s, text)
         yield from _data(s, ws, data_step.stash_uploads(files, ws.uploads_dir))
         return
     if s.stage == "decide" or (s.stage == "data" and next_question(s.answers) is not None):
@@ -92,14 +98,31 @@ def _decide(s: Session, text: str) -> Iterator[Session]:
         _ask_next(s)
         yield s
         return
-    try:
+    if text in q.choices:  # a quick reply
         s.answers = apply_answer(s.answers, q, text)
-    except ValueError as exc:
-        s.say(str(exc))
-        yield s
-        return
+    elif not _take_in(s, text, q):
+        try:
+            s.answers = apply_answer(s.answers, q, text)
+        except ValueError as exc:
+            s.say(f"{exc}. Or describe the task in your own words, {EXAMPLE_PHRASE}.")
+            s.quick = list(q.choices)
+            yield s
+            return
     _ask_next(s)
     yield s
+
+
+def _take_in(s: Session, text: str, q=None) -> bool:
+    """Read a free-text message into the answers and say what was understood; True when it answered `q`
+    (or, without `q`, when anything was understood)."""
+    reading = read_task(text, s.answers)
+    if not reading.understood:
+        return False
+    s.answers = reading.answers
+    if reading.fields:
+        s.task_fields = list(reading.fields)
+    s.say("**What I understood**\n" + "\n".join(f"- {u}" for u in reading.understood))
+    return q is None or reading.found(q.field)
 
 
 def _data_reply(s: Session, ws: Workspace, text: str) -> Iterator[Session]:
@@ -130,19 +153,45 @@ def _data(s: Session, ws: Workspace, inputs: list[str]) -> Iterator[Session]:
     result = data_step.build_data(cfg)
     s.data_dir = str(result.out)
     s.data_ready = result.exit_code == 0 and result.train_rows > 0
+    s.evidence = None
     s.say(data_step.describe_data(result, cfg))
     chart = data_step.lengths_chart(result)
     if chart:
         s.show_image(chart)
+    report = data_step.report_file(result)
+    if report:
+        s.show_file(report)
     fixes = data_step.offered_fixes(result.findings, s.data_fixes)
     s.fix_options = {f.label: f.switch for f in fixes}
-    if s.data_ready:
-        s.say("The data is usable." + (" You can apply a fix first, or go on." if fixes else ""))
-        s.quick = [f.label for f in fixes] + [CONTINUE_TRAIN]
-    else:
+    if not s.data_ready:
         s.say("The data has errors that block training: apply a fix below, or upload corrected files.")
         s.quick = [f.label for f in fixes]
+        yield s
+        return
+    s.say(data_step.preview(result.out) + "\n\n" + _count_sentence(s, result.train_rows + result.test_rows))
+    s.answers = dataclasses.replace(s.answers, examples=result.train_rows + result.test_rows, examples_said="")
     yield s
+    if ws.settings.evidence_rows and data_step.is_json_data(result.out):
+        s.say(f"Before any training: measuring what the base model gets on {ws.settings.evidence_rows} of your test "
+              "rows with a good prompt and examples, with and without structured outputs…")
+        yield s
+        evidence = data_step.measure_evidence(result.out, ws.model, ws.settings.evidence_rows)
+        s.evidence = evidence.to_dict()
+        rec = advise_from_evidence(evidence, s.answers)
+        s.say(rec.to_markdown())
+    s.say("The data is usable." + (" You can apply a fix first, or go on." if fixes else ""))
+    s.quick = [f.label for f in fixes] + [CONTINUE_TRAIN]
+    yield s
+
+
+def _count_sentence(s: Session, rows: int) -> str:
+    """How many examples the files hold, against what the user said."""
+    said = s.answers.examples
+    if said is None:
+        return f"Your files hold {rows} examples."
+    if abs(said - rows) <= max(5, 0.05 * rows):
+        return f"Your files hold {rows} examples, as you said."
+    return f"Your files hold **{rows}** examples (you said {s.answers.examples_said or said}); I go by the files."
 
 
 def _propose_training(s: Session, ws: Workspace) -> Iterator[Session]:

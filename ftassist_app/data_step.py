@@ -7,6 +7,7 @@ the DataConfig switches that fix them, labelled with counts ("Drop 12 duplicates
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections import Counter
 from dataclasses import dataclass
@@ -78,31 +79,94 @@ def offered_fixes(findings: list[Any], applied: dict[str, bool]) -> list[Fix]:
     return fixes
 
 
-def describe_data(result: Any, cfg: DataConfig, examples_per_check: int = 2) -> str:
-    """Markdown for the chat: summary, findings counted by check with examples, and the CLI command."""
+def describe_data(result: Any, cfg: DataConfig, max_findings: int = 12) -> str:
+    """Markdown for the chat: summary, how each file was read, the schema, the findings as a table
+    (file, line, check, what is wrong and the fix) and the CLI command."""
     findings = list(result.findings)
     lines = [f"**Data checked:** {result.train_rows} train / {result.test_rows} test examples."]
     if getattr(result, "summary", ""):
         lines += ["", "```text", str(result.summary).strip(), "```"]
+    for f in getattr(result, "files", []):
+        lines.append(f"- `{Path(f.path).name}`: {f.format} — {f.reason}")
+    schema = (getattr(result, "report", {}) or {}).get("schema") or {}
+    if schema.get("schema"):
+        minority = sum(f.check == "schema_minority" for f in findings)
+        note = f"; {minority} row(s) disagree with it (below)" if minority else ""
+        lines += ["", f"**Schema** ({schema.get('source', '')}{note}); edit it in the **Data** tab if it is wrong:",
+                  "```json", json.dumps(schema["schema"], indent=1, ensure_ascii=False)[:3000], "```"]
     if findings:
         by_sev = Counter(f.severity for f in findings)
         lines += ["", "**Findings:** " + ", ".join(f"{n} {sev}" for sev, n in sorted(by_sev.items())), ""]
-        lines += ["| check | severity | count | example |", "|---|---|---|---|"]
-        for check, n in sorted(Counter(f.check for f in findings).items()):
-            shown = [f for f in findings if f.check == check][:examples_per_check]
-            sev = shown[0].severity
-            ex = "; ".join(_one_line(f) for f in shown)
-            lines.append(f"| `{check}` | {sev} | {n} | {ex} |")
+        lines += findings_table(findings, max_findings)
+        if len(findings) > max_findings:
+            lines.append(f"\n… and {len(findings) - max_findings} more in the report (download it below).")
     else:
         lines += ["", "No problems found."]
     lines += ["", "Same thing from the command line:", "```bash", cli_command("data build", cfg), "```"]
     return "\n".join(lines)
 
 
-def _one_line(f: Any) -> str:
-    where = f"row {f.row}" if f.row is not None else "data set"
-    text = f"{where}: {f.message}"
-    return text.replace("|", "\\|").replace("\n", " ")[:200]
+def findings_table(findings: list[Any], limit: int = 12) -> list[str]:
+    """Markdown rows: file, line, check, severity, what is wrong (and the fix), the row's text; errors first."""
+    order = {"error": 0, "warning": 1, "info": 2}
+    shown = sorted(findings, key=lambda f: order.get(f.severity, 3))[:limit]
+    out = ["| file | line | check | severity | what is wrong | the row |", "|---|---|---|---|---|---|"]
+    for f in shown:
+        file, line = where(f)
+        out.append(f"| {_cell(file)} | {line} | `{f.check}` | {f.severity} | {_cell(f.message)} | {_cell(f.example)} |")
+    return out
+
+
+def where(f: Any) -> tuple[str, str]:
+    """(file name, line) of a finding: its source "path:line" as the user knows the file; ("all", "-") for the whole set."""
+    src = getattr(f, "source", None)
+    if not src:
+        return "all", "-"
+    path, _, line = str(src).rpartition(":")
+    if not path:
+        return Path(src).name, "-"
+    return Path(path).name, line.replace("row ", "")
+
+
+def _cell(text: Any) -> str:
+    return str(text or "").replace("|", "\\|").replace("\n", " ")[:200]
+
+
+def preview(data_dir: str | Path, n: int = 2) -> str:
+    """The first `n` training examples as the model will see them: each message with its role."""
+    from ftassist.files import read_jsonl
+
+    path = Path(data_dir) / "train.jsonl"
+    if not path.is_file():
+        return ""
+    parts = [f"**Preview: the first {min(n, len(rows := read_jsonl(path)))} training examples, as chat messages**"]
+    for i, row in enumerate(rows[:n], 1):
+        parts.append(f"\n*Example {i}*")
+        for m in row["messages"]:
+            text = str(m.get("content", "")).strip().replace("\n", "\n> ")
+            parts.append(f"> **{m.get('role')}**: {text[:600]}")
+    return "\n".join(parts)
+
+
+def is_json_data(data_dir: str | Path) -> bool:
+    """True when the built data set is a JSON task (it has a schema.json)."""
+    return (Path(data_dir) / "schema.json").is_file()
+
+
+def measure_evidence(data_dir: str | Path, model: str, rows: int) -> Any:
+    """The base model measured with prompting on `rows` test rows (`ftassist.evidence`), saved as evidence.json."""
+    from ftassist.evidence import measure_prompting
+    from ftassist.files import write_json_atomic
+
+    evidence = measure_prompting(data_dir, model, rows=rows)
+    write_json_atomic(Path(data_dir) / "evidence.json", evidence.to_dict())
+    return evidence
+
+
+def report_file(result: Any) -> str | None:
+    """The build's report.md, to offer as a download."""
+    path = Path(result.out) / "report.md"
+    return str(path) if path.is_file() else None
 
 
 def lengths_chart(result: Any) -> str | None:

@@ -37,12 +37,18 @@ class Session:
     train_overrides: dict[str, Any] = field(default_factory=dict)
     run_dir: str | None = None
     reported_state: str | None = None
+    task_fields: list[str] = field(default_factory=list)  # output fields the user named in their own words
+    evidence: dict | None = None  # ftassist.evidence.Evidence.to_dict() of the current data set
 
     def say(self, text: str) -> None:
         self.messages.append({"role": "assistant", "content": text})
 
     def show_image(self, path: str) -> None:
         self.messages.append({"role": "assistant", "content": {"path": str(path)}})
+
+    def show_file(self, path: str) -> None:
+        """A file of the workspace offered in the chat (the UI sends a copy; a download link for non-images)."""
+        self.show_image(path)
 
     def user(self, text: str) -> None:
         self.messages.append({"role": "user", "content": text})

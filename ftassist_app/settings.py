@@ -27,9 +27,11 @@ class AppSettings:
     max_servers: int = 0  # model servers at once on the machine (0: from the hardware)
     max_rows: int = 20000  # rows one data build may read
     server_idle_minutes: float = 30.0  # a server nobody used for this long is stopped (0: never)
+    evidence_rows: int = 8  # test rows the base model is measured on with prompting before advice (0: skip)
 
     def __post_init__(self) -> None:
-        negative = [name for name in ("max_jobs", "max_waiting", "max_servers", "max_rows", "server_idle_minutes")
+        negative = [name for name in ("max_jobs", "max_waiting", "max_servers", "max_rows", "server_idle_minutes",
+                                              "evidence_rows")
                     if getattr(self, name) < 0]
         if negative:
             raise UserError(f"--{negative[0].replace('_', '-')} must be 0 or more")

@@ -33,13 +33,13 @@ from ftassist.data.split import split_rows
 from ftassist.data.validation import usable_messages, validate_records
 from ftassist.errors import UserError
 from ftassist.files import atomic_dir, write_jsonl_atomic, write_json_atomic
-from ftassist.schema import infer_schema, load_schema
+from ftassist.schema import MAJORITY_TOLERANCE, infer_schema, load_schema
 
 if TYPE_CHECKING:
     from ftassist.data.teacher import Teacher
 
 OUR_FILES = {"train.jsonl", "test.jsonl", "schema.json", "hf_dataset", "provenance.jsonl", "report.json", "report.md", "lengths.png",
-             "dataset_card.md"}
+             "dataset_card.md", "evidence.json"}
 SECRET_FIELDS = ("teacher_api_key",)
 
 
@@ -108,10 +108,11 @@ def build_dataset(cfg: DataConfig) -> DataResult:
     replies = [m[-1]["content"] for m in map(valid_messages, examples) if m]
     if schema is None and is_json_task(replies):
         values = [v for ok, v in map(parse_reply, replies) if ok]
-        schema = infer_schema(values)
-        schema_source = f"inferred from {len(values)} JSON replies"
+        schema = infer_schema(values, MAJORITY_TOLERANCE)
+        schema_source = f"inferred from the majority of {len(values)} JSON replies"
 
-    findings, lengths = validate_records(examples, schema=schema, tokenizer=tokenizer, max_length=cfg.max_length)
+    findings, lengths = validate_records(examples, schema=schema, tokenizer=tokenizer, max_length=cfg.max_length,
+                                         schema_inferred=not cfg.schema)
     findings = loaded.findings + findings
     msgs = usable_messages(examples, findings)
     fixed = apply_fixes(examples, findings, msgs, drop_duplicates=cfg.drop_duplicates, drop_overlength=cfg.drop_overlength,

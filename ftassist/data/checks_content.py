@@ -2,7 +2,8 @@
 
 Check ids (severity): duplicate_exact (warning), duplicate_near (info), train_test_leak (error),
 label_imbalance (warning), mojibake (warning), binary_text (error), formula_injection (warning),
-invalid_json_output (error), schema_mismatch (error), pii_email / pii_phone / pii_card /
+invalid_json_output (error), schema_mismatch (error), schema_minority (warning: breaks the
+schema inferred from the majority of the replies), pii_email / pii_phone / pii_card /
 pii_iban / pii_ssn (warning).
 """
 
@@ -202,8 +203,9 @@ def check_formulas(examples: list[Example]) -> list[Finding]:
     return out
 
 
-def check_json(examples: list[Example], msgs: list[Msgs], schema: dict | None) -> list[Finding]:
-    """invalid_json_output for replies that don't parse, schema_mismatch for those that break `schema`."""
+def check_json(examples: list[Example], msgs: list[Msgs], schema: dict | None, inferred: bool = False) -> list[Finding]:
+    """invalid_json_output for replies that don't parse, schema_mismatch for those that break `schema`
+    (schema_minority warnings when the schema was `inferred` from the majority of the replies)."""
     if schema is None:
         return []
     import jsonschema
@@ -222,6 +224,11 @@ def check_json(examples: list[Example], msgs: list[Msgs], schema: dict | None) -
         err = jsonschema.exceptions.best_match(validator.iter_errors(value))
         if err is not None:
             where = "/".join(map(str, err.absolute_path)) or "(root)"
+            if inferred:
+                out.append(Finding("schema_minority", "warning", i, field, f"the reply disagrees with most replies at "
+                                   f"{where}: {clip(err.message, 120)}; fix the reply, or give the schema (--schema) if "
+                                   "it is right", clip(reply(m)), examples[i].source))
+                continue
             out.append(Finding("schema_mismatch", "error", i, field, f"the reply breaks the schema at {where}: "
                                f"{clip(err.message, 120)}; fix the reply or pass --drop-invalid", clip(reply(m)), examples[i].source))
     return out

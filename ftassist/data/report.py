@@ -24,6 +24,20 @@ def length_stats(lengths: list[int], max_length: int) -> dict[str, Any]:
             "max": s[-1], "max_length": max_length, "over_max_length": sum(n > max_length for n in s)}
 
 
+def chart_range(lengths: list[int], max_length: int) -> tuple[float, float]:
+    """The x range of the length chart: the data with a margin, stretched to max_length only when it is near.
+
+    >>> chart_range([100, 200], 1024)
+    (90.0, 210.0)
+    >>> chart_range([100, 900], 1024)
+    (20.0, 1075.2)
+    """
+    lo, hi = min(lengths), max(lengths)
+    margin = max(0.1 * (hi - lo), 0.05 * hi, 1.0)
+    high = max(hi + margin, 1.05 * max_length) if max_length <= 1.5 * hi else hi + margin
+    return float(max(0.0, lo - margin)), float(round(high, 1))
+
+
 def plot_lengths(lengths: list[int], max_length: int, path: Path) -> bool:
     """Write a histogram PNG of token lengths with the max_length line; False when there is nothing to plot."""
     if not lengths:
@@ -34,8 +48,13 @@ def plot_lengths(lengths: list[int], max_length: int, path: Path) -> bool:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 3.2), dpi=100)
-    ax.hist(lengths, bins=min(50, max(5, len(set(lengths)))), color="#4C72B0")
-    ax.axvline(max_length, color="#C44E52", linestyle="--", label=f"max_length {max_length}")
+    low, high = chart_range(lengths, max_length)
+    ax.hist(lengths, bins=min(50, max(5, len(set(lengths)))), range=(low, max(lengths)), color="#4C72B0")
+    ax.set_xlim(low, high)
+    if max_length <= high:
+        ax.axvline(max_length, color="#C44E52", linestyle="--", label=f"max_length {max_length}")
+    else:  # off the chart: say where it is rather than squeeze the data into a sliver of the axis
+        ax.plot([], [], " ", label=f"max_length {max_length} (off the chart, {max_length - max(lengths)} tokens of room)")
     ax.set_xlabel("tokens per example (chat template applied)")
     ax.set_ylabel("examples")
     ax.legend()

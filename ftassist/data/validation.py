@@ -16,10 +16,11 @@ SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 
 
 def validate_records(examples: list[Example], *, schema: dict | None = None, tokenizer: Any = None,
-                     max_length: int = 1024) -> tuple[list[Finding], Lengths]:
+                     max_length: int = 1024, schema_inferred: bool = False) -> tuple[list[Finding], Lengths]:
     """Every finding for `examples` (format, content, JSON/schema when `schema` is given, personal
     data, and token lengths when a `tokenizer` is given), sorted by row; and the token lengths.
-    Never raises for bad data: problems are findings."""
+    A reply that breaks a `schema_inferred` from the majority is a schema_minority warning, not an
+    error. Never raises for bad data: problems are findings."""
     findings = check_format(examples)
     broken = {f.row for f in findings if f.severity == "error"}
     msgs = [None if i in broken else valid_messages(ex) for i, ex in enumerate(examples)]
@@ -28,7 +29,7 @@ def validate_records(examples: list[Example], *, schema: dict | None = None, tok
     findings += content.check_labels(examples, msgs)
     findings += content.check_text(examples, msgs)
     findings += content.check_formulas(examples)
-    findings += content.check_json(examples, msgs, schema)
+    findings += content.check_json(examples, msgs, schema, schema_inferred)
     lengths = Lengths([None] * len(examples), [None] * len(examples))
     if tokenizer is not None:
         found, lengths = check_lengths(examples, msgs, tokenizer, max_length)

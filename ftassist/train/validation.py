@@ -128,8 +128,11 @@ def max_reply_tokens(tokenizer, examples: list[Example]) -> int:
 
 
 def generate_replies(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int,
-                     batch_size: int = GENERATION_BATCH) -> list[str]:
-    """Greedy replies of `model` to chat `prompts`, left-padded batches of similar length, in prompt order."""
+                     batch_size: int = GENERATION_BATCH, logits_processors=None) -> list[str]:
+    """Greedy replies of `model` to chat `prompts`, left-padded batches of similar length, in prompt order.
+
+    `logits_processors`, when given, is called once per batch for a fresh list of logits processors
+    (e.g. `ftassist.evidence.schema_constraint`: structured outputs)."""
     import torch
 
     encoded = [_ids(tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=False))
@@ -144,8 +147,9 @@ def generate_replies(model, tokenizer, prompts: list[list[dict]], max_new_tokens
         width = max(len(encoded[i]) for i in idx)
         ids = torch.tensor([[pad] * (width - len(encoded[i])) + encoded[i] for i in idx], device=device)
         mask = torch.tensor([[0] * (width - len(encoded[i])) + [1] * len(encoded[i]) for i in idx], device=device)
+        extra = {"logits_processor": logits_processors()} if logits_processors is not None else {}
         out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
-                             eos_token_id=eos, pad_token_id=pad, use_cache=True)
+                             eos_token_id=eos, pad_token_id=pad, use_cache=True, **extra)
         for row, i in enumerate(idx):
             replies[i] = tokenizer.decode(out[row, width:], skip_special_tokens=True)
     return replies
