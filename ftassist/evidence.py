@@ -41,6 +41,7 @@ class ArmFigures:
     exact: float
     per_field: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    sample: str = ""  # the arm's reply to the first sampled row, to show
 
     def sentence(self) -> str:
         return (f"{self.name}: {100 * self.schema_valid:.0f}% schema-valid, {100 * self.field_accuracy:.0f}% of fields "
@@ -130,7 +131,7 @@ def measure_prompting(data_dir: str | Path, model: str | None = None, rows: int 
         scores = [score_reply(r, e.reference, validator) for r, e in zip(replies, sample)]
         m = summarize_scores(scores, "json")
         arms.append(ArmFigures(name, len(sample), m["strict"], m["schema_valid"], m["field_accuracy"], m["exact"],
-                               m["per_field"], round(time.time() - started, 1)))
+                               m["per_field"], round(time.time() - started, 1), replies[0][:400]))
     return Evidence(tuple(arms), len(sample), len(shot_rows), str(model or path))
 
 
@@ -149,5 +150,7 @@ def schema_constraint(tokenizer: Any, model: Any, schema: dict | None):
     info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=model.config.vocab_size)
     compiler = xgr.GrammarCompiler(info)
     sent = {k: v for k, v in (schema or {}).items() if k != "$schema"}
-    grammar = compiler.compile_json_schema(json.dumps(sent)) if sent else compiler.compile_builtin_json_grammar()
+    # compact, as the references are written: free whitespace lets a weak model pad a reply with tabs
+    grammar = (compiler.compile_json_schema(json.dumps(sent), any_whitespace=False, separators=(", ", ": ")) if sent
+               else compiler.compile_builtin_json_grammar())
     return lambda: [LogitsProcessor(grammar)]

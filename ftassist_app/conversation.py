@@ -82,7 +82,9 @@ def respond(s: Session, ws: Workspace, text: str = "", files: list[str] | None =
             _take_in(s, text)
         yield from _data(s, ws, data_step.stash_uploads(files, ws.uploads_dir))
         return
-    if s.stage == "decide" or (s.stage == "data" and next_question(s.answers) is not None):
+    if text == USE_EXAMPLE:  # data can come at any point; the questions still open stay open
+        yield from _data_reply(s, ws, text)
+    elif s.stage == "decide" or (s.stage == "data" and next_question(s.answers) is not None):
         yield from _decide(s, text)
     elif s.stage == "data":
         yield from _data_reply(s, ws, text)

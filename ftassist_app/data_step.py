@@ -92,8 +92,8 @@ def describe_data(result: Any, cfg: DataConfig, max_findings: int = 12) -> str:
     if schema.get("schema"):
         minority = sum(f.check == "schema_minority" for f in findings)
         note = f"; {minority} row(s) disagree with it (below)" if minority else ""
-        lines += ["", f"**Schema** ({schema.get('source', '')}{note}); edit it in the **Data** tab if it is wrong:",
-                  "```json", json.dumps(schema["schema"], indent=1, ensure_ascii=False)[:3000], "```"]
+        lines += ["", f"**Schema** ({schema.get('source', '')}{note}); edit it in the **Data** tab if it is wrong:", "",
+                  *schema_table(schema["schema"])]
     if findings:
         by_sev = Counter(f.severity for f in findings)
         lines += ["", "**Findings:** " + ", ".join(f"{n} {sev}" for sev, n in sorted(by_sev.items())), ""]
@@ -104,6 +104,31 @@ def describe_data(result: Any, cfg: DataConfig, max_findings: int = 12) -> str:
         lines += ["", "No problems found."]
     lines += ["", "Same thing from the command line:", "```bash", cli_command("data build", cfg), "```"]
     return "\n".join(lines)
+
+
+def schema_table(schema: dict) -> list[str]:
+    """Markdown rows, one per top-level field of an object schema: type, required, allowed values."""
+    props = schema.get("properties") or {}
+    if not props:
+        return ["```json", json.dumps(schema, ensure_ascii=False)[:2000], "```"]
+    required = set(schema.get("required") or [])
+    out = ["| field | type | required | allowed values |", "|---|---|---|---|"]
+    for name, sub in props.items():
+        out.append(f"| `{name}` | {_type_words(sub)} | {'yes' if name in required else 'no'} | "
+                   f"{_cell(', '.join(map(str, sub.get('enum', [])))) or '-'} |")
+    return out
+
+
+def _type_words(sub: dict) -> str:
+    kind = sub.get("type") or ("enum" if "enum" in sub else "any")
+    kind = " or ".join(kind) if isinstance(kind, list) else kind
+    if "array" in kind and isinstance(sub.get("items"), dict):
+        inner = sub["items"]
+        fields = ", ".join(inner.get("properties", {}))
+        kind = kind.replace("array", f"list of {_type_words(inner)}" + (f" ({fields})" if fields else ""))
+    elif kind == "object" and sub.get("properties"):
+        kind = f"object ({', '.join(sub['properties'])})"
+    return kind
 
 
 def findings_table(findings: list[Any], limit: int = 12) -> list[str]:

@@ -266,3 +266,30 @@ def test_example_data_then_training_job_to_completion(settings):
     assert again.run_dir == s.run_dir and again.stage == "decide" and again.data_dir == s.data_dir
     table = train_step.jobs_table(settings.jobs_dir)
     assert list(table["state"]) == ["completed"]
+
+
+def test_free_text_start_says_what_it_understood_and_asks_only_the_rest(settings):
+    text = ("I want my model to turn customer reviews into a JSON object with sentiment, rating and issues; "
+            "I have about 240 labelled examples in a CSV.")
+    s = run(conversation.respond(conversation.new_session(), settings, text))
+    said = "\n".join(m["content"] for m in s.messages if isinstance(m["content"], str))
+    assert "What I understood" in said and "`sentiment`, `rating` and `issues`" in said and "about 240" in said
+    assert "yes or no" not in said
+    assert s.answers.examples == 240 and s.answers.fixed_format is True and s.answers.new_facts is False
+    assert s.quick == list(QUESTIONS[2].choices)  # style: the first thing still unknown
+    s = run(conversation.respond(s, settings, "no particular style, and it must stay private"))
+    assert s.stage == "data" and "240 examples is enough" in s.messages[-1]["content"]
+
+
+def test_data_then_evidence_before_advice(settings):
+    s = conversation.new_session()
+    s = run(conversation.respond(s, settings, "extract fields from support tickets as JSON, about 100 examples"))
+    s = run(conversation.respond(s, settings, conversation.USE_EXAMPLE))
+    said = [m["content"] for m in s.messages if isinstance(m["content"], str)]
+    text = "\n".join(said)
+    assert "Preview: the first 2 training examples" in text and "> **user**:" in text
+    assert "Your files hold **460** examples (you said 100)" in text
+    assert "Measured on 8 of your test rows" in text and "prompting + structured outputs:" in text
+    assert s.evidence is not None and (Path(s.data_dir) / "evidence.json").is_file()
+    assert any(isinstance(m["content"], dict) and m["content"]["path"].endswith("report.md") for m in s.messages)
+    assert s.quick[-1] == conversation.CONTINUE_TRAIN

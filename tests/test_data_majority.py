@@ -42,7 +42,7 @@ def test_build_reports_disagreeing_rows_with_file_and_line(tiny_model, tmp_path)
     assert result.exit_code == 0  # a warning: the build goes on, the row is named
     text = data_step.describe_data(result, cfg)
     assert "| reviews.jsonl | 10 | `schema_minority` | warning |" in text
-    assert "1 row(s) disagree with it" in text and '"rating"' in text
+    assert "1 row(s) disagree with it" in text and "| `rating` | number | yes | - |" in text
     assert result.report["schema"]["schema"]["properties"]["rating"] == {"type": "number"}
 
 
