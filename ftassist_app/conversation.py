@@ -25,6 +25,7 @@ RESTART = "Start over"
 UPLOAD = "Upload my data"
 USE_EXAMPLE = "Use the example data"
 CONTINUE_TRAIN = "Continue to training"
+USE_MAPPING = "Use this mapping"
 START_TRAIN = "Start training"
 QUICK_TRAIN = "Quick test run (10 steps)"
 START_SERVER = "Start the server"
@@ -82,8 +83,8 @@ def respond(s: Session, ws: Workspace, text: str = "", files: list[str] | None =
             _take_in(s, text)
         yield from _data(s, ws, data_step.stash_uploads(files, ws.uploads_dir))
         return
-    if text == USE_EXAMPLE:  # data can come at any point; the questions still open stay open
-        yield from _data_reply(s, ws, text)
+    if text in (USE_EXAMPLE, USE_MAPPING, CONTINUE_TRAIN) or text in s.fix_options:
+        yield from _data_reply(s, ws, text)  # data can come at any point; the questions still open stay open
     elif s.stage == "decide" or (s.stage == "data" and next_question(s.answers) is not None):
         yield from _decide(s, text)
     elif s.stage == "data":
@@ -127,8 +128,26 @@ def _take_in(s: Session, text: str, q=None) -> bool:
     return q is None or reading.found(q.field)
 
 
+def set_mapping(s: Session, ws: Workspace, mapping: dict[str, str] | None = None) -> Iterator[Session]:
+    """Build with the table mapping the user chose (the one on show when `mapping` is None)."""
+    chosen = {k: v for k, v in (mapping or (s.mapping_request or {}).get("mapping") or {}).items() if v}
+    if not s.data_inputs or not s.mapping_request:
+        raise UserError("no table is waiting for a mapping: upload a CSV, TSV, Excel or JSON table first")
+    if not chosen.get("instruction") or not chosen.get("output"):
+        raise UserError("choose a column for the prompt (instruction) and one for the reply (output)")
+    if len(set(chosen.values())) < len(chosen):
+        raise UserError("each column can play one role only: pick different columns for "
+                        + ", ".join(k for k in chosen if list(chosen.values()).count(chosen[k]) > 1))
+    s.column_map = chosen
+    s.user("Use this mapping: " + ", ".join(f"{k}={v}" for k, v in chosen.items()))
+    yield from _data(s, ws, s.data_inputs)
+
+
 def _data_reply(s: Session, ws: Workspace, text: str) -> Iterator[Session]:
-    if text == USE_EXAMPLE:
+    if text == USE_MAPPING:
+        s.messages.pop()  # set_mapping echoes the mapping itself
+        yield from set_mapping(s, ws)
+    elif text == USE_EXAMPLE:
         files = [str(EXAMPLE_DIR / n) for n in ("train.jsonl", "test.jsonl", "schema.json")]
         yield from _data(s, ws, files)
     elif text in s.fix_options:
@@ -145,13 +164,24 @@ def _data_reply(s: Session, ws: Workspace, text: str) -> Iterator[Session]:
 
 def _data(s: Session, ws: Workspace, inputs: list[str]) -> Iterator[Session]:
     if s.data_inputs != inputs:
-        s.data_fixes = {}
+        s.data_fixes, s.column_map, s.mapping_request = {}, None, None
     s.data_inputs = inputs
     s.stage = "data"
     s.say(f"Checking {len(inputs)} file(s)…")
     s.quick = []
     yield s
-    cfg = data_step.build_config(inputs, ws.data_dir, ws.model, s.data_fixes, ws.settings.max_rows)
+    if s.column_map is None:
+        found = data_step.mapping_needed(inputs)
+        if found is not None:
+            s.mapping_request = {"path": found.path, "columns": list(found.columns), "mapping": dict(found.mapping),
+                                 "reason": found.reason}
+            s.say(data_step.mapping_markdown(found))
+            if found.guess:
+                s.quick = [USE_MAPPING]
+                yield s
+                return
+            s.column_map = dict(found.mapping)
+    cfg = data_step.build_config(inputs, ws.data_dir, ws.model, s.data_fixes, ws.settings.max_rows, s.column_map)
     result = data_step.build_data(cfg)
     s.data_dir = str(result.out)
     s.data_ready = result.exit_code == 0 and result.train_rows > 0

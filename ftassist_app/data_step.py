@@ -34,15 +34,74 @@ class Fix:
     count: int
 
 
-def build_config(inputs: list[str], out: Path, model: str, fixes: dict[str, bool], max_rows: int = 0) -> DataConfig:
-    """The DataConfig the app builds for `inputs` (a folder's train/test.jsonl pair is kept as a pair)."""
+def build_config(inputs: list[str], out: Path, model: str, fixes: dict[str, bool], max_rows: int = 0,
+                 column_map: dict[str, str] | None = None, schema: str | None = None) -> DataConfig:
+    """The DataConfig the app builds for `inputs` (a folder's train/test.jsonl pair is kept as a pair);
+    `column_map` the mapping the user chose for a table, `schema` a schema file they edited."""
     names = {Path(p).name: p for p in inputs}
     test_inputs = [names["test.jsonl"]] if "test.jsonl" in names and len(inputs) > 1 else []
     train = [p for p in inputs if p not in test_inputs]
     schemas = [p for p in train if Path(p).name.endswith("schema.json")]
     train = [p for p in train if p not in schemas]
-    return DataConfig(inputs=train, test_inputs=test_inputs, schema=schemas[0] if schemas else None,
-                      out=str(out), model=model, max_rows=max_rows, **{k: v for k, v in fixes.items() if v})
+    mapping = {k: v for k, v in (column_map or {}).items() if v}
+    return DataConfig(inputs=train, test_inputs=test_inputs, schema=schema or (schemas[0] if schemas else None),
+                      out=str(out), model=model, max_rows=max_rows, column_map=mapping,
+                      **{k: v for k, v in fixes.items() if v})
+
+
+def mapping_needed(inputs: list[str]) -> Any:
+    """The first input that is a table in no known format, with its suggested mapping (a
+    `ftassist.data.formats.TableMapping`), or None."""
+    from ftassist.data.formats import table_mapping
+
+    for p in inputs:
+        if Path(p).name.endswith("schema.json"):  # a schema the user gave, not data
+            continue
+        found = table_mapping(p)
+        if found is not None:
+            return found
+    return None
+
+
+def mapping_markdown(found: Any) -> str:
+    """What the chat says about a table's mapping: each role, its column, and why."""
+    why = dict(part.split("=", 1) for part in found.reason.removeprefix("columns mapped by ").split(", ") if "=" in part)
+    lines = [f"`{Path(found.path).name}` is a table with the columns {', '.join(f'`{c}`' for c in found.columns)}. "
+             "I would read it as:", "", "| role | column | why |", "|---|---|---|"]
+    for role in ("instruction", "input", "output", "system"):
+        col = found.mapping.get(role)
+        if col:
+            lines.append(f"| {ROLE_WORDS[role]} | `{col}` | {why.get(role, '').partition(' (')[2].rstrip(')')} |")
+    if found.guess:
+        lines += ["", "Part of this is a **guess** from the contents: check it in the dropdowns below the chat, "
+                  "then press **Use this mapping**."]
+    else:
+        lines += ["", "Change it in the dropdowns below the chat if that is wrong."]
+    return "\n".join(lines)
+
+
+ROLE_WORDS = {"instruction": "the prompt (user message)", "input": "extra context (appended to the prompt)",
+              "output": "the reply to learn", "system": "the system prompt"}
+
+
+def save_schema(text: str, folder: Path) -> str:
+    """Write a schema the user edited into their uploads as schema.json, checked first; returns its path.
+    UserError (naming what is wrong) when it is not a valid JSON Schema."""
+    from ftassist.files import write_text_atomic
+    from ftassist.schema import load_schema
+
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = folder / ".schema-edit.json"
+    probe.write_text(text, encoding="utf-8")
+    try:
+        load_schema(probe)
+    except UserError as exc:
+        raise UserError(str(exc).replace(f"--schema {probe}", "the edited schema")) from exc
+    finally:
+        probe.unlink(missing_ok=True)
+    path = folder / "schema.json"
+    write_text_atomic(path, text)
+    return str(path)
 
 
 def stash_uploads(files: list[str], folder: Path) -> list[str]:
@@ -140,6 +199,22 @@ def findings_table(findings: list[Any], limit: int = 12) -> list[str]:
         file, line = where(f)
         out.append(f"| {_cell(file)} | {line} | `{f.check}` | {f.severity} | {_cell(f.message)} | {_cell(f.example)} |")
     return out
+
+
+FINDING_COLUMNS = ["file", "line", "check", "severity", "what is wrong", "the row"]
+
+
+def findings_rows(findings: list[Any]) -> list[list[str]]:
+    """Every finding as a row for a table (FINDING_COLUMNS), errors first: the failing rows, viewable."""
+    order = {"error": 0, "warning": 1, "info": 2}
+    return [[*where(f), f.check, f.severity, f.message, f.example or ""]
+            for f in sorted(findings, key=lambda f: order.get(f.severity, 3))]
+
+
+def schema_text(data_dir: str | Path) -> str:
+    """The built data set's schema.json as text ("" when the task has none)."""
+    path = Path(data_dir) / "schema.json"
+    return path.read_text(encoding="utf-8") if path.is_file() else ""
 
 
 def where(f: Any) -> tuple[str, str]:

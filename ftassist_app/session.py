@@ -39,6 +39,8 @@ class Session:
     reported_state: str | None = None
     task_fields: list[str] = field(default_factory=list)  # output fields the user named in their own words
     evidence: dict | None = None  # ftassist.evidence.Evidence.to_dict() of the current data set
+    column_map: dict[str, str] | None = None  # the table mapping the user confirmed (None: not asked or not needed)
+    mapping_request: dict | None = None  # {"path", "columns", "mapping", "reason"} while a mapping is on show
 
     def say(self, text: str) -> None:
         self.messages.append({"role": "assistant", "content": text})

@@ -25,6 +25,8 @@ from ftassist_app.workspace import (Workspace, app_secret, issue_token, public_t
                                     workspace_for)
 
 N_QUICK = 6
+MAP_ROLES = ("instruction", "input", "output", "system")
+NO_COLUMN = "(none)"
 UPLOAD_TYPES = [".jsonl", ".json", ".csv", ".tsv", ".parquet", ".xlsx", ".txt", ".md", ".pdf", ".docx"]
 CSS = ".quick-row button {flex: 0 0 auto !important; min-width: 0 !important}"
 
@@ -75,6 +77,16 @@ def quick_updates(s: Session) -> list[Any]:
             for i in range(N_QUICK)]
 
 
+def mapping_updates(s: Session) -> list[Any]:
+    """The mapping panel (shown while a table's mapping is on show) and one dropdown per role."""
+    req = s.mapping_request if s.stage == "data" else None
+    if not req:
+        return [gr.update(visible=False), *[gr.skip()] * len(MAP_ROLES)]
+    chosen = s.column_map or req["mapping"]
+    choices = [NO_COLUMN, *req["columns"]]
+    return [gr.update(visible=True), *[gr.update(choices=choices, value=chosen.get(r) or NO_COLUMN) for r in MAP_ROLES]]
+
+
 def image_update(path: str | None) -> Any:
     return gr.update(value=viewable_copy(path) if path else None, visible=path is not None)
 
@@ -101,6 +113,11 @@ def build_app(settings: AppSettings) -> gr.Blocks:
                                      buttons=["copy"], group_consecutive_messages=False)
                 with gr.Row(elem_classes="quick-row"):
                     quick = [gr.Button(visible=False, size="sm", elem_classes="quick") for _ in range(N_QUICK)]
+                with gr.Group(visible=False, elem_id="mapping-panel") as map_panel:
+                    with gr.Row():
+                        map_drops = [gr.Dropdown(label=data_step.ROLE_WORDS[role], choices=[], elem_id=f"map-{role}",
+                                                 interactive=True) for role in MAP_ROLES]
+                    map_use = gr.Button("Use this mapping", size="sm", variant="primary", elem_id="map-use")
                 box = gr.MultimodalTextbox(placeholder="Type an answer, or drop your data files here",
                                            file_count="multiple", file_types=UPLOAD_TYPES, show_label=False,
                                            elem_id="chat-input")
@@ -122,6 +139,12 @@ def build_app(settings: AppSettings) -> gr.Blocks:
                 d_build = gr.Button("Check and build", variant="primary")
                 d_report = gr.Markdown()
                 d_chart = gr.Image(label="Token lengths", visible=False)
+                d_findings = gr.Dataframe(headers=data_step.FINDING_COLUMNS, label="Findings (every one, errors first)",
+                                          interactive=False, wrap=True, elem_id="findings", visible=False)
+                d_report_file = gr.File(label="The data report", visible=False, interactive=False)
+                d_schema = gr.Code(language="json", label="Schema (inferred or given): edit it, tick the box, build again",
+                                   interactive=True, elem_id="schema-editor")
+                d_use_schema = gr.Checkbox(label="Build with the schema as edited above", elem_id="use-schema")
             with gr.Tab("Train", id="train"):
                 with gr.Row():
                     t_lora_r = gr.Number(label="LoRA rank (lora_r)", value=TrainConfig.lora_r, precision=0, minimum=1)
@@ -167,7 +190,7 @@ def build_app(settings: AppSettings) -> gr.Blocks:
                 s_info = gr.Markdown()
         timer = gr.Timer(2.0)
 
-        chat_outputs = [session, chatbot, *quick]
+        chat_outputs = [session, chatbot, *quick, map_panel, *map_drops]
         private = {"api_visibility": "private"}
 
         def who(tok: str | None, request: gr.Request | None, profile: Any = None) -> Workspace:
@@ -183,7 +206,7 @@ def build_app(settings: AppSettings) -> gr.Blocks:
 
         def render(s: Session, ws: Workspace) -> list[Any]:
             ws.save_session(s)
-            return [s, chat_messages(s, ws), *quick_updates(s)]
+            return [s, chat_messages(s, ws), *quick_updates(s), *mapping_updates(s)]
 
         # --- the assistant -----------------------------------------------------------------
         def on_load(tok: str | None, s: Session | None, request: gr.Request, profile: gr.OAuthProfile | None = None):
@@ -210,7 +233,7 @@ def build_app(settings: AppSettings) -> gr.Blocks:
                 yield render(s, ws)
 
         def on_tick(tok: str | None, s: Session | None, request: gr.Request, profile: gr.OAuthProfile | None = None):
-            skip = [gr.skip(), gr.skip(), *[gr.skip()] * N_QUICK]
+            skip = [gr.skip()] * len(chat_outputs)
             try:
                 ws = who(tok, request, profile)
             except UserError:
@@ -235,6 +258,15 @@ def build_app(settings: AppSettings) -> gr.Blocks:
             return ws.run(s.run_dir)
 
         @guard
+        def on_mapping(instruction: str | None, extra: str | None, output: str | None, system: str | None,
+                       tok: str | None, s: Session | None, request: gr.Request, profile: gr.OAuthProfile | None = None):
+            ws = who(tok, request, profile)
+            picks = (instruction, extra, output, system)
+            chosen = {r: v for r, v in zip(MAP_ROLES, picks) if v and v != NO_COLUMN}
+            for s in conversation.set_mapping(state(s, ws), ws, chosen):
+                yield render(s, ws)
+
+        @guard
         def on_cancel(tok: str | None, s: Session | None, request: gr.Request, profile: gr.OAuthProfile | None = None):
             train_step.cancel_training(own_run(s, who(tok, request, profile)))
             gr.Info("Cancel requested; the job stops after the current step.")
@@ -255,27 +287,36 @@ def build_app(settings: AppSettings) -> gr.Blocks:
             b.click(on_quick, [b, token, session], chat_outputs, concurrency_id="chat", **private)
         timer.tick(on_tick, [token, session], [*chat_outputs, panel, progress, loss_plot, metric_plot],
                    concurrency_id="poll", concurrency_limit=None, show_progress="hidden", **private)
+        map_use.click(on_mapping, [*map_drops, token, session], chat_outputs, concurrency_id="chat", **private)
         cancel_btn.click(on_cancel, [token, session], None, concurrency_id="train", concurrency_limit=2, **private)
         resume_btn.click(on_resume, [token, session], [session], concurrency_id="train", **private)
 
         # --- Data tab ----------------------------------------------------------------------
         @guard
-        def on_build(files, dups, pii, long_, invalid, tok: str | None, s: Session | None, request: gr.Request,
-                     profile: gr.OAuthProfile | None = None):
+        def on_build(files, dups, pii, long_, invalid, schema_text, use_schema, tok: str | None, s: Session | None,
+                     request: gr.Request, profile: gr.OAuthProfile | None = None):
             ws = who(tok, request, profile)
             s = state(s, ws)
             paths = [f if isinstance(f, str) else f.name for f in (files or [])]
             inputs = data_step.stash_uploads(paths, ws.uploads_dir)
             fixes = {"drop_duplicates": dups, "mask_pii": pii, "drop_overlength": long_, "drop_invalid": invalid}
-            cfg = data_step.build_config(inputs, ws.data_dir, ws.model, fixes, settings.max_rows)
+            schema = data_step.save_schema(schema_text, ws.uploads_dir) if use_schema and (schema_text or "").strip() else None
+            mapping = s.column_map if s.data_inputs == inputs else None
+            cfg = data_step.build_config(inputs, ws.data_dir, ws.model, fixes, settings.max_rows, mapping, schema)
             result = data_step.build_data(cfg)
             s.data_inputs, s.data_fixes, s.data_dir = inputs, fixes, str(result.out)
             s.data_ready = result.exit_code == 0 and result.train_rows > 0
             ws.save_session(s)
-            return s, ws.public(data_step.describe_data(result, cfg)), image_update(data_step.lengths_chart(result))
+            rows = data_step.findings_rows(result.findings)
+            report = data_step.report_file(result)
+            return (s, ws.public(data_step.describe_data(result, cfg)), image_update(data_step.lengths_chart(result)),
+                    gr.update(value=rows, visible=bool(rows)),
+                    gr.update(value=viewable_copy(report) if report else None, visible=report is not None),
+                    data_step.schema_text(result.out) or gr.skip())
 
-        d_build.click(on_build, [d_files, d_dups, d_pii, d_long, d_invalid, token, session], [session, d_report, d_chart],
-                      concurrency_id="chat", api_name="build_data")
+        d_build.click(on_build, [d_files, d_dups, d_pii, d_long, d_invalid, d_schema, d_use_schema, token, session],
+                      [session, d_report, d_chart, d_findings, d_report_file, d_schema], concurrency_id="chat",
+                      api_name="build_data")
 
         # --- Train tab ---------------------------------------------------------------------
         def overrides(lora_r, lr, epochs, steps, maxlen) -> dict[str, Any]:

@@ -49,7 +49,7 @@ def test_interview_walks_every_question_with_quick_replies():
         answers = apply_answer(answers, q, q.choices[0])
     assert asked == [q.field for q in QUESTIONS]
     assert answers == Answers(new_facts=True, fixed_format=True, style=True, examples=20,
-                              constraints=frozenset({"latency"}), constraints_answered=True)
+                              constraints=frozenset({"latency"}), constraints_answered=True, examples_said="fewer than 50")
 
 
 @pytest.mark.parametrize(("field", "text", "value"), [

@@ -87,7 +87,7 @@ def test_user_mistakes_come_back_as_messages(app_url):
 
     client = Client(app_url, verbose=False, auth=LOGIN)
     with pytest.raises(AppError, match="no files were attached"):
-        client.predict([], False, False, False, False, "", api_name="/build_data")
+        client.predict([], False, False, False, False, "", False, "", api_name="/build_data")
     with pytest.raises(AppError, match="no run selected"):
         client.predict("", "", api_name="/download")
     with pytest.raises(AppError, match="not found among your runs"):

@@ -293,3 +293,28 @@ def test_data_then_evidence_before_advice(settings):
     assert s.evidence is not None and (Path(s.data_dir) / "evidence.json").is_file()
     assert any(isinstance(m["content"], dict) and m["content"]["path"].endswith("report.md") for m in s.messages)
     assert s.quick[-1] == conversation.CONTINUE_TRAIN
+
+
+def test_a_table_mapped_by_a_guess_waits_for_the_users_choice(settings, tmp_path):
+    """`notes` stands left of the review: by contents alone it would be taken for the prompt; the chat shows the
+    guess and builds only with the mapping the user picks."""
+    path = tmp_path / "reviews.csv"
+    lines = ["notes,review,label"] + [f'ok {i},"The blender number {i} broke after a week, sadly",negative'
+                                         for i in range(12)]
+    path.write_text("\n".join(lines) + "\n")
+    (tmp_path / "plain.csv").write_text("notes,col_a,col_b\n" + "".join(f"n{i},words {i} here,reply {i} there\n"
+                                                                      for i in range(12)))
+    s = run(conversation.respond(conversation.new_session(), settings, files=[str(tmp_path / "plain.csv")]))
+    said = s.messages[-1]["content"]
+    assert "**guess**" in said and "| the prompt (user message) | `notes` |" in said
+    assert s.quick == [conversation.USE_MAPPING] and s.data_dir is None  # nothing built on a guess
+    with pytest.raises(UserError, match="one role only"):
+        run(conversation.set_mapping(s, settings, {"instruction": "col_a", "output": "col_a"}))
+    s = run(conversation.set_mapping(s, settings, {"instruction": "col_a", "output": "col_b"}))
+    assert s.column_map == {"instruction": "col_a", "output": "col_b"} and s.data_ready
+    first = json.loads((Path(s.data_dir) / "train.jsonl").read_text().splitlines()[0])["messages"]
+    assert first[0]["content"].startswith("words") and first[1]["content"].startswith("reply")
+    # named columns are not a guess: built at once, the mapping still shown
+    s = run(conversation.respond(conversation.new_session(), settings, files=[str(path)]))
+    text = "\n".join(m["content"] for m in s.messages if isinstance(m["content"], str))
+    assert "| the prompt (user message) | `review` | its name |" in text and s.data_ready

@@ -15,11 +15,13 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ftassist.data.findings import Example
 from ftassist.data.loaders import RawFile
-from ftassist.data.mapping import TARGETS, suggest_column_map
+from ftassist.data.mapping import TARGETS, is_guess, suggest_column_map
 from ftassist.errors import UserError
 
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
@@ -172,3 +174,34 @@ def to_examples(raw: RawFile, column_map: dict[str, str] | None = None, split: s
                 ex.meta["column_map"] = mapping
         examples.append(ex)
     return examples, fmt, reason
+
+
+@dataclass(frozen=True)
+class TableMapping:
+    """How a table in no known format would be mapped: its `columns`, the `mapping` suggested and why."""
+
+    path: str
+    columns: tuple[str, ...]
+    mapping: dict
+    reason: str
+
+    @property
+    def guess(self) -> bool:
+        """True when a column was picked from its contents alone: the user should confirm it."""
+        return is_guess(self.reason) or "instruction" not in self.mapping or "output" not in self.mapping
+
+
+def table_mapping(path: str | Path) -> TableMapping | None:
+    """The suggested mapping of a table file whose columns match no known format (None for other files
+    and for tables in a known format). Raises UserError when the file cannot be read."""
+    from ftassist.data.loaders import file_kind, read_table
+
+    if file_kind(Path(path)) in ("text", "markdown", "pdf", "docx"):
+        return None
+    raw = read_table(Path(path))
+    rows = [r for _, r in raw.rows[:200] if isinstance(r, dict)]
+    if not rows or detect_format(rows)[0] != "mapped":
+        return None
+    columns = raw.columns or sorted({str(k) for r in rows for k in r})
+    mapping, reason = suggest_column_map(list(columns), rows)
+    return TableMapping(str(path), tuple(columns), mapping, reason)
