@@ -96,7 +96,8 @@ def compare_markdown(replies: dict[str, Reply]) -> str:
 
 
 def run_evaluation(info: Any, data_dir: str | None, out: Path, limit: int = 0) -> Any:
-    """JSON-compliance eval of every served model on the test split; returns the EvalResult."""
+    """The eval of every served model on the test split, each also under structured outputs when the data
+    has a schema, with the forgetting probe; returns the EvalResult."""
     if info is None:
         raise UserError(NO_SERVER)
     if not data_dir or not (Path(data_dir) / "test.jsonl").exists():
@@ -106,7 +107,7 @@ def run_evaluation(info: Any, data_dir: str | None, out: Path, limit: int = 0) -
     schema = Path(data_dir) / "schema.json"
     cfg = EvalConfig(base_url=info.base_url, models=list(info.models), data=str(Path(data_dir) / "test.jsonl"),
                      schema=str(schema) if schema.exists() else None, out=str(out), api_key=info.api_key,
-                     limit=limit, concurrency=4)
+                     limit=limit, concurrency=4, constrained=schema.exists(), forgetting_probe=True)
     cfg.validate()
     return run_eval(cfg)
 
@@ -117,8 +118,40 @@ def eval_chart(result: Any) -> str | None:
 
 
 def eval_markdown(result: Any) -> str:
-    """The eval for the page: the verdict on the content and the next step first, then the table of rates."""
+    """The eval for the page: the verdict on the content and the next step first, the tuned model's
+    fields in plain words, whether it forgot general skills, then the table of rates."""
     from ftassist.evaluation.report import content_verdicts
 
     head = "\n".join(content_verdicts(result.arms)).replace("## Verdict: is the content right?", "**Is the content right?**")
-    return f"{head}\n**All rates** (95% intervals)\n\n{result.table}"
+    parts = [head, *field_sentences(result.arms), *probe_sentences(result.report.get("probe"))]
+    return "\n".join(p for p in parts if p) + f"\n\n**All rates** (95% intervals)\n\n{result.table}"
+
+
+def field_sentences(arms: list[dict]) -> list[str]:
+    """The last unconstrained arm's fields in plain words, weakest first."""
+    arm = next((a for a in reversed(arms) if a.get("content") and not a.get("constrained")), None)
+    if arm is None:
+        return []
+    fields = sorted(arm["content"]["fields"], key=lambda f: f["accuracy"] if f["accuracy"] is not None else 1.0)
+    out = [f"\n**Field by field ({arm['name']})**"]
+    for f in fields:
+        acc = f["accuracy"]
+        words = "always right" if acc == 1 else ("never right" if not acc else f"right {100 * acc:.0f}% of the time")
+        extra = ""
+        if "top_mistake" in f:
+            m = f["top_mistake"]
+            extra = f"; most often `{m['reference']}` answered as `{m['replied']}` ({m['count']} of {m['of']})"
+        elif f.get("mean_abs_error") is not None and acc != 1:
+            extra = f"; off by {f['mean_abs_error']:.3g} on average"
+        out.append(f"- `{f['field']}` ({f['kind']}): {words}{extra}")
+    return out
+
+
+def probe_sentences(probe: dict | None) -> list[str]:
+    """Did training make it forget general instructions? One line per arm probed."""
+    if not probe:
+        return []
+    n = len(probe["probes"])
+    out = ["\n**Did it forget?** General-instruction probe (arithmetic, a summary, a refusal, ...):"]
+    out += [f"- {name}: {total}/{n} passed" for name, total in probe["totals"].items()]
+    return out

@@ -29,6 +29,7 @@ USE_MAPPING = "Use this mapping"
 START_TRAIN = "Start training"
 QUICK_TRAIN = "Quick test run (10 steps)"
 START_SERVER = "Start the server"
+MERGE = "Merge and check parity"
 COMPARE = "Compare on a test example"
 EVAL = "Run the JSON eval"
 STOP_SERVER = "Stop the server"
@@ -248,6 +249,8 @@ def _train_reply(s: Session, ws: Workspace, text: str) -> Iterator[Session]:
         yield from start_job_in_chat(s, ws, cfg)
     elif text == START_SERVER:
         yield from start_server_in_chat(s, ws)
+    elif text == MERGE:
+        yield from merge_in_chat(s, ws)
     else:
         s.say("Training runs as a background job; its progress shows below the chat. "
               "You can close this tab — the job keeps running and I find it again.")
@@ -276,9 +279,10 @@ def poll(s: Session, ws: Workspace) -> tuple[Session, object | None, list[dict]]
             last = next((m for m in reversed(metrics) if m.get("loss") is not None), None)
             loss = f" Final loss {last['loss']:.4f}." if last else ""
             s.say(f"Training finished: {status.step} steps.{loss} {train_step.selection_sentence(s.run_dir)} "
-                  "Next, serve base and tuned side by side to compare them (vLLM takes about a minute to start).")
+                  "Next: merge the adapter into a full model and check it answers like the adapter, or serve base "
+                  "and tuned side by side to compare them (vLLM takes about a minute to start).")
             s.stage = "train"
-            s.quick = [START_SERVER]
+            s.quick = [MERGE, START_SERVER]
         else:
             why = f" ({status.reason})" if status.reason else ""
             s.say(f"The job is **{status.state}**{why}. Resume it from the progress panel, or start again.")
@@ -286,7 +290,24 @@ def poll(s: Session, ws: Workspace) -> tuple[Session, object | None, list[dict]]
     return s, status, metrics
 
 
-SERVE_QUICK = [COMPARE, EVAL, STOP_SERVER]
+SERVE_QUICK = [COMPARE, EVAL, MERGE, STOP_SERVER]
+
+
+def merge_in_chat(s: Session, ws: Workspace) -> Iterator[Session]:
+    """Merge the session's run and run the parity gate (with the served adapter when a server is up)."""
+    if not s.run_dir or not ws.owns(s.run_dir) or train_step.job_snapshot(s.run_dir)[0].state != "completed":
+        raise UserError("no finished training run in this conversation: train first")
+    info = current_server(s, ws)
+    s.say("Merging the adapter into a full copy of the base model and checking it answers like the adapter"
+          + (" (and the served adapter too)…" if info is not None else "…"))
+    quick = list(s.quick)
+    s.quick = []
+    yield s
+    merged, report = serve_step.merge_and_verify(s.run_dir, info)
+    s.say(f"Merged model: `{merged}` (safetensors, the training chat template; vLLM serves it as is)."
+          f"\n\n{serve_step.verify_markdown(report)}")
+    s.quick = [q for q in quick if q != MERGE] or [START_SERVER]
+    yield s
 
 
 def start_server_in_chat(s: Session, ws: Workspace) -> Iterator[Session]:
@@ -333,6 +354,9 @@ def current_server(s: Session, ws: Workspace):
 
 def _serve_reply(s: Session, ws: Workspace, text: str) -> Iterator[Session]:
     info = current_server(s, ws)
+    if text == MERGE:
+        yield from merge_in_chat(s, ws)
+        return
     if text == STOP_SERVER:
         serve_step.stop_serving(ws.server_file)
         s.say("Server stopped." if info is not None else "No server was running.")

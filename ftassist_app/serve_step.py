@@ -128,3 +128,32 @@ def describe_server(info: ServerInfo) -> str:
         "Same server from the command line:",
         "```bash", info.command, "```",
     ])
+
+
+def merge_and_verify(run_dir: str | Path, info: Any = None) -> tuple[Path, Any]:
+    """Merge the run's adapter into RUN_DIR/merged (kept when already there) and run the parity gate:
+    the merged model (and, with a live `info` server, the served adapter) against base + adapter.
+    Returns (merged folder, the VerifyReport); verify.md/json land in the run folder."""
+    from ftassist.config import MergeConfig
+    from serving.merge import merge_adapter
+    from serving.verify import verify_run
+
+    run = Path(run_dir)
+    merged = run / "merged"
+    if not (merged / "config.json").is_file():
+        merge_adapter(MergeConfig(run_dir=str(run), out=str(merged)))
+    report = verify_run(run, merged, base_url=info.base_url if info is not None else None,
+                        api_key=info.api_key if info is not None else None,
+                        adapter_name="tuned" if info is not None and "tuned" in info.models else None)
+    return merged, report
+
+
+def verify_markdown(report: Any) -> str:
+    """The parity gate for the chat: passed or not, agreement per path, and the likely causes when not."""
+    head = ("**Parity check passed**: the merged model answers like the adapter that was trained." if report.passed
+            else "**Parity check FAILED**: the exported model does not answer like the adapter.")
+    rows = "\n".join(f"| {path} | {value:.1%} |" for path, value in report.agreement.items())
+    text = f"{head}\n\n| path | token agreement with base + adapter |\n|---|---|\n{rows}"
+    if getattr(report, "causes", None):
+        text += "\n\nLikely causes:\n" + "\n".join(f"- {c}" for c in report.causes)
+    return text

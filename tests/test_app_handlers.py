@@ -259,8 +259,13 @@ def test_example_data_then_training_job_to_completion(settings):
             break
         time.sleep(2)
     assert status is not None and status.state == "completed", (status, (Path(s.run_dir) / "train.log").read_text()[-2000:])
-    assert "Training finished" in s.messages[-1]["content"] and s.quick == [conversation.START_SERVER]
+    assert "Training finished" in s.messages[-1]["content"] and s.quick == [conversation.MERGE, conversation.START_SERVER]
     assert len(train_step.loss_frame(metrics)) >= 1
+    # merge and the parity gate, from the chat
+    s = run(conversation.respond(s, settings, conversation.MERGE))
+    assert "**Parity check passed**" in s.messages[-1]["content"] and "| merged_hf | 100.0% |" in s.messages[-1]["content"]
+    assert (Path(s.run_dir) / "merged" / "config.json").is_file() and (Path(s.run_dir) / "verify.md").is_file()
+    assert s.quick == [conversation.START_SERVER]
     # after a reload the finished run is at hand again, without interrupting the new conversation
     again = conversation.reattach(conversation.new_session(), settings)
     assert again.run_dir == s.run_dir and again.stage == "decide" and again.data_dir == s.data_dir
@@ -318,3 +323,18 @@ def test_a_table_mapped_by_a_guess_waits_for_the_users_choice(settings, tmp_path
     s = run(conversation.respond(conversation.new_session(), settings, files=[str(path)]))
     text = "\n".join(m["content"] for m in s.messages if isinstance(m["content"], str))
     assert "| the prompt (user message) | `review` | its name |" in text and s.data_ready
+
+
+def test_eval_reading_in_plain_words():
+    arms = [{"name": "tuned", "constrained": False, "content": {"fields": [
+                {"field": "priority", "kind": "enum", "accuracy": 0.75, "wrong": 15,
+                 "top_mistake": {"reference": "high", "replied": "medium", "count": 9, "of": 20}},
+                {"field": "amount", "kind": "number", "accuracy": 0.9, "wrong": 6, "mean_abs_error": 2.5},
+                {"field": "category", "kind": "enum", "accuracy": 1.0, "wrong": 0}]}},
+            {"name": "tuned+json_schema", "constrained": True, "content": {"fields": []}}]
+    lines = compare_step.field_sentences(arms)
+    assert lines[1:] == ["- `priority` (enum): right 75% of the time; most often `high` answered as `medium` (9 of 20)",
+                         "- `amount` (number): right 90% of the time; off by 2.5 on average",
+                         "- `category` (enum): always right"]
+    probe = {"probes": [{"id": "a"}, {"id": "b"}], "totals": {"base": 2, "tuned": 1}}
+    assert compare_step.probe_sentences(probe)[1:] == ["- base: 2/2 passed", "- tuned: 1/2 passed"]
