@@ -13,6 +13,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ftassist.config import ServeConfig
 from ftassist.errors import UserError
