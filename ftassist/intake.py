@@ -36,6 +36,7 @@ _FACTS = (r"\b(latest|up[- ]to[- ]date|real[- ]time)\b", r"\bchang(e|es|ing)\b",
 _FACTS_WEAK = (r"\b(current|today'?s?)\b", r"\bprices?\b", r"\bstock\b")
 # The answer comes from the input itself: extraction or transformation needs no outside facts.
 _FROM_INPUT = (r"\b(turn|turns|convert|converts|map|maps|transform|transforms)\b.*\binto\b",
+               r"\b(triage|classify|categori[sz]e|sort|route|tag)\b.*\b(into|as)\b",
                r"\bextract(s|ing)?\b.*\bfrom\b", r"\bfrom the (text|input|message|review|email|ticket)s?\b",
                r"\b(everything|all) (it needs )?is in the (input|text|message|prompt)\b",
                r"\bknows? enough\b")
@@ -69,10 +70,6 @@ class Reading:
     answers: Answers
     fields: tuple[str, ...] = ()
     understood: tuple[str, ...] = ()
-
-    def found(self, name: str) -> bool:
-        """True when the message said something about the Answers field `name`."""
-        return any(s.startswith(_LEAD[name]) for s in self.understood)
 
 
 _LEAD = {"fixed_format": "Output:", "new_facts": "Knowledge:", "style": "Style:", "examples": "Examples:",

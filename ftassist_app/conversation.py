@@ -104,7 +104,7 @@ def _decide(s: Session, text: str) -> Iterator[Session]:
         return
     if text in q.choices:  # a quick reply
         s.answers = apply_answer(s.answers, q, text)
-    elif not _take_in(s, text, q):
+    elif not _take_in(s, text):
         try:
             s.answers = apply_answer(s.answers, q, text)
         except ValueError as exc:
@@ -116,9 +116,9 @@ def _decide(s: Session, text: str) -> Iterator[Session]:
     yield s
 
 
-def _take_in(s: Session, text: str, q=None) -> bool:
-    """Read a free-text message into the answers and say what was understood; True when it answered `q`
-    (or, without `q`, when anything was understood)."""
+def _take_in(s: Session, text: str) -> bool:
+    """Read a free-text message into the answers and say what was understood; True when anything was
+    (the questions still open are asked next)."""
     reading = read_task(text, s.answers)
     if not reading.understood:
         return False
@@ -126,7 +126,7 @@ def _take_in(s: Session, text: str, q=None) -> bool:
     if reading.fields:
         s.task_fields = list(reading.fields)
     s.say("**What I understood**\n" + "\n".join(f"- {u}" for u in reading.understood))
-    return q is None or reading.found(q.field)
+    return True
 
 
 def set_mapping(s: Session, ws: Workspace, mapping: dict[str, str] | None = None) -> Iterator[Session]:
@@ -177,8 +177,7 @@ def _data(s: Session, ws: Workspace, inputs: list[str]) -> Iterator[Session]:
             s.mapping_request = {"path": found.path, "columns": list(found.columns), "mapping": dict(found.mapping),
                                  "reason": found.reason}
             s.say(data_step.mapping_markdown(found))
-            if found.guess:
-                s.quick = [USE_MAPPING]
+            if found.guess:  # the panel below the chat confirms or changes it (or the text "Use this mapping")
                 yield s
                 return
             s.column_map = dict(found.mapping)

@@ -312,7 +312,7 @@ def test_a_table_mapped_by_a_guess_waits_for_the_users_choice(settings, tmp_path
     s = run(conversation.respond(conversation.new_session(), settings, files=[str(tmp_path / "plain.csv")]))
     said = s.messages[-1]["content"]
     assert "**guess**" in said and "| the prompt (user message) | `notes` |" in said
-    assert s.quick == [conversation.USE_MAPPING] and s.data_dir is None  # nothing built on a guess
+    assert s.quick == [] and s.mapping_request["mapping"]["instruction"] == "notes" and s.data_dir is None  # nothing built on a guess
     with pytest.raises(UserError, match="one role only"):
         run(conversation.set_mapping(s, settings, {"instruction": "col_a", "output": "col_a"}))
     s = run(conversation.set_mapping(s, settings, {"instruction": "col_a", "output": "col_b"}))
