@@ -341,6 +341,28 @@ class EvalConfig(Checked):
 
 
 @dataclass
+class EvidenceConfig(Checked):
+    """How `ftassist data measure` measures the base model with prompting before any training."""
+
+    data: str = _f("", "Data folder written by `ftassist data build` (train.jsonl, test.jsonl, schema.json).",
+                   positional=True)
+    model: str = _f(DEFAULT_MODEL, "Base model to measure.")
+    rows: int = _f(8, "Test rows to measure on (a sample; the eval after training uses them all).")
+    shots: int = _f(3, "Training examples put in the prompt as earlier turns.")
+    seed: int = _f(0, "Seed of the row and example sample.")
+
+    def validate(self) -> None:
+        problems = []
+        if not self.data:
+            problems.append("DATA is missing: name the folder `ftassist data build --out` wrote")
+        if self.rows < 1:
+            problems.append(f"--rows {self.rows}: measure at least 1 row")
+        if self.shots < 0:
+            problems.append(f"--shots {self.shots}: must be 0 or more")
+        _raise(problems)
+
+
+@dataclass
 class DemoConfig(Checked):
     """How `ftassist demo` runs the whole pipeline on the example task and the default model."""
 

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ftassist.config import EvidenceConfig
 from ftassist.errors import UserError
 
 PROMPTING = "prompting"
@@ -86,6 +87,16 @@ def few_shot_prompt(prompt: list[dict], shots: list[dict], schema: dict | None) 
         msgs = [m for m in row["messages"] if m.get("role") != "system"]
         turns += msgs[-2:]
     return turns + [m for m in prompt if m.get("role") != "system"]
+
+
+def measure(cfg: EvidenceConfig) -> Evidence:
+    """`measure_prompting` for an EvidenceConfig (the CLI's and the app's way in); writes DATA/evidence.json."""
+    from ftassist.files import write_json_atomic
+
+    cfg.validate()
+    evidence = measure_prompting(cfg.data, cfg.model, rows=cfg.rows, shots=cfg.shots, seed=cfg.seed)
+    write_json_atomic(Path(cfg.data) / "evidence.json", evidence.to_dict())
+    return evidence
 
 
 def measure_prompting(data_dir: str | Path, model: str | None = None, rows: int = SAMPLE_ROWS, shots: int = SHOTS,

@@ -255,12 +255,10 @@ def is_json_data(data_dir: str | Path) -> bool:
 
 def measure_evidence(data_dir: str | Path, model: str, rows: int) -> Any:
     """The base model measured with prompting on `rows` test rows (`ftassist.evidence`), saved as evidence.json."""
-    from ftassist.evidence import measure_prompting
-    from ftassist.files import write_json_atomic
+    from ftassist.config import EvidenceConfig
+    from ftassist.evidence import measure
 
-    evidence = measure_prompting(data_dir, model, rows=rows)
-    write_json_atomic(Path(data_dir) / "evidence.json", evidence.to_dict())
-    return evidence
+    return measure(EvidenceConfig(data=str(data_dir), model=model, rows=rows))
 
 
 def report_file(result: Any) -> str | None:

@@ -83,3 +83,24 @@ def test_generation_with_the_constraint_parses(built, tiny_model):
     replies = generate_replies(model, tok, [[{"role": "user", "content": "hi"}], [{"role": "user", "content": "a longer one"}]],
                                24, logits_processors=schema_constraint(tok, model, schema))
     assert [set(json.loads(r)) for r in replies] == [{"ok"}, {"ok"}]
+
+
+def test_cli_measure_prints_figures_and_advice_and_refuses_bad_input(built, tiny_model, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "ftassist", "data", "measure", *args], capture_output=True, text=True,
+                              cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, timeout=300)
+
+    ok = cli(str(built), "--model", str(tiny_model), "--rows", "2", "--shots", "1")
+    assert ok.returncode == 0, ok.stderr
+    assert "prompting + structured outputs:" in ok.stdout and "**Recommendation:" in ok.stdout
+    assert json.loads((built / "evidence.json").read_text())["rows"] == 2
+    bad = cli(str(built), "--model", str(tiny_model), "--rows", "0")
+    assert bad.returncode == 2 and "--rows 0: measure at least 1 row" in bad.stderr and "Traceback" not in bad.stderr
+    missing = cli(str(tmp_path / "nowhere"), "--model", str(tiny_model))
+    assert missing.returncode == 2 and "build the data set first" in missing.stderr and "Traceback" not in missing.stderr

@@ -4,6 +4,7 @@
         --schema examples/support_tickets/schema.json --out data/
     ftassist data build manual.pdf --teacher-url http://127.0.0.1:8000/v1 --teacher-model base --out data/
     ftassist data inspect tickets.csv
+    ftassist data measure data/             # the base model prompted on 8 test rows, then the advice
 
 Exit codes: 0 usable, 1 errors found (report written), 2 input unusable (one line on stderr).
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 import argparse
 
 from ftassist.cli.args import add_config_args, config_from_args
-from ftassist.config import DataConfig
+from ftassist.config import DataConfig, EvidenceConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,6 +29,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     inspect.add_argument("--model", default=None, help="Model whose tokenizer measures lengths (default: the default model).")
     inspect.add_argument("--max-length", type=int, default=1024, help="Token budget of one example.")
     inspect.set_defaults(handler=run_inspect)
+    measure = sub.add_parser("measure", help="Before training: what the base model gets on your test rows with a good "
+                             "prompt and examples, and under structured outputs; then the advice, from those figures.")
+    add_config_args(measure, EvidenceConfig)
+    measure.set_defaults(handler=run_measure)
 
 
 def run_build(args: argparse.Namespace) -> int:
@@ -37,6 +42,20 @@ def run_build(args: argparse.Namespace) -> int:
     result = build_dataset(cfg)
     print(result.summary)
     return result.exit_code
+
+
+def run_measure(args: argparse.Namespace) -> int:
+    from ftassist.advisor import Answers, advise_from_evidence
+    from ftassist.evidence import measure
+
+    cfg = config_from_args(EvidenceConfig, args)
+    evidence = measure(cfg)
+    for arm in evidence.arms:
+        print(f"{arm.sentence()} ({arm.rows} rows, {arm.seconds:.0f} s)")
+    print()
+    print(advise_from_evidence(evidence, Answers(fixed_format=True)).to_markdown())
+    print(f"\nwrote {cfg.data}/evidence.json")
+    return 0
 
 
 def run_inspect(args: argparse.Namespace) -> int:
