@@ -30,6 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--auth", default=os.environ.get("FTASSIST_AUTH"), help="USER:PASSWORD to require a login (or $FTASSIST_AUTH).")
     p.add_argument("--max-file-size", default="50mb", help="Largest upload accepted (default 50mb).")
     p.add_argument("--max-rows", type=int, default=20000, help="Most rows one data build may read (default 20000).")
+    p.add_argument("--assistant-url", default="",
+                   help="An OpenAI-compatible endpoint (any served model) that may word the assistant's replies; "
+                        "the rules still decide everything (default: none).")
+    p.add_argument("--assistant-model", default="", help="The model at --assistant-url (default: the first it serves).")
+    p.add_argument("--assistant-key", default=os.environ.get("FTASSIST_ASSISTANT_KEY", ""),
+                   help="API key of --assistant-url (default: $FTASSIST_ASSISTANT_KEY).")
     p.add_argument("--evidence-rows", type=int, default=8,
                    help="Test rows the base model is measured on with prompting, before any advice (0: skip; default 8).")
     p.add_argument("--max-jobs", type=int, default=0, help="Training jobs at once, all visitors (default: one per GPU, 1 on CPU).")
@@ -49,7 +55,8 @@ def settings_from_args(argv: list[str] | None = None):
         runs_dir=Path(args.runs_dir) if args.runs_dir else default_runs_dir(),
         model=args.model, host=args.host or ("0.0.0.0" if on_space else "127.0.0.1"), port=args.port,
         auth=parse_auth(args.auth), max_file_size=args.max_file_size, on_space=on_space, max_rows=args.max_rows,
-        evidence_rows=args.evidence_rows, max_jobs=args.max_jobs, max_waiting=args.max_waiting, max_servers=args.max_servers,
+        evidence_rows=args.evidence_rows, assistant_url=args.assistant_url, assistant_model=args.assistant_model,
+        assistant_key=args.assistant_key, max_jobs=args.max_jobs, max_waiting=args.max_waiting, max_servers=args.max_servers,
         server_idle_minutes=args.server_idle_minutes,
     )
 

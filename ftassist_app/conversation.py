@@ -16,6 +16,7 @@ from ftassist.advisor import Answers, advise_from_evidence, apply_answer, next_q
 from ftassist.errors import UserError
 from ftassist.intake import read_task
 from ftassist_app import compare_step, data_step, limits, serve_step, train_step
+from ftassist_app.phrasing import phrased
 from ftassist_app.session import Session
 from ftassist_app.workspace import Workspace
 
@@ -81,13 +82,13 @@ def respond(s: Session, ws: Workspace, text: str = "", files: list[str] | None =
         return
     if files:
         if text:
-            _take_in(s, text)
+            _take_in(s, text, ws)
         yield from _data(s, ws, data_step.stash_uploads(files, ws.uploads_dir))
         return
     if text in (USE_EXAMPLE, USE_MAPPING, CONTINUE_TRAIN) or text in s.fix_options:
         yield from _data_reply(s, ws, text)  # data can come at any point; the questions still open stay open
     elif s.stage == "decide" or (s.stage == "data" and next_question(s.answers) is not None):
-        yield from _decide(s, text)
+        yield from _decide(s, ws, text)
     elif s.stage == "data":
         yield from _data_reply(s, ws, text)
     elif s.stage == "train":
@@ -96,7 +97,7 @@ def respond(s: Session, ws: Workspace, text: str = "", files: list[str] | None =
         yield from _serve_reply(s, ws, text)
 
 
-def _decide(s: Session, text: str) -> Iterator[Session]:
+def _decide(s: Session, ws: Workspace, text: str) -> Iterator[Session]:
     q = next_question(s.answers)
     if q is None:
         _ask_next(s)
@@ -104,7 +105,7 @@ def _decide(s: Session, text: str) -> Iterator[Session]:
         return
     if text in q.choices:  # a quick reply
         s.answers = apply_answer(s.answers, q, text)
-    elif not _take_in(s, text):
+    elif not _take_in(s, text, ws):
         try:
             s.answers = apply_answer(s.answers, q, text)
         except ValueError as exc:
@@ -116,7 +117,7 @@ def _decide(s: Session, text: str) -> Iterator[Session]:
     yield s
 
 
-def _take_in(s: Session, text: str) -> bool:
+def _take_in(s: Session, text: str, ws: Workspace) -> bool:
     """Read a free-text message into the answers and say what was understood; True when anything was
     (the questions still open are asked next)."""
     reading = read_task(text, s.answers)
@@ -125,7 +126,7 @@ def _take_in(s: Session, text: str) -> bool:
     s.answers = reading.answers
     if reading.fields:
         s.task_fields = list(reading.fields)
-    s.say("**What I understood**\n" + "\n".join(f"- {u}" for u in reading.understood))
+    s.say(phrased(ws.settings, "**What I understood**\n" + "\n".join(f"- {u}" for u in reading.understood)))
     return True
 
 
@@ -210,7 +211,7 @@ def _data(s: Session, ws: Workspace, inputs: list[str]) -> Iterator[Session]:
         evidence = data_step.measure_evidence(result.out, ws.model, ws.settings.evidence_rows)
         s.evidence = evidence.to_dict()
         rec = advise_from_evidence(evidence, s.answers)
-        s.say(rec.to_markdown())
+        s.say(phrased(ws.settings, rec.to_markdown()))
     s.say("The data is usable." + (" You can apply a fix first, or go on." if fixes else ""))
     s.quick = [f.label for f in fixes] + [CONTINUE_TRAIN]
     yield s

@@ -28,6 +28,9 @@ class AppSettings:
     max_rows: int = 20000  # rows one data build may read
     server_idle_minutes: float = 30.0  # a server nobody used for this long is stopped (0: never)
     evidence_rows: int = 8  # test rows the base model is measured on with prompting before advice (0: skip)
+    assistant_url: str = ""  # an OpenAI-compatible endpoint that may word replies (ftassist_app.phrasing); "" none
+    assistant_model: str = ""  # its model ("" : the first it serves)
+    assistant_key: str = ""  # its API key
 
     def __post_init__(self) -> None:
         negative = [name for name in ("max_jobs", "max_waiting", "max_servers", "max_rows", "server_idle_minutes",

@@ -338,3 +338,25 @@ def test_eval_reading_in_plain_words():
                          "- `category` (enum): always right"]
     probe = {"probes": [{"id": "a"}, {"id": "b"}], "totals": {"base": 2, "tuned": 1}}
     assert compare_step.probe_sentences(probe)[1:] == ["- base: 2/2 passed", "- tuned: 1/2 passed"]
+
+
+@pytest.mark.vllm
+def test_a_phrasing_model_words_the_opening_and_never_decides(app_settings, vllm_server):
+    import dataclasses
+
+    text = "turn customer reviews into a JSON object with sentiment and rating; about 240 examples"
+    plain = workspace_for(app_settings, username="ada")
+    rules = run(conversation.respond(conversation.new_session(), plain, text))
+    worded = workspace_for(dataclasses.replace(app_settings, assistant_url=vllm_server.base_url,
+                                               assistant_key=vllm_server.api_key, assistant_model="base"), username="bo")
+    s = run(conversation.respond(conversation.new_session(), worded, text))
+    said = next(m["content"] for m in s.messages if isinstance(m["content"], str) and "What I understood" in m["content"])
+    ruled = next(m["content"] for m in rules.messages if isinstance(m["content"], str) and "What I understood" in m["content"])
+    assert ruled in said and said != ruled  # the rules' text, unchanged, under the model's line
+    assert f"worded by the model at {vllm_server.base_url}; the rules decided the rest" in said
+    assert (s.answers, s.quick) == (rules.answers, rules.quick)  # the model decided nothing
+    down = workspace_for(dataclasses.replace(app_settings, assistant_url="http://127.0.0.1:9/v1"), username="cy")
+    s = run(conversation.respond(conversation.new_session(), down, text))
+    said = next(m["content"] for m in s.messages if isinstance(m["content"], str) and "What I understood" in m["content"])
+    assert said.startswith(ruled) and "the phrasing model did not answer (cannot reach the endpoint" in said
+    assert (s.answers, s.quick) == (rules.answers, rules.quick)
