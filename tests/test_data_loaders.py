@@ -144,3 +144,17 @@ def test_pdf_that_expands_without_end_is_refused(tmp_path):
     assert path.stat().st_size < 2_000_000
     with pytest.raises(UserError, match=r"bomb.pdf: .*(expand|limit|memory)"):
         read_pdf(path, seconds=20, memory_mb=512)
+
+
+def test_column_roles_say_why_and_a_guess_is_flagged(tmp_path):
+    from ftassist.data.formats import table_mapping
+
+    rows = [{"notes": "call back", "review_text": "Great phone, weak battery", "gold_json": '{"rating": 4}'}] * 3
+    mapping, reason = suggest_column_map(["notes", "review_text", "gold_json"], rows)
+    assert mapping == {"instruction": "review_text", "output": "gold_json"}  # not `notes`, though it stands first
+    assert "output=gold_json (its values are JSON)" in reason and "(a word of its name: text)" in reason
+    p = tmp_path / "t.csv"
+    p.write_text("notes,col_a,col_b\n" + "".join(f"n{i},question {i},answer {i}\n" for i in range(4)))
+    found = table_mapping(p)
+    assert found.mapping == {"instruction": "notes", "output": "col_a"} and found.guess  # order alone: said, not silent
+    assert table_mapping(D / "alpaca.json") is None  # a known format needs no mapping
