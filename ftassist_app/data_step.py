@@ -1,8 +1,8 @@
 """Data step: build train/test sets from uploaded files and describe the result for the chat.
 
 `build_data` calls `ftassist.data.build.build_dataset`; `describe_data` turns its result into
-markdown (format, counts, examples per check, split sizes); `offered_fixes` maps findings to
-the DataConfig switches that fix them, labelled with counts ("Drop 12 duplicates").
+markdown (how each file was read, the schema, the findings with file and line, the command); the
+fixes offered are the library's (`ftassist.data.fixes.offered_fixes`).
 """
 
 from __future__ import annotations
@@ -10,29 +10,13 @@ from __future__ import annotations
 import json
 import shutil
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ftassist.config import DataConfig
+from ftassist.data.fixes import Fix, offered_fixes  # noqa: F401 - the chat offers the library's fixes
 from ftassist.errors import UserError
 from ftassist.snippets import cli_command
-
-# DataConfig switch -> (words that mark a finding it fixes, label template)
-FIXES: dict[str, tuple[tuple[str, ...], str]] = {
-    "drop_duplicates": (("duplicate",), "Drop {n} duplicates"),
-    "mask_pii": (("pii", "email", "phone", "card", "iban", "personal"), "Mask {n} personal data items"),
-    "drop_overlength": (("too_long", "overlength", "over_length", "long"), "Drop {n} over-long examples"),
-}
-DROP_INVALID = "drop_invalid"
-
-
-@dataclass
-class Fix:
-    switch: str
-    label: str
-    count: int
-
 
 def build_config(inputs: list[str], out: Path, model: str, fixes: dict[str, bool], max_rows: int = 0,
                  column_map: dict[str, str] | None = None, schema: str | None = None) -> DataConfig:
@@ -123,19 +107,6 @@ def build_data(cfg: DataConfig) -> Any:
 
     cfg.validate()
     return build_dataset(cfg)
-
-
-def offered_fixes(findings: list[Any], applied: dict[str, bool]) -> list[Fix]:
-    """Fixes worth offering for `findings`, skipping switches already on."""
-    fixes = []
-    for switch, (words, template) in FIXES.items():
-        n = sum(1 for f in findings if any(w in f.check.lower() for w in words))
-        if n and not applied.get(switch):
-            fixes.append(Fix(switch, template.format(n=n), n))
-    errors = {f.row for f in findings if f.severity == "error" and f.row is not None}
-    if errors and not applied.get(DROP_INVALID):
-        fixes.append(Fix(DROP_INVALID, f"Drop {len(errors)} invalid rows", len(errors)))
-    return fixes
 
 
 def describe_data(result: Any, cfg: DataConfig, max_findings: int = 12) -> str:

@@ -15,6 +15,35 @@ from ftassist.data.pii import mask_pii
 LENGTH_CHECKS = ("too_long", "fully_masked")
 
 
+@dataclass(frozen=True)
+class Fix:
+    """A fix worth offering: the DataConfig switch that applies it, a label with the count, the count."""
+
+    switch: str
+    label: str
+    count: int
+
+
+def offered_fixes(findings: list[Finding], applied: dict[str, bool] | None = None) -> list[Fix]:
+    """The fixes `apply_fixes` can make for `findings` (by check id, as it applies them), skipping the
+    switches already on in `applied`; rows are counted once per fix.
+
+    >>> offered_fixes([Finding("duplicate_exact", "warning", 3), Finding("empty_content", "error", 5)])
+    [Fix(switch='drop_duplicates', label='Drop 1 duplicates', count=1), Fix(switch='drop_invalid', label='Drop 1 invalid rows', count=1)]
+    """
+    applied = applied or {}
+    rows = {
+        "drop_duplicates": {f.row for f in findings if f.check == "duplicate_exact"},
+        "mask_pii": {(f.row, f.field, f.example) for f in findings if f.check.startswith("pii_")},
+        "drop_overlength": {f.row for f in findings if f.check in LENGTH_CHECKS},
+        "drop_invalid": {f.row for f in findings if f.severity == "error" and f.row is not None},
+    }
+    labels = {"drop_duplicates": "Drop {n} duplicates", "mask_pii": "Mask {n} personal data items",
+              "drop_overlength": "Drop {n} over-long examples", "drop_invalid": "Drop {n} invalid rows"}
+    return [Fix(switch, labels[switch].format(n=len(found)), len(found))
+            for switch, found in rows.items() if found and not applied.get(switch)]
+
+
 @dataclass
 class FixResult:
     """Rows kept (indices into the examples) with their final messages, drops by reason, the number
