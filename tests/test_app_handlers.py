@@ -360,3 +360,23 @@ def test_a_phrasing_model_words_the_opening_and_never_decides(app_settings, vllm
     said = next(m["content"] for m in s.messages if isinstance(m["content"], str) and "What I understood" in m["content"])
     assert said.startswith(ruled) and "the phrasing model did not answer (cannot reach the endpoint" in said
     assert (s.answers, s.quick) == (rules.answers, rules.quick)
+
+
+def test_an_edited_schema_is_checked_and_used_on_the_next_build(settings, tmp_path):
+    from ftassist_app import data_step
+
+    path = tmp_path / "r.jsonl"
+    path.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"review {i}"},
+                                                     {"role": "assistant", "content": json.dumps({"rating": i % 5})}]}) + "\n"
+                            for i in range(20)))
+    with pytest.raises(UserError, match=r"the edited schema: not valid JSON"):
+        data_step.save_schema('{"type": "object",', settings.uploads_dir)
+    with pytest.raises(UserError, match=r"the edited schema: not a valid JSON Schema"):
+        data_step.save_schema('{"type": "objekt"}', settings.uploads_dir)
+    assert not (settings.uploads_dir / "schema.json").exists()  # nothing half-written
+    strict = '{"type": "object", "properties": {"rating": {"type": "integer", "maximum": 3}}, "required": ["rating"]}'
+    schema = data_step.save_schema(strict, settings.uploads_dir)
+    cfg = data_step.build_config([str(path)], settings.data_dir, settings.model, {}, 0, None, schema)
+    result = data_step.build_data(cfg)
+    assert {f.check for f in result.findings} == {"schema_mismatch"} and result.exit_code == 1  # ratings of 4 break it
+    assert data_step.findings_rows(result.findings)[0][:4] == ["r.jsonl", "5", "schema_mismatch", "error"]
