@@ -261,6 +261,10 @@ def test_example_data_then_training_job_to_completion(settings):
     assert status is not None and status.state == "completed", (status, (Path(s.run_dir) / "train.log").read_text()[-2000:])
     assert "Training finished" in s.messages[-1]["content"] and s.quick == [conversation.MERGE, conversation.START_SERVER]
     assert len(train_step.loss_frame(metrics)) >= 1
+    from ftassist.data.fingerprint import read_fingerprint
+
+    recorded = json.loads((Path(s.run_dir) / "run.json").read_text())["data_fingerprint"]
+    assert recorded == read_fingerprint(s.data_dir)["id"]  # the run names the data version it trained on
     # merge and the parity gate, from the chat
     s = run(conversation.respond(s, settings, conversation.MERGE))
     assert "**Parity check passed**" in s.messages[-1]["content"] and "| merged_hf | 100.0% |" in s.messages[-1]["content"]

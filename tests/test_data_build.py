@@ -17,7 +17,8 @@ from ftassist.files import read_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
 D = Path(__file__).parent / "fixtures" / "data"
-OUTPUTS = {"train.jsonl", "test.jsonl", "schema.json", "hf_dataset", "report.json", "report.md", "lengths.png", "dataset_card.md"}
+OUTPUTS = {"train.jsonl", "test.jsonl", "schema.json", "hf_dataset", "report.json", "report.md", "lengths.png", "dataset_card.md",
+           "fingerprint.json"}
 
 
 def test_example_task_builds_clean(tiny_model, example_dir, tmp_path):
@@ -124,3 +125,23 @@ def test_a_one_row_latin1_csv_builds_with_an_empty_test_split(tiny_model, tmp_pa
     dd = datasets.load_from_disk(str(out / "hf_dataset"))
     assert list(dd) == ["train"] and dd["train"].num_rows == 1  # the empty test split is left out, not written broken
     assert "Café" in dd["train"][0]["messages"][0]["content"]
+
+
+def test_fingerprint_names_the_version_and_changes_with_the_content(tiny_model, example_dir, tmp_path):
+    from ftassist.data.fingerprint import read_fingerprint, sha256_file
+
+    def build(name, train=example_dir / "train.jsonl", **kw):
+        cfg = DataConfig(inputs=[str(train)], test_inputs=[str(example_dir / "test.jsonl")],
+                         out=str(tmp_path / name), model=str(tiny_model), **kw)
+        return build_dataset(cfg).out
+
+    a, again = read_fingerprint(build("a")), read_fingerprint(build("again"))
+    assert a["id"] == again["id"] and len(a["id"]) == 12  # the same inputs and settings: the same version
+    assert a["splits"]["train.jsonl"] == sha256_file(tmp_path / "a" / "train.jsonl")
+    assert a["inputs"][str(example_dir / "train.jsonl")] == sha256_file(example_dir / "train.jsonl")
+    setting = read_fingerprint(build("b", system_prompt="Reply in JSON."))  # the rows have their own: same content
+    assert setting["id"] == a["id"] and setting["settings_sha256"] != a["settings_sha256"]
+    fewer = tmp_path / "fewer.jsonl"
+    fewer.write_text("".join((example_dir / "train.jsonl").read_text().splitlines(keepends=True)[:-1]))
+    assert read_fingerprint(build("c", train=fewer))["id"] != a["id"]  # one row less: another version
+    assert json.loads((tmp_path / "a" / "report.json").read_text())["fingerprint"]["id"] == a["id"]

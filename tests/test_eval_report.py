@@ -164,9 +164,13 @@ def test_history_append_read_render(tmp_path):
     assert len(entries) == 2
     table = render_history(entries, current_sha="ab" * 32).splitlines()
     assert table[0] == ("| when | out | arm | endpoint | field accuracy | exact | schema valid | strict | extractable | n "
-                        "| same test set |")
-    assert table[3] == f"| 2026-11-22T10:00 | {tmp_path / 'eval'} | tuned | {Y} | 90.0% | 90.0% | 90.0% | 90.0% | 90.0% | 10 | yes |"
-    assert table[5].endswith(f"| evals/b | tuned | {Y} | 90.0% | 90.0% | 90.0% | 90.0% | 90.0% | 10 | no (not comparable) |")
+                        "| same test set | data set |")
+    assert table[3] == f"| 2026-11-22T10:00 | {tmp_path / 'eval'} | tuned | {Y} | 90.0% | 90.0% | 90.0% | 90.0% | 90.0% | 10 | yes | - |"
+    assert table[5].endswith(f"| evals/b | tuned | {Y} | 90.0% | 90.0% | 90.0% | 90.0% | 90.0% | 10 | no (not comparable) | - |")
+    # a test set from another build of the data is said so
+    versions = [{**entry, "dataset": "aaaaaaaaaaaa"}, {**entry, "dataset": "bbbbbbbbbbbb"}]
+    rows = render_history(versions, current_sha="ab" * 32, current_dataset="bbbbbbbbbbbb").splitlines()
+    assert rows[2].endswith("| aaaaaaaaaaaa (another build of the data) |") and rows[4].endswith("| bbbbbbbbbbbb |")
     # Entries written before arms had endpoints still render.
     old = {**entry, "arms": [{k: v for k, v in a.items() if k != "endpoint"} for a in entry["arms"]]}
     assert render_history([old]).splitlines()[2].split(" | ")[3] == "-"

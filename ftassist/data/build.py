@@ -5,6 +5,7 @@
     print(result.summary); raise SystemExit(result.exit_code)
 
 Writes into `cfg.out` in one atomic rename: train.jsonl, test.jsonl, schema.json (JSON tasks),
+fingerprint.json (the data set's version: `ftassist.data.fingerprint`),
 hf_dataset/ (datasets.DatasetDict), provenance.jsonl (documents: the source passage of each
 train/test line), report.json, report.md, lengths.png, dataset_card.md. When errors remain
 (exit code 1) only the reports are written. With `cfg.teacher_url`, documents become pairs
@@ -23,6 +24,7 @@ from ftassist.data.checks_content import class_labels, prompt_key, reply
 from ftassist.data.checks_format import valid_messages
 from ftassist.data.checks_length import load_tokenizer
 from ftassist.data.findings import Finding, count_by_severity
+from ftassist.data.fingerprint import FILE as FINGERPRINT_FILE, fingerprint
 from ftassist.data.fixes import apply_fixes
 from ftassist.data.loaders import file_kind
 from ftassist.data.pii import mask_pii
@@ -39,7 +41,7 @@ if TYPE_CHECKING:
     from ftassist.data.teacher import Teacher
 
 OUR_FILES = {"train.jsonl", "test.jsonl", "schema.json", "hf_dataset", "provenance.jsonl", "report.json", "report.md", "lengths.png",
-             "dataset_card.md", "evidence.json"}
+             "dataset_card.md", "evidence.json", "fingerprint.json"}
 SECRET_FIELDS = ("teacher_api_key",)
 
 
@@ -163,6 +165,8 @@ def build_dataset(cfg: DataConfig) -> DataResult:
                 else:
                     write_json_atomic(tmp / "schema.json", schema)
             save_hf_dataset(tmp / "hf_dataset", train, test)
+            report["fingerprint"] = fingerprint(tmp, cfg.inputs + cfg.test_inputs, vars(cfg), cfg.schema)
+            write_json_atomic(tmp / FINGERPRINT_FILE, report["fingerprint"])
         write_reports(tmp, report, findings, lengths.known(), schema)
     summary = render_summary(out, loaded.files, findings, remaining, fixed.dropped, fixed.masked,
                              len(train_idx), len(test_idx), exit_code)

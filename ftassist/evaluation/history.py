@@ -3,7 +3,8 @@
 By default the file is `history.jsonl` in the parent folder of the eval's `--out`
 (`--out evals/run-a` and `--out evals/run-b` share `evals/history.jsonl`); pass `--history FILE`
 to share one file across any layout.
-Only rows on the same test set (same SHA-256) are comparable; the table says which are.
+Only rows on the same test set (same SHA-256) are comparable; the table says which are, and which
+came from another build of the data (`ftassist.data.fingerprint`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ def history_entry(report: dict) -> dict:
         "out": report["out"],
         "data": report["data"]["path"],
         "data_sha256": report["data"]["sha256"],
+        "dataset": report["data"].get("dataset"),
         "task": task,
         "n": report["data"]["examples"],
         "temperature": report["config"]["temperature"],
@@ -63,18 +65,23 @@ def read_history(path: Path) -> list[dict]:
     return entries
 
 
-def render_history(entries: list[dict], current_sha: str | None = None, last: int = 20) -> str:
-    """A markdown table of the last `last` entries, one row per arm and its endpoint; marks rows on another test set."""
+def render_history(entries: list[dict], current_sha: str | None = None, current_dataset: str | None = None,
+                   last: int = 20) -> str:
+    """A markdown table of the last `last` entries, one row per arm and its endpoint; marks rows on another
+    test set, and rows whose test set came from another build of the data (`dataset`, its fingerprint id)."""
     if not entries:
         return "_No earlier evals recorded._"
     metrics = list(dict.fromkeys(k for e in entries for a in e["arms"] for k in a if k not in ("name", "endpoint")))
-    head = ["when", "out", "arm", "endpoint", *[m.replace("_", " ") for m in metrics], "n", "same test set"]
+    head = ["when", "out", "arm", "endpoint", *[m.replace("_", " ") for m in metrics], "n", "same test set", "data set"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for e in entries[-last:]:
         same = "yes" if current_sha is None or e.get("data_sha256") == current_sha else "no (not comparable)"
         for a in e["arms"]:
             cells = [str(e.get("created", ""))[:16], str(e.get("out", "")), a["name"], str(a.get("endpoint") or "-")]
             cells += [f"{100 * a[m]:.1f}%" if isinstance(a.get(m), (int, float)) else "-" for m in metrics]
-            cells += [str(e.get("n", "")), same]
+            data = e.get("dataset") or "-"
+            if current_dataset and e.get("dataset") and e["dataset"] != current_dataset:
+                data += " (another build of the data)"
+            cells += [str(e.get("n", "")), same, data]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -38,6 +38,7 @@ from ftassist.evaluation.probe import PROBES, check_probe, probe_messages
 from ftassist.evaluation.report import markdown_table, write_report
 from ftassist.evaluation.summary import PRIMARY, compare_arms, constrained_speed, select_worst, summarize_arm
 from ftassist.evaluation.taxonomy import describe
+from ftassist.data.fingerprint import read_fingerprint
 from ftassist.evaluation.testset import Example, file_sha256, load_examples
 from ftassist.schema import infer_schema, load_schema
 
@@ -113,7 +114,8 @@ def run_eval(cfg: EvalConfig, progress: Callable[[str], None] | None = None) -> 
         "config": {**dataclasses.asdict(cfg), "api_key": "***" if cfg.api_key else None,
                    "api_keys": {label: "***" for label in cfg.api_keys}},
         "endpoints": served,
-        "data": {"path": str(cfg.data), "sha256": file_sha256(cfg.data), "examples": len(examples), "task": task},
+        "data": {"path": str(cfg.data), "sha256": file_sha256(cfg.data), "examples": len(examples), "task": task,
+                 "dataset": (read_fingerprint(Path(cfg.data).parent) or {}).get("id")},
         "schema": {"source": schema_source, "schema": schema} if schema is not None else None,
         "arms": summaries,
         "comparisons": compare_arms(arms[0].name, [a.name for a in arms[1:]], success, primary),
@@ -126,7 +128,8 @@ def run_eval(cfg: EvalConfig, progress: Callable[[str], None] | None = None) -> 
     report["table"] = markdown_table(summaries, task)
     hist = history_path(cfg.out, cfg.history)
     entries = read_history(hist) + [history_entry(report)]
-    report["history"] = {"path": str(hist), "table": render_history(entries, report["data"]["sha256"])}
+    report["history"] = {"path": str(hist), "table": render_history(entries, report["data"]["sha256"],
+                                                                    report["data"]["dataset"])}
     write_report(Path(cfg.out), report, replies_rows)
     append_history(hist, entries[-1])
     return EvalResult(out=Path(cfg.out), table=report["table"], report=report, arms=summaries)

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ftassist.config import TrainConfig, save_config
+from ftassist.data.fingerprint import read_fingerprint
 from ftassist.errors import UserError
 from ftassist.files import atomic_dir, read_jsonl, write_json_atomic
 from ftassist.train import checkpoints
@@ -216,7 +217,8 @@ def _train(cfg: TrainConfig, run: Path, status: StatusWriter | None, *, resume: 
     info = run_info(cfg, model_path, plan, n_examples=len(dataset), longest=max(prep.lengths),
                     truncated=sum(n > cfg.max_length for n in prep.lengths), budget=budget.to_dict(),
                     validation={"rows": len(prep.val), "task": prep.val.task, "source": prep.val.source}
-                    if prep.val is not None else None, validation_note=prep.val_note)
+                    if prep.val is not None else None, validation_note=prep.val_note,
+                    data_fingerprint=(read_fingerprint(cfg.data) or {}).get("id"))  # None: not from `data build`
     ckdir = run / "checkpoints"
     if is_main_process():
         save_config(cfg, run / "config.yaml")
