@@ -1,9 +1,11 @@
-"""The model card (README.md) written beside a merged model: base, data, method, evaluation figures."""
+"""The model card (README.md) written beside a merged model, through huggingface_hub's ModelCard:
+base, data (and its version), method, and the eval's figures as Hub model-index results."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from ftassist.data.fingerprint import read_fingerprint
 from serving.run import RunInfo
 
 
@@ -15,29 +17,57 @@ def count_lines(path: Path) -> int | None:
         return None
 
 
-def flat_figures(obj: object, prefix: str = "", depth: int = 3) -> list[tuple[str, float]]:
-    """Numeric leaves of a nested report as (dotted.key, value), at most `depth` levels deep.
+def card_arm(report: dict) -> dict | None:
+    """The arm of an eval report that is this model: `tuned`, else `merged`, else the last unconstrained one."""
+    arms = [a for a in report.get("arms", []) if not a.get("constrained")]
+    by_name = {a["name"]: a for a in arms}
+    return by_name.get("tuned") or by_name.get("merged") or (arms[-1] if arms else None)
 
-    >>> flat_figures({"a": {"b": 0.5, "c": "x"}, "n": 3})
-    [('a.b', 0.5), ('n', 3)]
-    """
-    out: list[tuple[str, float]] = []
-    if isinstance(obj, bool):
-        return out
-    if isinstance(obj, (int, float)):
-        return [(prefix, obj)]
-    if isinstance(obj, dict) and depth > 0:
-        for key, value in obj.items():
-            out += flat_figures(value, f"{prefix}.{key}" if prefix else str(key), depth - 1)
-    return out
+
+def headline(arm: dict, task: str) -> list[tuple[str, dict]]:
+    """(metric, {"value", "low", "high"}) of an arm summary, in the eval's headline order."""
+    from ftassist.evaluation.summary import HEADLINE
+
+    return [(m, arm[g][m]) for g, m in HEADLINE[task] if m in arm.get(g, {})]
+
+
+def eval_results(report: dict, model_name: str) -> list:
+    """The eval of the model as huggingface_hub EvalResults (the Hub's model-index)."""
+    from huggingface_hub import EvalResult
+
+    arm = card_arm(report)
+    if arm is None:
+        return []
+    data = report.get("data", {})
+    name = Path(str(data.get("path", "test.jsonl"))).name
+    return [EvalResult(task_type="text-generation", dataset_type="json", dataset_name=name, dataset_split="test",
+                       metric_type=m, metric_name=LABEL.get(m, m), metric_value=round(float(v["value"]), 4))
+            for m, v in headline(arm, data.get("task", "json"))]
+
+
+LABEL = {"field_accuracy": "field accuracy", "exact": "whole object right", "schema_valid": "schema-valid",
+         "strict": "strict JSON", "extractable": "JSON extractable", "exact_match": "exact match", "rougeL": "ROUGE-L"}
+
+
+def _hub_id(name: str | None) -> str | None:
+    """`name` when it reads as a Hub repo id (owner/name), None for a local path."""
+    if not name or name.startswith((".", "/", "~")) or Path(name).exists() or name.count("/") != 1:
+        return None
+    return name
 
 
 def model_card(run: RunInfo, base: str, dtype: str) -> str:
-    """Markdown for README.md of the merged model."""
+    """README.md of the merged model, written with huggingface_hub: metadata (base model, library, tags,
+    the data set version, the eval as model-index results) and prose (training, data, evaluation, use)."""
+    from huggingface_hub import ModelCard, ModelCardData
+
     t = run.train
+    report = run.eval_report()
+    results = eval_results(report, run.run_dir.name) if report else []
+    meta = ModelCardData(library_name="transformers", base_model=_hub_id(t.get("model")), tags=["ftassist", "lora", "merged"],
+                         model_name=run.run_dir.name if results else None, eval_results=results or None)
     lines = [
-        "---", "library_name: transformers", f"base_model: {t.get('model', base)}", "tags: [ftassist, lora, merged]", "---",
-        "", f"# {run.run_dir.name} (merged)", "",
+        f"# {run.run_dir.name} (merged)", "",
         f"Fine-tuned from `{t.get('model', base)}` (loaded from `{base}`) with ftassist; the adapter of "
         f"`{run.run_dir}` was merged into the {dtype} base weights (safetensors only).", "",
         "## Training", "",
@@ -54,10 +84,18 @@ def model_card(run: RunInfo, base: str, dtype: str) -> str:
     if data:
         sizes = ", ".join(f"{name} {n} examples" for name in ("train", "test")
                           if (n := count_lines(data / f"{name}.jsonl")) is not None)
-        lines += ["", "## Data", "", f"- folder `{t.get('data')}`" + (f": {sizes}" if sizes else "")]
-    report = run.eval_report()
+        version = (read_fingerprint(data) or {}).get("id")
+        lines += ["", "## Data", "", f"- folder `{t.get('data')}`" + (f": {sizes}" if sizes else "")
+                  + (f" (data set version `{version}`)" if version else "")]
     if report:
-        lines += ["", "## Evaluation", "", "| figure | value |", "|---|---|"]
-        lines += [f"| {key} | {value:.4g} |" for key, value in flat_figures(report)[:40]]
+        task = report.get("data", {}).get("task", "json")
+        arms = report.get("arms", [])
+        metrics = [m for m, _ in headline(arms[0], task)] if arms else []
+        lines += ["", "## Evaluation", "", f"On `{report.get('data', {}).get('path', 'the test split')}` "
+                  f"({report.get('data', {}).get('examples', '?')} examples), 95% intervals:", "",
+                  "| arm | " + " | ".join(LABEL.get(m, m) for m in metrics) + " |", "|---|" + "---|" * len(metrics)]
+        for a in arms:
+            cells = [f"{100 * v['value']:.1f}% ({100 * v['low']:.1f}-{100 * v['high']:.1f})" for _, v in headline(a, task)]
+            lines.append(f"| {a['name']} | " + " | ".join(cells) + " |")
     lines += ["", "## Use", "", "```bash", "ftassist serve --model THIS_FOLDER", "```", ""]
-    return "\n".join(lines)
+    return str(ModelCard(f"---\n{meta.to_yaml()}\n---\n\n" + "\n".join(lines)))

@@ -64,8 +64,18 @@ def test_merged_logits_equal_base_plus_adapter(run_dir, tiny_model, tmp_path):
 def test_files_are_safetensors_only_with_training_template_and_card(run_dir, tmp_path):
     from transformers import AutoTokenizer
 
+    from ftassist.evaluation.metrics import make_validator, score_reply
+    from ftassist.evaluation.summary import summarize_arm
+
+    # an eval report in the shape the eval writes: arm summaries from the eval's own scorer and summarizer
+    validator = make_validator({"type": "object"})
+    ref = {"a": 1, "b": "x"}
+    scores = {"base": ["no json", '{"a": 2, "b": "y"}'], "tuned": ['{"a": 1, "b": "x"}', '{"a": 1, "b": "y"}']}
+    arms = [summarize_arm(name, [[score_reply(r, ref, validator)] for r in replies], "json", model=name)
+            for name, replies in scores.items()]
     (run_dir / "eval").mkdir()
-    (run_dir / "eval" / "report.json").write_text(json.dumps({"models": {"tuned": {"json_valid": 0.97}}}))
+    (run_dir / "eval" / "report.json").write_text(json.dumps(
+        {"data": {"path": "data/test.jsonl", "examples": 2, "task": "json"}, "arms": arms}))
     out = merge_adapter(MergeConfig(run_dir=str(run_dir), out=str(tmp_path / "merged")))
     names = sorted(p.name for p in out.iterdir())
     assert names == ["README.md", "chat_template.jinja", "config.json", "generation_config.json", "model.safetensors",
@@ -74,7 +84,14 @@ def test_files_are_safetensors_only_with_training_template_and_card(run_dir, tmp
     gen = json.loads((out / "generation_config.json").read_text())
     assert gen["eos_token_id"] == AutoTokenizer.from_pretrained(out).eos_token_id
     card = (out / "README.md").read_text()
-    assert "method: lora, LoRA r=8, alpha=16" in card and "| models.tuned.json_valid | 0.97 |" in card
+    assert "method: lora, LoRA r=8, alpha=16" in card
+    assert "| tuned | 75.0% (" in card and "| base | 0.0% (" in card  # field accuracy first, with its interval
+    from huggingface_hub import ModelCard
+
+    meta = ModelCard.load(out / "README.md").data  # the Hub's own reader parses the metadata
+    assert meta.library_name == "transformers" and "ftassist" in meta.tags
+    results = {r.metric_type: r.metric_value for r in meta.eval_results}
+    assert results == {"field_accuracy": 0.75, "exact": 0.5, "schema_valid": 1.0, "strict": 1.0, "extractable": 1.0}
     assert "train 48 examples, test 8 examples" in card
     assert json.loads((out / "config.json").read_text())["dtype"] == "float32"
     assert not list(tmp_path.glob(".merged.*"))  # no temporary folder left behind
