@@ -12,6 +12,7 @@ cross-field problem at once and raises them together as one `ConfigError`.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -337,6 +338,25 @@ class EvalConfig(Checked):
             problems.append("--samples, --concurrency and --max-tokens must be >= 1")
         if self.samples > 1 and self.temperature == 0:
             problems.append("--samples > 1 needs --temperature > 0, otherwise every sample is the same")
+        _raise(problems)
+
+
+@dataclass
+class PushConfig(Checked):
+    """How `ftassist push` uploads a run's merged model (or its adapter) to the Hugging Face Hub."""
+
+    run_dir: str = _f("", "Run folder written by `ftassist train`.", positional=True)
+    repo: str = _f("", "Hub repository to create or update: OWNER/NAME.")
+    what: str = _f("merged", "What to upload: the merged model (RUN_DIR/merged) or the adapter (RUN_DIR/adapter).",
+                   choices=["merged", "adapter"])
+    private: bool = _f(True, "Create the repository as private.")
+
+    def validate(self) -> None:
+        problems = []
+        if not self.run_dir:
+            problems.append("RUN_DIR is missing: pass the folder written by `ftassist train`")
+        if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*", self.repo or ""):
+            problems.append(f"--repo {self.repo!r}: write OWNER/NAME, e.g. --repo ada/tickets-lora")
         _raise(problems)
 
 

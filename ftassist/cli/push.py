@@ -1,0 +1,23 @@
+"""`ftassist push RUN_DIR --repo OWNER/NAME [--what merged|adapter]`: upload to the Hugging Face Hub."""
+
+from __future__ import annotations
+
+import argparse
+
+from ftassist.cli.args import add_config_args, config_from_args
+from ftassist.config import PushConfig
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("push", help="Upload a run's merged model or adapter to the Hugging Face Hub.",
+                            description=PushConfig.__doc__)
+    add_config_args(parser, PushConfig)
+    parser.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    from serving.push import push_run
+
+    url = push_run(config_from_args(PushConfig, args))
+    print(f"uploaded to {url}")
+    return 0
