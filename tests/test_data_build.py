@@ -35,6 +35,12 @@ def test_example_task_builds_clean(tiny_model, example_dir, tmp_path):
     assert report["counts"] == {"rows_in": 460, "train": 400, "test": 60, "dropped": {}, "masked": 0}
     assert [f["format"] for f in report["inputs"]] == ["openai_chat", "openai_chat"]
     assert "![token lengths](lengths.png)" in (result.out / "report.md").read_text()
+    from huggingface_hub import DatasetCard
+
+    card = DatasetCard.load(result.out / "dataset_card.md")  # the Hub's own reader
+    assert card.data.task_categories == ["text-generation"] and card.data.size_categories == ["n<1K"]
+    assert card.data.configs[0]["data_files"] == [{"split": "train", "path": "train.jsonl"}, {"split": "test", "path": "test.jsonl"}]
+    assert card.data.ftassist_version_id == report["fingerprint"]["id"]
     import datasets
 
     dd = datasets.load_from_disk(str(result.out / "hf_dataset"))

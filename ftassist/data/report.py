@@ -134,14 +134,20 @@ def _md(text: str) -> str:
 
 
 def render_card(report: dict[str, Any], schema: dict | None) -> str:
-    """dataset_card.md in the Hugging Face card layout (YAML header, then prose)."""
+    """dataset_card.md, written with huggingface_hub's DatasetCard: metadata (task, size, the two splits'
+    files, the data set version) as the Hub reads it, then prose."""
+    from huggingface_hub import DatasetCard, DatasetCardData
+
     c = report["counts"]
     total = c["train"] + c["test"]
     size = "n<1K" if total < 1000 else "1K<n<10K" if total < 10_000 else "10K<n<100K" if total < 100_000 else "n>100K"
     formats = sorted({f["format"] for f in report["inputs"]})
-    lines = ["---", "task_categories:", "- text-generation", "size_categories:", f"- {size}", "configs:", "- config_name: default",
-             "  data_files:", "  - split: train", "    path: train.jsonl", "  - split: test", "    path: test.jsonl", "---", "",
-             "# Dataset card", "", "Chat examples in OpenAI messages format (`{\"messages\": [{\"role\", \"content\"}, ...]}`), "
+    version = (report.get("fingerprint") or {}).get("id")
+    meta = DatasetCardData(task_categories=["text-generation"], size_categories=[size], tags=["ftassist"],
+                           configs=[{"config_name": "default", "data_files": [{"split": "train", "path": "train.jsonl"},
+                                                                             {"split": "test", "path": "test.jsonl"}]}],
+                           **({"ftassist_version_id": version} if version else {}))
+    lines = ["# Dataset card", "", "Chat examples in OpenAI messages format (`{\"messages\": [{\"role\", \"content\"}, ...]}`), "
              "built by `ftassist data build`.", "", "## Contents", "",
              f"- train: {c['train']} examples; test: {c['test']} examples ({report['split']})",
              "- sources: " + ", ".join(f"`{Path(f['path']).name}` ({f['format']}, {f['rows']} rows)" for f in report["inputs"]),
@@ -159,7 +165,9 @@ def render_card(report: dict[str, Any], schema: dict | None) -> str:
         lines.append("Replies are free text.")
     lines += ["", "## Known issues", "", "Findings left after the build: " +
               (", ".join(f"{k} {v}" for k, v in report["findings_by_check"].items()) or "none") + " (details in report.md).", ""]
-    return "\n".join(lines)
+    if version:
+        lines += [f"Data set version `{version}` (`fingerprint.json`: hashes of the splits, the inputs and the settings).", ""]
+    return str(DatasetCard(f"---\n{meta.to_yaml()}\n---\n\n" + "\n".join(lines)))
 
 
 def write_reports(folder: Path, report: dict[str, Any], findings: list[Finding], lengths: list[int], schema: dict | None) -> None:
