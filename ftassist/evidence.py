@@ -89,7 +89,7 @@ def few_shot_prompt(prompt: list[dict], shots: list[dict], schema: dict | None) 
     return turns + [m for m in prompt if m.get("role") != "system"]
 
 
-def measure(cfg: EvidenceConfig) -> Evidence:
+def gather(cfg: EvidenceConfig) -> Evidence:
     """`measure_prompting` for an EvidenceConfig (the CLI's and the app's way in); writes DATA/evidence.json."""
     from ftassist.files import write_json_atomic
 

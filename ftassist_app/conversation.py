@@ -182,7 +182,7 @@ def _data(s: Session, ws: Workspace, inputs: list[str]) -> Iterator[Session]:
                 yield s
                 return
             s.column_map = dict(found.mapping)
-    cfg = data_step.build_config(inputs, ws.data_dir, ws.model, s.data_fixes, ws.settings.max_rows, s.column_map)
+    cfg = data_step.data_config(inputs, ws.data_dir, ws.model, s.data_fixes, ws.settings.max_rows, s.column_map)
     result = data_step.build_data(cfg)
     s.data_dir = str(result.out)
     s.data_ready = result.exit_code == 0 and result.train_rows > 0
@@ -230,7 +230,7 @@ def _count_sentence(s: Session, rows: int) -> str:
 def _propose_training(s: Session, ws: Workspace) -> Iterator[Session]:
     if not s.data_ready or not s.data_dir:
         raise UserError("build a usable data set first: upload files or use the example data")
-    cfg, explanation = train_step.plan_training(s.data_dir, ws.model, str(train_step.new_run_dir(ws.jobs_dir)),
+    cfg, explanation = train_step.propose_training(s.data_dir, ws.model, str(train_step.new_run_dir(ws.jobs_dir)),
                                                 s.train_overrides)
     s.stage = "train"
     s.say(f"**Proposed training**\n\n{explanation}\n\n```bash\n{train_step.train_command(cfg)}\n```\n\n"
@@ -245,7 +245,7 @@ def _train_reply(s: Session, ws: Workspace, text: str) -> Iterator[Session]:
         if text == QUICK_TRAIN:
             overrides["max_steps"] = QUICK_STEPS
         run_dir = train_step.new_run_dir(ws.jobs_dir)
-        cfg, _ = train_step.plan_training(s.data_dir or "", ws.model, str(run_dir), overrides)
+        cfg, _ = train_step.propose_training(s.data_dir or "", ws.model, str(run_dir), overrides)
         yield from start_job_in_chat(s, ws, cfg)
     elif text == START_SERVER:
         yield from start_server_in_chat(s, ws)

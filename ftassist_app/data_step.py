@@ -18,7 +18,7 @@ from ftassist.data.fixes import Fix, offered_fixes  # noqa: F401 - the chat offe
 from ftassist.errors import UserError
 from ftassist.snippets import cli_command
 
-def build_config(inputs: list[str], out: Path, model: str, fixes: dict[str, bool], max_rows: int = 0,
+def data_config(inputs: list[str], out: Path, model: str, fixes: dict[str, bool], max_rows: int = 0,
                  column_map: dict[str, str] | None = None, schema: str | None = None) -> DataConfig:
     """The DataConfig the app builds for `inputs` (a folder's train/test.jsonl pair is kept as a pair);
     `column_map` the mapping the user chose for a table, `schema` a schema file they edited."""
@@ -227,9 +227,9 @@ def is_json_data(data_dir: str | Path) -> bool:
 def measure_evidence(data_dir: str | Path, model: str, rows: int) -> Any:
     """The base model measured with prompting on `rows` test rows (`ftassist.evidence`), saved as evidence.json."""
     from ftassist.config import EvidenceConfig
-    from ftassist.evidence import measure
+    from ftassist.evidence import gather
 
-    return measure(EvidenceConfig(data=str(data_dir), model=model, rows=rows))
+    return gather(EvidenceConfig(data=str(data_dir), model=model, rows=rows))
 
 
 def report_file(result: Any) -> str | None:

@@ -28,7 +28,7 @@ def new_run_dir(jobs_dir: Path) -> Path:
     return Path(jobs_dir) / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
 
-def plan_training(data_dir: str, model: str, out: str, overrides: dict[str, Any] | None = None) -> tuple[TrainConfig, str]:
+def propose_training(data_dir: str, model: str, out: str, overrides: dict[str, Any] | None = None) -> tuple[TrainConfig, str]:
     """The TrainConfig for `data_dir` plus the user's overrides, with the planner's one-paragraph
     explanation of what it will choose on this hardware. Raises ConfigError/UserError."""
     cfg = dataclasses.replace(TrainConfig(data=data_dir, out=out, model=model), **(overrides or {}))

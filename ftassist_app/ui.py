@@ -302,7 +302,7 @@ def build_app(settings: AppSettings) -> gr.Blocks:
             fixes = {"drop_duplicates": dups, "mask_pii": pii, "drop_overlength": long_, "drop_invalid": invalid}
             schema = data_step.save_schema(schema_text, ws.uploads_dir) if use_schema and (schema_text or "").strip() else None
             mapping = s.column_map if s.data_inputs == inputs else None
-            cfg = data_step.build_config(inputs, ws.data_dir, ws.model, fixes, settings.max_rows, mapping, schema)
+            cfg = data_step.data_config(inputs, ws.data_dir, ws.model, fixes, settings.max_rows, mapping, schema)
             result = data_step.build_data(cfg)
             s.data_inputs, s.data_fixes, s.data_dir = inputs, fixes, str(result.out)
             s.data_ready = result.exit_code == 0 and result.train_rows > 0
@@ -334,7 +334,7 @@ def build_app(settings: AppSettings) -> gr.Blocks:
             ws = who(tok, request, profile)
             s = state(s, ws)
             form = overrides(lora_r, lr, epochs, steps, maxlen)
-            cfg, text = train_step.plan_training(need_data(s, ws), ws.model, str(ws.jobs_dir / "NEW"), form)
+            cfg, text = train_step.propose_training(need_data(s, ws), ws.model, str(ws.jobs_dir / "NEW"), form)
             s.train_overrides = form
             ws.save_session(s)
             return s, ws.public(f"{text}\n\n```bash\n{train_step.train_command(cfg)}\n```")
@@ -342,7 +342,7 @@ def build_app(settings: AppSettings) -> gr.Blocks:
         def start(tok, s, form, request, profile, search: bool):
             ws = who(tok, request, profile)
             s = state(s, ws)
-            cfg, _ = train_step.plan_training(need_data(s, ws), ws.model, str(train_step.new_run_dir(ws.jobs_dir)),
+            cfg, _ = train_step.propose_training(need_data(s, ws), ws.model, str(train_step.new_run_dir(ws.jobs_dir)),
                                               overrides(*form))
             for s in conversation.start_job_in_chat(s, ws, cfg, search=search):
                 pass

@@ -37,7 +37,7 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def resolve_dtype(dtype: str, *, cuda: bool | None = None) -> str:
+def serve_dtype(dtype: str, *, cuda: bool | None = None) -> str:
     """The vLLM --dtype for `dtype`: auto -> bfloat16 on CUDA, float32 on a CPU.
 
     On a CPU, ftassist trains in float32, and serving in the same precision is what makes the
@@ -46,9 +46,9 @@ def resolve_dtype(dtype: str, *, cuda: bool | None = None) -> str:
     without native bf16 (AVX2 only) bf16 is also ~300x slower (FACTS.md). Pass --dtype
     bfloat16 explicitly to trade parity for speed on AMX CPUs.
 
-    >>> resolve_dtype("auto", cuda=False)
+    >>> serve_dtype("auto", cuda=False)
     'float32'
-    >>> resolve_dtype("auto", cuda=True)
+    >>> serve_dtype("auto", cuda=True)
     'bfloat16'
     """
     if dtype != "auto":
@@ -87,7 +87,7 @@ def build_vllm_argv(cfg: ServeConfig, *, python: str | None = None, cuda: bool |
         "--served-model-name", cfg.served_name or DEFAULT_SERVED_NAME,
         "--host", cfg.host,
         "--port", str(cfg.port),
-        "--dtype", resolve_dtype(cfg.dtype, cuda=cuda),
+        "--dtype", serve_dtype(cfg.dtype, cuda=cuda),
         "--max-model-len", str(cfg.max_model_len),
         "--generation-config", "auto",
     ]
@@ -200,4 +200,4 @@ def start_server(cfg: ServeConfig, *, env: dict[str, str] | None = None) -> Vllm
     return server
 
 
-__all__ = ["build_vllm_argv", "start_server", "resolve_dtype", "resolve_block_size", "vllm_env", "VllmServer", "log_tail"]
+__all__ = ["build_vllm_argv", "start_server", "serve_dtype", "resolve_block_size", "vllm_env", "VllmServer", "log_tail"]

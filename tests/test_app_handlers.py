@@ -380,7 +380,7 @@ def test_an_edited_schema_is_checked_and_used_on_the_next_build(settings, tmp_pa
     assert not (settings.uploads_dir / "schema.json").exists()  # nothing half-written
     strict = '{"type": "object", "properties": {"rating": {"type": "integer", "maximum": 3}}, "required": ["rating"]}'
     schema = data_step.save_schema(strict, settings.uploads_dir)
-    cfg = data_step.build_config([str(path)], settings.data_dir, settings.model, {}, 0, None, schema)
+    cfg = data_step.data_config([str(path)], settings.data_dir, settings.model, {}, 0, None, schema)
     result = data_step.build_data(cfg)
     assert {f.check for f in result.findings} == {"schema_mismatch"} and result.exit_code == 1  # ratings of 4 break it
     assert data_step.findings_rows(result.findings)[0][:4] == ["r.jsonl", "5", "schema_mismatch", "error"]

@@ -11,7 +11,7 @@ import pytest
 
 from ftassist.config import ServeConfig
 from ftassist.errors import ConfigError, UserError
-from serving.launch import build_vllm_argv, compact_ids, kv_cache_gib, resolve_dtype, start_server, vllm_env
+from serving.launch import build_vllm_argv, compact_ids, kv_cache_gib, serve_dtype, start_server, vllm_env
 from serving.preflight import check_launch, free_port, require_engine, vllm_lora_rank
 
 
@@ -64,10 +64,10 @@ def test_bad_block_size_is_named_before_launch(tiny_model):
 
 
 def test_dtype_auto():
-    assert resolve_dtype("auto", cuda=False) == "float32"
-    assert resolve_dtype("auto", cuda=True) == "bfloat16"
-    assert resolve_dtype("bfloat16", cuda=False) == "bfloat16"
-    assert resolve_dtype("float16", cuda=False) == "float16"
+    assert serve_dtype("auto", cuda=False) == "float32"
+    assert serve_dtype("auto", cuda=True) == "bfloat16"
+    assert serve_dtype("bfloat16", cuda=False) == "bfloat16"
+    assert serve_dtype("float16", cuda=False) == "float16"
 
 
 def test_lora_rank_rounds_up_to_what_vllm_accepts():

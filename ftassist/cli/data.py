@@ -46,10 +46,10 @@ def run_build(args: argparse.Namespace) -> int:
 
 def run_measure(args: argparse.Namespace) -> int:
     from ftassist.advisor import Answers, advise_from_evidence
-    from ftassist.evidence import measure
+    from ftassist.evidence import gather
 
     cfg = config_from_args(EvidenceConfig, args)
-    evidence = measure(cfg)
+    evidence = gather(cfg)
     for arm in evidence.arms:
         print(f"{arm.sentence()} ({arm.rows} rows, {arm.seconds:.0f} s)")
     print()

@@ -30,7 +30,7 @@ from ftassist.data.loaders import file_kind
 from ftassist.data.pii import mask_pii
 from ftassist.data.records import DOCUMENT_KINDS, FileInfo, load_records
 from ftassist.data.report import build_report, length_stats, write_reports
-from ftassist.data.schema import is_json_task, parse_reply
+from ftassist.data.schema import is_json_task, parse_json_reply
 from ftassist.data.split import split_rows
 from ftassist.data.validation import usable_messages, validate_records
 from ftassist.errors import UserError
@@ -109,7 +109,7 @@ def build_dataset(cfg: DataConfig) -> DataResult:
 
     replies = [m[-1]["content"] for m in map(valid_messages, examples) if m]
     if schema is None and is_json_task(replies):
-        values = [v for ok, v in map(parse_reply, replies) if ok]
+        values = [v for ok, v in map(parse_json_reply, replies) if ok]
         schema = infer_schema(values, MAJORITY_TOLERANCE)
         schema_source = f"inferred from the majority of {len(values)} JSON replies"
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from ftassist.data.findings import Example, Finding, clip
 from ftassist.data.pii import PLACEHOLDER, find_pii
-from ftassist.data.schema import parse_reply
+from ftassist.data.schema import parse_json_reply
 
 Msgs = list[dict] | None
 MOJIBAKE = re.compile(r"Ã[\u0080-\u00bf]|â€|Â[\u00a0-\u00bf]|\ufffd")
@@ -215,7 +215,7 @@ def check_json(examples: list[Example], msgs: list[Msgs], schema: dict | None, i
     for i, m in enumerate(msgs):
         if m is None:
             continue
-        ok, value = parse_reply(reply(m))
+        ok, value = parse_json_reply(reply(m))
         field = f"messages[{len(m) - 1}].content"
         if not ok:
             out.append(Finding("invalid_json_output", "error", i, field, "the reply is not valid JSON but this is a JSON "

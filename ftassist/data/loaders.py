@@ -170,7 +170,7 @@ def parse_json(text: str, path: Path, line: int | None = None) -> Any:
     return obj
 
 
-def read_jsonl(raw: RawFile) -> None:
+def read_jsonl_file(raw: RawFile) -> None:
     """Parse one JSON value per line; bad or oversized lines become problems, not exceptions."""
     for lineno, line in enumerate(raw.text.splitlines(), 1):
         if not line.strip():
@@ -193,7 +193,7 @@ def read_json(raw: RawFile) -> None:
         lines = [ln for ln in raw.text.splitlines() if ln.strip()]
         if len(lines) > 1 and lines[0].lstrip().startswith("{") and lines[0].rstrip().endswith("}"):
             raw.kind = "jsonl"  # JSON Lines under a .json name
-            return read_jsonl(raw)
+            return read_jsonl_file(raw)
         raise
     if isinstance(obj, dict):
         lists = [k for k, v in obj.items() if isinstance(v, list) and v and all(isinstance(x, dict) for x in v[:20])]
@@ -300,7 +300,7 @@ def read_table(path: str | Path) -> RawFile:
         raw.encoding = "binary"
     else:
         raw.text, raw.encoding = decode_text(read_bytes(path), path)
-        {"jsonl": read_jsonl, "json": read_json, "csv": read_csv, "tsv": read_csv}[kind](raw)
+        {"jsonl": read_jsonl_file, "json": read_json, "csv": read_csv, "tsv": read_csv}[kind](raw)
     if not raw.rows and not raw.problems:
         raise UserError(f"{path}: holds no records; add examples or remove it from the inputs")
     return raw

@@ -91,10 +91,10 @@ def is_guess(reason: str) -> bool:
 
 
 def _mostly_json(col: str, rows: list[dict[str, Any]]) -> bool:
-    from ftassist.data.schema import parse_reply
+    from ftassist.data.schema import parse_json_reply
 
     vals = [r.get(col) for r in rows if r.get(col) not in (None, "")]
-    return bool(vals) and sum(parse_reply(v)[0] for v in vals) >= 0.8 * len(vals)
+    return bool(vals) and sum(parse_json_reply(v)[0] for v in vals) >= 0.8 * len(vals)
 
 
 def _ordered(mapping: dict[str, str]) -> dict[str, str]:

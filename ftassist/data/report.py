@@ -70,7 +70,7 @@ def build_report(info: dict[str, Any], findings: list[Finding]) -> dict[str, Any
             "findings": [f.to_dict() for f in findings]}
 
 
-def render_markdown(report: dict[str, Any], findings: list[Finding], has_plot: bool) -> str:
+def render_report(report: dict[str, Any], findings: list[Finding], has_plot: bool) -> str:
     """report.md: summary, inputs with detection reasons, findings table, examples per check."""
     c = report["counts"]
     lines = ["# Data report", "", f"Exit code **{report['exit_code']}**: " +
@@ -174,5 +174,5 @@ def write_reports(folder: Path, report: dict[str, Any], findings: list[Finding],
     """Write report.json, report.md, lengths.png (when there are lengths) and dataset_card.md into `folder`."""
     has_plot = plot_lengths(lengths, report["token_lengths"].get("max_length", 0), folder / "lengths.png")
     write_json_atomic(folder / "report.json", report)
-    write_text_atomic(folder / "report.md", render_markdown(report, findings, has_plot))
+    write_text_atomic(folder / "report.md", render_report(report, findings, has_plot))
     write_text_atomic(folder / "dataset_card.md", render_card(report, schema))

@@ -1,6 +1,6 @@
 """JSON tasks: tell whether the assistant replies of a data set are JSON.
 
-    >>> parse_reply('{"a": 1}'), parse_reply("plain words")
+    >>> parse_json_reply('{"a": 1}'), parse_json_reply("plain words")
     ((True, {'a': 1}), (False, None))
     >>> is_json_task(['{"a": 1}', '[1, 2]', '{}', '{"b": 2}', "sorry, no"])
     True
@@ -16,7 +16,7 @@ from typing import Any
 JSON_SHARE = 0.8  # replies are a JSON task when at least this share parse as objects or arrays
 
 
-def parse_reply(text: Any) -> tuple[bool, Any]:
+def parse_json_reply(text: Any) -> tuple[bool, Any]:
     """(True, value) when `text` is a JSON object or array, else (False, None)."""
     if not isinstance(text, str):
         return False, None
@@ -33,4 +33,4 @@ def is_json_task(replies: list[Any]) -> bool:
     """True when at least JSON_SHARE of the replies parse as JSON objects or arrays."""
     if not replies:
         return False
-    return sum(parse_reply(r)[0] for r in replies) >= JSON_SHARE * len(replies)
+    return sum(parse_json_reply(r)[0] for r in replies) >= JSON_SHARE * len(replies)
