@@ -9,6 +9,7 @@ Everything it reads or writes lies in the visitor's workspace `ws`. User mistake
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -291,6 +292,7 @@ def poll(s: Session, ws: Workspace) -> tuple[Session, object | None, list[dict]]
 
 
 SERVE_QUICK = [COMPARE, EVAL, MERGE, STOP_SERVER]
+STREAM_EVERY_S = 0.5  # how often a streamed comparison refreshes the page (the last state always shows)
 
 
 def merge_in_chat(s: Session, ws: Workspace) -> Iterator[Session]:
@@ -377,9 +379,12 @@ def _serve_reply(s: Session, ws: Workspace, text: str) -> Iterator[Session]:
             s.say(f"Prompt: {messages[-1]['content']}")
             s.say("…")
             yield s
+            shown = 0.0
             for replies in compare_step.stream_compare(info, messages, info.models):
                 s.messages[-1] = {"role": "assistant", "content": compare_step.compare_markdown(replies)}
-                yield s
+                if time.monotonic() - shown >= STREAM_EVERY_S:  # each update re-sends the transcript: not per token
+                    shown = time.monotonic()
+                    yield s
         elif text == EVAL:
             s.say("Running the JSON-compliance eval on the test split…")
             yield s

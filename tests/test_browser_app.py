@@ -81,7 +81,16 @@ def quick(page, label: str, timeout: float = 60_000) -> None:
 
 
 def chat_has(page, text: str, timeout: float = 60_000) -> None:
-    page.locator("#chat").get_by_text(text).last.wait_for(timeout=timeout)
+    """Wait for `text` in the chat; on a timeout, a screenshot and the chat's last words say what it showed instead."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.locator("#chat").get_by_text(text).last.wait_for(timeout=timeout)
+    except PlaywrightTimeout:
+        shot(page, "failure")
+        quick_labels = page.locator("button.quick").all_inner_texts()
+        raise AssertionError(f"the chat never showed {text!r}; quick replies {quick_labels}; it ends with:\n"
+                             + page.locator("#chat").inner_text()[-2500:]) from None
 
 
 def test_whole_conversation_in_a_browser(app, page, tmp_path):
@@ -183,6 +192,8 @@ def test_whole_conversation_in_a_browser(app, page, tmp_path):
     quick(page, "Run the JSON eval")
     chat_has(page, "Running the JSON-compliance eval")
     page.locator("button.quick", has_text="Stop the server").wait_for(timeout=300_000)
+    said = chat.inner_text()
+    assert "That did not work" not in said, said[-3000:]
     chat_has(page, "Is the content right?")
     chat_has(page, "Next step")
     chat_has(page, "Field by field (tuned)")
