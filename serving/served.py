@@ -92,3 +92,16 @@ def generate_served(target: ServedTarget, name: str, probes: list[list[dict]], p
                       f"served {tokenizer.decode(served_prompt[pos:pos + 8])!r}")
         outs.append(trim_at_eos(resp["choices"][0].get("token_ids") or [], eos))
     return outs, template_ok, detail
+
+
+
+def served_replies(target: ServedTarget, name: str, probes: list[list[dict]], max_tokens: int,
+                   sampling: dict | None = None) -> list[tuple[str, int | None]]:
+    """(reply text, prompt tokens the server counted) per probe, at temperature 0 with `sampling` sent as is."""
+    client = target.client()
+    out = []
+    for messages in probes:
+        resp = client.chat.completions.create(model=name, messages=messages, max_tokens=max_tokens, temperature=0.0,
+                                              seed=0, extra_body=dict(sampling or {}))
+        out.append((resp.choices[0].message.content or "", resp.usage.prompt_tokens if resp.usage else None))
+    return out

@@ -1,6 +1,7 @@
-"""A running vLLM server process: where it answers, how to wait for it, how to stop it cleanly.
+"""A running OpenAI-compatible server process (vLLM, or llama.cpp for a GGUF): where it answers, how to
+wait for it, how to stop it cleanly.
 
-`VllmServer.stop()` sends SIGTERM to the server's whole process group (API server, engine core,
+`ServerProcess.stop()` sends SIGTERM to the server's whole process group (API server, engine core,
 workers), waits, then SIGKILLs whatever is left, so no process outlives it.
 """
 
@@ -32,8 +33,9 @@ def log_tail(path: Path, lines: int = 40) -> str:
 
 
 @dataclass
-class VllmServer:
-    """A vLLM server started by `start_server`; a context manager that stops it on exit."""
+class ServerProcess:
+    """A server started by `serving.launch.start_server` (vLLM) or `serving.llamacpp.start_llama_server`;
+    a context manager that stops it on exit."""
 
     process: subprocess.Popen
     base_url: str  # ends in /v1
@@ -42,6 +44,8 @@ class VllmServer:
     base_name: str = "base"
     adapter_names: list[str] = field(default_factory=list)
     argv: list[str] = field(default_factory=list)
+    engine: str = "vLLM"
+    health_path: str | None = "/health"  # None: the server has none, /v1/models alone says it is ready
 
     @property
     def pid(self) -> int:
@@ -86,15 +90,17 @@ class VllmServer:
         except subprocess.TimeoutExpired:
             return None
 
-    def __enter__(self) -> "VllmServer":
+    def __enter__(self) -> "ServerProcess":
         return self
 
     def __exit__(self, *exc) -> None:
         self.stop()
 
 
-def wait_ready(server: VllmServer, timeout: float, poll: float = 0.5) -> float:
-    """Wait until /health answers 200 and /v1/models lists the served names; returns seconds taken.
+def wait_ready(server: ServerProcess, timeout: float, poll: float = 0.5) -> float:
+    """Wait until /health (when the server has one) answers 200 and /v1/models lists the served names.
+
+    Returns the seconds taken.
 
     Raises `UserError` with the log's tail when the process exits or `timeout` passes.
     """
@@ -103,22 +109,23 @@ def wait_ready(server: VllmServer, timeout: float, poll: float = 0.5) -> float:
         code = server.process.poll()
         if code is not None:
             raise UserError(
-                f"vLLM exited with code {code} before it was ready; the end of its log ({server.log_path}):\n"
+                f"{server.engine} exited with code {code} before it was ready; the end of its log ({server.log_path}):\n"
                 + log_tail(server.log_path)
             )
         if time.monotonic() - start > timeout:
             raise UserError(
-                f"vLLM was not ready after {timeout:.0f} s (raise --startup-timeout, or add --enforce-eager "
-                f"for a faster start); the end of its log ({server.log_path}):\n" + log_tail(server.log_path)
+                f"{server.engine} was not ready after {timeout:.0f} s (raise --startup-timeout"
+                + (", or add --enforce-eager for a faster start" if server.engine == "vLLM" else "")
+                + f"); the end of its log ({server.log_path}):\n" + log_tail(server.log_path)
             )
         try:
-            if requests.get(f"{server.root_url}/health", timeout=2).status_code == 200:
+            if server.health_path is None or requests.get(f"{server.root_url}{server.health_path}", timeout=2).status_code == 200:
                 models = requests.get(f"{server.base_url}/models", headers=server.headers(), timeout=5)
                 if models.status_code == 200:
                     names = {m["id"] for m in models.json().get("data", [])}
                     missing = set(server.model_names) - names
                     if missing:
-                        raise UserError(f"vLLM is up but does not list {sorted(missing)}; see {server.log_path}")
+                        raise UserError(f"{server.engine} is up but does not list {sorted(missing)}; see {server.log_path}")
                     return time.monotonic() - start
         except requests.RequestException:
             pass

@@ -17,6 +17,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ftassist.files import write_json_atomic, write_text_atomic
 from serving.parity import Mismatch, agreement, likely_causes, probe_set, trim_at_eos
@@ -96,39 +97,61 @@ def eos_token_ids(tokenizer, model) -> set[int]:
     return ids
 
 
+@dataclass
+class Reference:
+    """What every other path is compared with: base + adapter in transformers, float32, greedy."""
+
+    tokenizer: Any
+    model: Any
+    probes: list[list[dict]]  # message lists
+    prompts: list[list[int]]  # their token ids under the training template
+    eos: set[int]
+    replies: list[list[int]]  # greedy reply tokens, up to and including eos
+
+
+def load_reference(run: RunInfo, *, limit: int = 8, max_new_tokens: int = 32) -> Reference:
+    """Load base + adapter of `run` and generate its greedy replies to the probe set."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ftassist.model import resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(run.adapter_dir)
+    probes = probe_set(run.test_path, limit=limit)
+    prompts = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=False) for p in probes]
+    prompts = [list(p["input_ids"] if isinstance(p, dict) else p) for p in prompts]
+    base = AutoModelForCausalLM.from_pretrained(resolve_model(run.base_ref), dtype=torch.float32, use_safetensors=True)
+    model = PeftModel.from_pretrained(base, run.adapter_dir).eval()
+    eos = eos_token_ids(tokenizer, base)
+    return Reference(tokenizer, model, probes, prompts, eos, hf_generate(model, tokenizer, prompts, max_new_tokens, eos))
+
+
 def verify_run(run_dir: str | Path, merged_dir: str | Path | None = None, *, server=None, base_url: str | None = None,
                api_key: str | None = None, adapter_name: str | None = None, merged_name: str | None = None,
                max_new_tokens: int = 32, limit: int = 8, write: bool = True) -> VerifyReport:
     """Run the parity gate for a run folder; returns the report (and writes verify.json/.md there).
 
     `merged_dir` defaults to RUN_DIR/merged, else the adapter is merged into a temporary folder.
-    `server` (a VllmServer) or `base_url` adds the served paths; served models are found by the
+    `server` (a ServerProcess) or `base_url` adds the served paths; served models are found by the
     folder they serve (/v1/models `root`) unless `adapter_name`/`merged_name` are given.
     Raises `UserError` for an unusable run folder or an unreachable server.
     """
     import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     from ftassist.config import MergeConfig
-    from ftassist.model import resolve_model
     from serving.merge import merge_adapter
 
     run = read_run(run_dir, for_merge=True)
-    tokenizer = AutoTokenizer.from_pretrained(run.adapter_dir)
-    probes = probe_set(run.test_path, limit=limit)
-    prompts = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=False) for p in probes]
-    prompts = [list(p["input_ids"] if isinstance(p, dict) else p) for p in prompts]
-
-    base = AutoModelForCausalLM.from_pretrained(resolve_model(run.base_ref), dtype=torch.float32, use_safetensors=True)
-    reference = PeftModel.from_pretrained(base, run.adapter_dir).eval()
-    eos = eos_token_ids(tokenizer, base)
-    outputs = {"adapter_hf": hf_generate(reference, tokenizer, prompts, max_new_tokens, eos)}
+    ref = load_reference(run, limit=limit, max_new_tokens=max_new_tokens)
+    tokenizer, probes, prompts, reference, eos = ref.tokenizer, ref.probes, ref.prompts, ref.model, ref.eos
 
     with tempfile.TemporaryDirectory(prefix="ftassist-verify-") as tmp:
         merged = Path(merged_dir) if merged_dir else run.run_dir / "merged"
         if not (merged / "config.json").exists():
             merged = merge_adapter(MergeConfig(run_dir=str(run.run_dir), out=str(Path(tmp) / "merged")))
+        outputs = {"adapter_hf": ref.replies}
         merged_model = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32, use_safetensors=True).eval()
         outputs["merged_hf"] = hf_generate(merged_model, tokenizer, prompts, max_new_tokens, eos)
         del merged_model

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tiny import build_tiny_llama
+from tests.tiny import build_tiny_adapter, build_tiny_llama
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "support_tickets"
@@ -48,26 +48,14 @@ def tiny_adapter(tiny_model, tmp_path_factory) -> Path:
 
     Its B matrices are random, not zero, so it really changes the model's outputs.
     """
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    torch.manual_seed(1)
-    base = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
-    config = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear",
-                        init_lora_weights=False, task_type="CAUSAL_LM")
-    model = get_peft_model(base, config)
-    out = tmp_path_factory.mktemp("tiny_adapter") / "adapter"
-    model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(out)
-    return out
+    return build_tiny_adapter(tiny_model, tmp_path_factory.mktemp("tiny_adapter") / "adapter")
 
 
 @pytest.fixture(scope="session")
 def vllm_server(tiny_model, tiny_adapter, tmp_path_factory):
     """The real vLLM CPU server, started once per session: `tiny_model` as "base", the adapter as "tuned".
 
-    Yields a `serving.server.VllmServer`: `base_url` (ends in /v1), `api_key`, `base_name`,
+    Yields a `serving.server.ServerProcess`: `base_url` (ends in /v1), `api_key`, `base_name`,
     `adapter_name`, `log_path`. Stopped (whole process group) when the session ends.
     """
     import os

@@ -28,8 +28,13 @@ def corpus() -> list[str]:
     return rows
 
 
-def build_tiny_llama(out: Path, *, vocab_size: int = 512, hidden: int = 64, layers: int = 2, seed: int = 0) -> Path:
-    """Write a tiny LlamaForCausalLM + tokenizer folder to `out` and return it."""
+def build_tiny_llama(out: Path, *, vocab_size: int = 512, hidden: int = 64, layers: int = 2, seed: int = 0,
+                     init_std: float = 0.02) -> Path:
+    """Write a tiny LlamaForCausalLM + tokenizer folder to `out` and return it.
+
+    `init_std` above the default 0.02 gives logits clear winners, so that comparisons between
+    number formats (f16, 8-bit) test the path, not coin tosses between near-equal logits.
+    """
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -55,9 +60,25 @@ def build_tiny_llama(out: Path, *, vocab_size: int = 512, hidden: int = 64, laye
         vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
         num_attention_heads=2, num_key_value_heads=1, head_dim=hidden // 2, max_position_embeddings=2048,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
+        tie_word_embeddings=False, initializer_range=init_std,
     )
     model = LlamaForCausalLM(config).to(torch.float32)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.save_pretrained(out, safe_serialization=True)
+    return out
+
+
+def build_tiny_adapter(model_dir: Path, out: Path, *, seed: int = 1) -> Path:
+    """A LoRA adapter (r=8, all linear layers) for a tiny model, with random (not zero) B matrices, so it
+    really changes the model's outputs; the model's tokenizer is saved beside it."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(seed)
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    config = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear",
+                        init_lora_weights=False, task_type="CAUSAL_LM")
+    get_peft_model(base, config).save_pretrained(out)
+    AutoTokenizer.from_pretrained(model_dir).save_pretrained(out)
     return out

@@ -66,9 +66,14 @@ class Endpoint:
         return served
 
     def chat(self, model: str, messages: list[dict], *, temperature: float, max_tokens: int,
-             response_format: dict | None = None) -> Reply:
-        """One chat completion. Raises UserError if the server is gone, the key refused or the model unknown."""
-        extra = {"response_format": response_format} if response_format else {}
+             response_format: dict | None = None, sampling: dict | None = None) -> Reply:
+        """One chat completion. Raises UserError if the server is gone, the key refused or the model unknown.
+
+        `sampling`: server-specific fields sent as they are (e.g. llama.cpp's repeat_penalty).
+        """
+        extra: dict = {"response_format": response_format} if response_format else {}
+        if sampling:
+            extra["extra_body"] = dict(sampling)
         start = time.perf_counter()
         try:
             resp = self.client.chat.completions.create(

@@ -153,7 +153,8 @@ def query_arm(endpoint: Endpoint, arm: Arm, examples: list[Example], cfg: EvalCo
     pool = ThreadPoolExecutor(max_workers=cfg.concurrency, thread_name_prefix="ftassist-eval")
     try:
         futures = {pool.submit(endpoint.chat, arm.model, ex.prompt, temperature=cfg.temperature,
-                               max_tokens=cfg.max_tokens, response_format=arm.response_format): (i, j)
+                               max_tokens=cfg.max_tokens, response_format=arm.response_format,
+                               sampling=cfg.sampling_fields()): (i, j)
                    for i, ex in enumerate(examples) for j in range(cfg.samples)}
         for fut, (i, j) in futures.items():
             grid[i][j] = fut.result()
@@ -166,7 +167,8 @@ def run_probe(endpoint: Endpoint, arm: Arm, cfg: EvalConfig) -> dict:
     """{probe id: {"passed", "reply"}} for one arm, greedy (temperature 0) so reruns agree."""
     out = {}
     for p in PROBES:
-        reply = endpoint.chat(arm.model, probe_messages(p), temperature=0.0, max_tokens=cfg.max_tokens)
+        reply = endpoint.chat(arm.model, probe_messages(p), temperature=0.0, max_tokens=cfg.max_tokens,
+                              sampling=cfg.sampling_fields())
         out[p.id] = {"passed": reply.error is None and check_probe(p.id, reply.text), "reply": reply.text or reply.error}
     return out
 
