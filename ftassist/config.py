@@ -199,6 +199,9 @@ class TrainConfig(Checked):
     gradient_checkpointing: str = _f("auto", "on, off or auto (planner decides).", choices=["auto", "on", "off"])
     group_by_length: bool = _f(True, "Batch examples of similar length together (less padding, faster).")
     logging_steps: int = _f(1, "Log metrics every N steps.")
+    report_to: str = _f("trackio", "Experiment tracker for the loss, the task metric and the eval: trackio (local, opened with "
+                                   "`trackio show`; files beside the run folder in trackio/), tensorboard, wandb, mlflow, or none.",
+                        choices=["trackio", "tensorboard", "wandb", "mlflow", "none"])
     save_steps: int = _f(50, "Save a resumable checkpoint every N steps.")
     seed: int = _f(42, "Random seed.")
     device: str = _f("auto", "auto, cpu or cuda.", choices=["auto", "cpu", "cuda"])
@@ -240,6 +243,11 @@ class TrainConfig(Checked):
             problems.append("--method qlora with --device cpu needs --dtype float32 or auto: half precision is very slow on this CPU")
         if self.logging_steps < 1 or self.save_steps < 1 or self.save_total_limit < 1:
             problems.append("--logging-steps, --save-steps and --save-total-limit must be >= 1")
+        from ftassist.tracking import tracker_missing
+
+        missing = tracker_missing(self.report_to)
+        if missing:
+            problems.append(missing)
         _raise(problems)
 
 

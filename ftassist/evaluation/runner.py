@@ -132,7 +132,19 @@ def run_eval(cfg: EvalConfig, progress: Callable[[str], None] | None = None) -> 
                                                                     report["data"]["dataset"])}
     write_report(Path(cfg.out), report, replies_rows)
     append_history(hist, entries[-1])
+    _track(Path(cfg.out).parent, summaries, say)
     return EvalResult(out=Path(cfg.out), table=report["table"], report=report, arms=summaries)
+
+
+def _track(run_dir: Path, summaries: list[dict], say: Callable[[str], None]) -> None:
+    """The eval's figures into the tracker of the run it sits in (RUN_DIR/eval); a tracker failure is only said."""
+    from ftassist.tracking import log_eval
+
+    try:
+        if log_eval(run_dir, summaries):
+            say(f"eval: figures added to the run's Trackio run ({run_dir.name})")
+    except Exception as exc:  # noqa: BLE001 - the report is written; tracking is a copy of it
+        say(f"eval: could not add the figures to Trackio ({type(exc).__name__}: {exc})")
 
 
 def read_content(summary: dict, examples: list[Example], scores: list[list[dict]], schema: dict | None) -> dict:

@@ -39,6 +39,7 @@ from ftassist.config import TrainConfig, save_config
 from ftassist.data.fingerprint import read_fingerprint
 from ftassist.errors import UserError
 from ftassist.files import atomic_dir, read_jsonl, write_json_atomic
+from ftassist import tracking
 from ftassist.train import checkpoints
 from ftassist.train.planner import Budget, ModelShape, Plan, detect_hardware, plan_budget, plan_learning_rate, \
     plan_training, resolve_dtype, resolve_method, shrink_after_oom
@@ -218,7 +219,8 @@ def _train(cfg: TrainConfig, run: Path, status: StatusWriter | None, *, resume: 
                     truncated=sum(n > cfg.max_length for n in prep.lengths), budget=budget.to_dict(),
                     validation={"rows": len(prep.val), "task": prep.val.task, "source": prep.val.source}
                     if prep.val is not None else None, validation_note=prep.val_note,
-                    data_fingerprint=(read_fingerprint(cfg.data) or {}).get("id"))  # None: not from `data build`
+                    data_fingerprint=(read_fingerprint(cfg.data) or {}).get("id"),  # None: not from `data build`
+                    tracking=tracking.prepare(run, cfg.report_to) if is_main_process() else None)
     ckdir = run / "checkpoints"
     if is_main_process():
         save_config(cfg, run / "config.yaml")
@@ -243,6 +245,8 @@ def _train(cfg: TrainConfig, run: Path, status: StatusWriter | None, *, resume: 
         trainer, guard = build_trainer(cfg, plan, model_path, tokenizer, dataset, run, status, progress,
                                        epochs=budget.epochs, learning_rate=budget.learning_rate,
                                        extra_callbacks=[selector] if selector else [])
+        if selector is not None:  # the task metric reaches the tracker as the loss does
+            selector.report = lambda logs, t=trainer: _report(t, logs)
         try:
             output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
             break
@@ -297,6 +301,8 @@ def _train(cfg: TrainConfig, run: Path, status: StatusWriter | None, *, resume: 
     first, final = (losses[0], losses[-1]) if losses else (None, None)
     summary = (f"trained {trainer.state.global_step} steps in {elapsed:.0f} s ({plan.method}, {plan.dtype}, "
                f"{plan.device}); loss {first} -> {final}; {kept}; adapter: {adapter}")
+    if (info.get("tracking") or {}).get("open"):
+        summary += f"; tracked in Trackio: {info['tracking']['open']}"
     log.info(summary)
     return TrainResult(run, adapter, summary, final, first, trainer.state.global_step, plan, info.get("selection"))
 
@@ -362,7 +368,9 @@ def build_trainer(cfg: TrainConfig, plan: Plan, model_path: str, tokenizer, data
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         dataloader_num_workers=0,
         dataloader_pin_memory=plan.device == "cuda",
-        report_to="none",
+        report_to=cfg.report_to,
+        project=tracking.PROJECT,
+        run_name=run.name,
         disable_tqdm=True,
         trust_remote_code=cfg.trust_remote_code,
     )
@@ -402,6 +410,14 @@ def token_length(tokenizer, row: dict) -> int:
     """Tokens of prompt + completion rendered with the tokenizer's chat template."""
     text = tokenizer.apply_chat_template(row["prompt"] + row["completion"], tokenize=False)
     return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _report(trainer, logs: dict) -> None:
+    """Hand `logs` to every callback's on_log (the trackers) without cancelling the step's own loss log,
+    which the handler's on_log would (it clears should_log)."""
+    should_log = trainer.control.should_log
+    trainer.callback_handler.on_log(trainer.args, trainer.state, trainer.control, logs)
+    trainer.control.should_log = should_log
 
 
 def run_info(cfg: TrainConfig, model_path: str, plan: Plan, **extra) -> dict:

@@ -82,6 +82,7 @@ class TaskMetricCallback(TrainerCallback):
         self.log = log
         self.rows = eval_rows(read_jsonl(self.path)) if self.path.exists() else []
         self.stop_reason: str | None = None
+        self.report = None  # called with each row's figures, for the experiment tracker (set by the runner)
         self.eval_seconds = 0.0  # spent scoring in this session
         self._t0 = time.time()
         self._drop_stale_best()
@@ -137,6 +138,10 @@ class TaskMetricCallback(TrainerCallback):
         self.rows.append(row)
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(row) + "\n")
+        if self.report is not None:
+            from ftassist.tracking import scalars
+
+            self.report(scalars({k: v for k, v in row.items() if k.startswith("val_")}))
         if previous is None or selection_key(row, self.val.task) > selection_key(previous, self.val.task):
             with atomic_dir(self.run / BEST_DIR) as tmp:
                 model.save_pretrained(tmp)

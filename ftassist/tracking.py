@@ -1,0 +1,87 @@
+"""Experiment tracking: every run reports its loss, task metric and eval to a tracker, Trackio by default.
+
+Trackio is local-first (a SQLite file per project, a Gradio dashboard): a run in `runs/first` logs to
+`runs/trackio/` as run "first" of project "ftassist", and
+
+    TRACKIO_DIR=runs/trackio trackio show --project ftassist
+
+opens it in a browser. `--report-to tensorboard|wandb|mlflow` passes through to transformers'
+integrations instead (the loss and the task metric; the eval goes to Trackio only). A TRACKIO_DIR
+already set in the environment wins. Trackio reads TRACKIO_DIR when it is first imported, so a
+process that imported it earlier keeps its first folder: `run.json` records the folder used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+PROJECT = "ftassist"
+PACKAGES = {"trackio": "trackio", "tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
+
+
+def tracker_missing(report_to: str) -> str | None:
+    """A problem line when the chosen tracker's package is not installed, else None."""
+    package = PACKAGES.get(report_to)
+    if package and importlib.util.find_spec(package) is None:
+        return f"--report-to {report_to}: the {package} package is not installed (pip install {package}), or pass --report-to none"
+    return None
+
+
+def tracking_dir(run_dir: str | Path) -> Path:
+    """Where Trackio keeps this run's project: $TRACKIO_DIR, else `trackio/` beside the run folder."""
+    return Path(os.environ.get("TRACKIO_DIR") or Path(run_dir).resolve().parent / "trackio")
+
+
+def prepare(run_dir: str | Path, report_to: str) -> dict:
+    """Point Trackio at this run's folder (before it is imported) and say where the run is tracked."""
+    if report_to != "trackio":
+        return {"report_to": report_to}
+    wanted = tracking_dir(run_dir)
+    if "trackio" not in sys.modules:
+        os.environ["TRACKIO_DIR"] = str(wanted)
+    import trackio.utils
+
+    used = Path(trackio.utils.TRACKIO_DIR)
+    return {"report_to": "trackio", "dir": str(used), "project": PROJECT, "run": Path(run_dir).name,
+            "open": f"TRACKIO_DIR={used} trackio show --project {PROJECT}"}
+
+
+def scalars(row: dict, prefix: str = "") -> dict[str, float]:
+    """The numeric entries of a metrics row, for a tracker (nested and text values left out).
+
+    >>> scalars({"step": 3, "val_exact": 0.5, "val_per_field": {"a": 1.0}, "note": "x", "ok": True}, "eval/")
+    {'eval/val_exact': 0.5}
+    """
+    return {f"{prefix}{k}": float(v) for k, v in row.items()
+            if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def log_eval(run_dir: str | Path, arms: list[dict]) -> bool:
+    """Add an eval's content and format figures to the run's Trackio run; False when the run does not use Trackio."""
+    import json
+
+    try:
+        info = json.loads((Path(run_dir) / "run.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False
+    tracking = info.get("tracking") or {}
+    if tracking.get("report_to") != "trackio":
+        return False
+    if "trackio" not in sys.modules:
+        os.environ["TRACKIO_DIR"] = tracking["dir"]
+    import trackio
+
+    values: dict[str, float] = {}
+    for arm in arms:
+        for group in ("means", "rates"):
+            for name, entry in (arm.get(group) or {}).items():
+                values[f"eval/{arm['name']}/{name}"] = float(entry["value"])
+    with contextlib.redirect_stdout(sys.stderr):  # trackio announces itself on stdout
+        trackio.init(project=tracking["project"], name=tracking["run"], resume="allow")
+        trackio.log(values)
+        trackio.finish()
+    return True

@@ -1,0 +1,79 @@
+"""Experiment tracking: a tiny training run and an eval land in a real local Trackio project, read back by Trackio."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ftassist.config import TrainConfig
+from ftassist.errors import ConfigError
+from ftassist.tracking import PROJECT, log_eval, tracker_missing
+from ftassist.train.runner import train
+
+READ = """
+import json, sys
+from trackio.sqlite_storage import SQLiteStorage
+print(json.dumps([{k: v for k, v in row.items() if isinstance(v, (int, float, str))}
+                  for row in SQLiteStorage.get_logs(sys.argv[1], sys.argv[2])]))
+"""
+
+
+def read_back(folder: Path, run: str) -> list[dict]:
+    """The run's logged rows, as Trackio's own storage returns them (a fresh process, TRACKIO_DIR=folder)."""
+    done = subprocess.run([sys.executable, "-c", READ, PROJECT, run], capture_output=True, text=True, check=True,
+                          env={"TRACKIO_DIR": str(folder), "PATH": "/usr/bin:/bin"})
+    return json.loads(done.stdout)
+
+
+@pytest.fixture(scope="module")
+def tracked_run(tiny_model, tmp_path_factory):
+    from tests.conftest import write_small_data
+
+    root = tmp_path_factory.mktemp("tracked")
+    data = write_small_data(root / "data")
+    run = root / "runs" / "first"
+    cfg = TrainConfig(data=str(data), out=str(run), model=str(tiny_model), max_steps=8, save_steps=4, batch_size=4,
+                      grad_accum=1, learning_rate=2e-3, seed=7, eval_steps=4, time_budget=0)
+    train(cfg, progress=False)
+    return run, json.loads((run / "run.json").read_text())["tracking"]
+
+
+def test_training_logs_loss_and_the_task_metric(tracked_run):
+    run, tracking = tracked_run
+    assert tracking["report_to"] == "trackio" and tracking["run"] == "first" and tracking["project"] == PROJECT
+    assert "trackio show --project ftassist" in tracking["open"]
+    rows = read_back(Path(tracking["dir"]), "first")
+    losses = [r for r in rows if "train/loss" in r]
+    assert len(losses) == 8 and all(r["train/loss"] > 0 for r in losses)
+    val = [r for r in rows if "train/val_field_accuracy" in r]
+    # the task metric at steps 4 and 8, the same figures metrics.jsonl holds
+    written = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if "val_loss" in line]
+    assert [r["train/global_step"] for r in val] == [w["step"] for w in written] == [4, 8]
+    assert [r["train/val_field_accuracy"] for r in val] == pytest.approx([w["val_field_accuracy"] for w in written])
+    assert all("train/val_schema_valid" in r and "train/val_loss" in r for r in val)
+
+
+def test_an_eval_in_the_run_folder_lands_in_the_same_run(tracked_run):
+    run, tracking = tracked_run
+    arms = [{"name": "tuned", "means": {"field_accuracy": {"value": 0.75}}, "rates": {"exact": {"value": 0.5}}}]
+    assert log_eval(run, arms) is True
+    rows = read_back(Path(tracking["dir"]), "first")
+    assert any(r.get("eval/tuned/field_accuracy") == 0.75 and r.get("eval/tuned/exact") == 0.5 for r in rows)
+
+
+def test_runs_without_trackio_are_left_alone(tmp_path):
+    (tmp_path / "run.json").write_text(json.dumps({"tracking": {"report_to": "none"}}))
+    assert log_eval(tmp_path, [{"name": "x", "means": {}, "rates": {}}]) is False
+    assert log_eval(tmp_path / "missing", []) is False
+
+
+def test_a_tracker_that_is_not_installed_is_refused_with_the_fix():
+    assert tracker_missing("trackio") is None and tracker_missing("none") is None
+    with pytest.raises(ConfigError, match="pip install wandb"):
+        TrainConfig(data="d", out="o", report_to="wandb").validate()
+    with pytest.raises(ConfigError, match="report_to 'neptune' is not one of"):
+        TrainConfig(data="d", out="o", report_to="neptune")
