@@ -32,6 +32,7 @@ START_TRAIN = "Start training"
 QUICK_TRAIN = "Quick test run (10 steps)"
 START_SERVER = "Start the server"
 MERGE = "Merge and check parity"
+EXPORT = "Export GGUF for llama.cpp / Ollama"
 COMPARE = "Compare on a test example"
 EVAL = "Run the JSON eval"
 STOP_SERVER = "Stop the server"
@@ -252,6 +253,8 @@ def _train_reply(s: Session, ws: Workspace, text: str) -> Iterator[Session]:
         yield from start_server_in_chat(s, ws)
     elif text == MERGE:
         yield from merge_in_chat(s, ws)
+    elif text == EXPORT:
+        yield from export_in_chat(s, ws)
     else:
         s.say("Training runs as a background job; its progress shows below the chat. "
               "You can close this tab — the job keeps running and I find it again.")
@@ -308,7 +311,23 @@ def merge_in_chat(s: Session, ws: Workspace) -> Iterator[Session]:
     merged, report = serve_step.merge_and_verify(s.run_dir, info)
     s.say(f"Merged model: `{merged}` (safetensors, the training chat template; vLLM serves it as is)."
           f"\n\n{serve_step.verify_markdown(report)}")
-    s.quick = [q for q in quick if q != MERGE] or [START_SERVER]
+    s.quick = [q for q in quick if q != MERGE] + [EXPORT] if report.passed else ([q for q in quick if q != MERGE]
+                                                                                 or [START_SERVER])
+    yield s
+
+
+def export_in_chat(s: Session, ws: Workspace) -> Iterator[Session]:
+    """GGUF files + Modelfile for the session's run, verified with llama.cpp; the figures go to the chat."""
+    if not s.run_dir or not ws.owns(s.run_dir) or train_step.job_snapshot(s.run_dir)[0].state != "completed":
+        raise UserError("no finished training run in this conversation: train first")
+    s.say(f"Writing GGUF files ({', '.join(serve_step.APP_QUANTS)}) with llama.cpp's converter, then serving each with "
+          "llama.cpp to check it answers like the adapter and running the JSON eval on it (a few minutes on a CPU)…")
+    quick = [q for q in s.quick if q != EXPORT]
+    s.quick = []
+    yield s
+    report = serve_step.export_gguf_files(s.run_dir, ws.settings.evidence_rows)
+    s.say(serve_step.export_markdown(report))
+    s.quick = quick or [START_SERVER]
     yield s
 
 
@@ -358,6 +377,9 @@ def _serve_reply(s: Session, ws: Workspace, text: str) -> Iterator[Session]:
     info = current_server(s, ws)
     if text == MERGE:
         yield from merge_in_chat(s, ws)
+        return
+    if text == EXPORT:
+        yield from export_in_chat(s, ws)
         return
     if text == STOP_SERVER:
         serve_step.stop_serving(ws.server_file)

@@ -158,3 +158,39 @@ def verify_markdown(report: Any) -> str:
     if getattr(report, "causes", None):
         text += "\n\nLikely causes:\n" + "\n".join(f"- {c}" for c in report.causes)
     return text
+
+
+APP_QUANTS = ("f16", "q4_k_m")  # the parity reference and the file most Ollama users run
+
+
+def export_gguf_files(run_dir: str | Path, eval_rows: int) -> Any:
+    """`ftassist export` for the app: f16 + q4_k_m, the eval on `eval_rows` test rows; returns the ExportReport.
+
+    A tokenizer llama.cpp's converter does not know is taken as byte-level BPE (gpt-2 splitting); the
+    export's tokenizer check then says whether llama.cpp really splits the probes as training did.
+    """
+    from ftassist.config import ExportConfig
+    from serving.export import export_gguf
+
+    return export_gguf(ExportConfig(run_dir=str(run_dir), quants=list(APP_QUANTS), eval_limit=eval_rows,
+                                    pre_tokenizer="gpt-2"))
+
+
+def export_markdown(report: Any) -> str:
+    """The export for the chat: verdict, then agreement and the eval's content figures per file, then how to run it."""
+    head = (f"**GGUF export verified**: {report.gate} answers like the adapter in llama.cpp." if report.passed
+            else "**GGUF export NOT verified**: see the figures and export.md before using these files.")
+    rows = "\n".join(
+        f"| {f.file} | {f.bytes / 1e6:.0f} MB | {_pct(f.agreement)} | {_pct(f.eval.get('field_accuracy'))} | "
+        f"{_pct(f.eval.get('exact'))} | {_pct(f.eval.get('schema_valid'))} |" for f in report.files)
+    text = (f"{head}\n\n| file | size | token agreement with the adapter | fields right | whole object right | "
+            f"schema-valid |\n|---|---|---|---|---|---|\n{rows}")
+    if report.metadata_problems:
+        text += "\n\nIn the file: " + "; ".join(report.metadata_problems)
+    return (text + f"\n\nFiles, `Modelfile` and the full report (export.md) are in `{report.out}`. Ollama: "
+            f"`ollama create mymodel -f Modelfile` there; llama.cpp: `llama-server -m {report.modelfile}` "
+            "(send repeat_penalty 1.0: its default of 1.1 changes greedy replies).")
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"

@@ -269,6 +269,13 @@ def test_example_data_then_training_job_to_completion(settings):
     s = run(conversation.respond(s, settings, conversation.MERGE))
     assert "**Parity check passed**" in s.messages[-1]["content"] and "| merged_hf | 100.0% |" in s.messages[-1]["content"]
     assert (Path(s.run_dir) / "merged" / "config.json").is_file() and (Path(s.run_dir) / "verify.md").is_file()
+    assert s.quick == [conversation.START_SERVER, conversation.EXPORT]
+    # GGUF for llama.cpp / Ollama, from the chat: the files, the Modelfile, and the figures of each file
+    s = run(conversation.respond(s, settings, conversation.EXPORT))
+    said = s.messages[-1]["content"]
+    assert "| model-f16.gguf |" in said and "| model-q4_k_m.gguf |" in said and "ollama create" in said
+    exported = Path(s.run_dir) / "gguf"
+    assert (exported / "Modelfile").is_file() and json.loads((exported / "export.json").read_text())["verified"] is True
     assert s.quick == [conversation.START_SERVER]
     # after a reload the finished run is at hand again, without interrupting the new conversation
     again = conversation.reattach(conversation.new_session(), settings)
