@@ -145,7 +145,7 @@ def export_gguf(cfg: ExportConfig, progress=None) -> ExportReport:
                 gguf.quantize(files["f16"], target, quant)
             files[quant] = target
     problems = gguf.check_metadata(files["f16"], tokenizer)
-    chosen = files[cfg.quants[-1]].name
+    chosen = min((files[q] for q in cfg.quants), key=lambda f: f.stat().st_size).name  # the smallest asked for
     write_text_atomic(out / "Modelfile", gguf.modelfile(chosen, tokenizer, num_ctx=cfg.n_ctx))
     checks = [FileCheck(quant=q, file=p.name, bytes=p.stat().st_size) for q, p in files.items()]
     report = ExportReport(run_dir=str(run.run_dir), out=str(out), files=checks, modelfile=chosen,
