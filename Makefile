@@ -73,6 +73,8 @@ run: model
 test: setup browser
 	@echo "==> [test] lint (ruff: pyflakes, syntax, mutable defaults)"
 	$(VENV)/bin/ruff check ftassist ftassist_app serving tests bench app.py
+	@echo "==> [test] type check (mypy: ftassist, serving, ftassist_app; pyproject.toml [tool.mypy])"
+	$(VENV)/bin/mypy
 	@echo "==> [test] running the suite"
 	$(PY) -m pytest -q -p no:cacheprovider --timeout=900 --doctest-modules tests ftassist serving --ignore=ftassist/__main__.py $(PYTEST_ARGS)
 

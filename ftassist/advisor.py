@@ -18,6 +18,7 @@ and then shows `recommend(answers)`. The matrix, in short:
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 import re
 from dataclasses import dataclass, field
 
@@ -112,7 +113,8 @@ def apply_answer(answers: Answers, question: Question, reply: str) -> Answers:
         value = _parse_yes_no(low)
         if value is None:
             raise ValueError(f"I could not read {text!r} as yes or no; pick one of: {', '.join(question.choices)}")
-        return dataclasses.replace(answers, **{question.field: value})
+        changes: dict[str, Any] = {question.field: value}
+        return dataclasses.replace(answers, **changes)
     if question.field == "examples":
         if text in _EXAMPLE_CHOICES:
             return dataclasses.replace(answers, examples=_EXAMPLE_CHOICES[text], examples_said=text.lower())

@@ -29,7 +29,7 @@ DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 def _f(default: Any, help: str, **kw: Any) -> Any:
     """A dataclass field with help text (and a default factory for lists and dicts)."""
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **kw})
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **kw})  # type: ignore[misc]
     return field(default=default, metadata={"help": help, **kw})
 
 

@@ -102,7 +102,7 @@ def prepare_smollm2(target: Path) -> Path:
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         # A GGUF-loaded model refuses to save until its quantizer record is cleared: the weights
         # are already dequantised to float32 in memory.
-        model.hf_quantizer = None
+        model.hf_quantizer = None  # type: ignore[assignment]
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         model.config.dtype = torch.float32

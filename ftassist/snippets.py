@@ -29,7 +29,7 @@ def cli_command(subcommand: str | None, cfg: Any) -> str:
     flags: list[str] = []
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[operator]
         if f.name == "lora_alpha" and value == 2 * getattr(cfg, "lora_r", 0):
             continue  # derived default
         if value == default or value is None:

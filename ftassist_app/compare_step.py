@@ -44,7 +44,7 @@ def first_test_prompt(data_dir: str | None) -> list[dict]:
     return msgs[:-1] if msgs and msgs[-1]["role"] == "assistant" else msgs
 
 
-def stream_compare(info: Any, messages: list[dict], models: list[str], max_tokens: int = 128) -> Iterator[dict[str, Reply]]:
+def stream_compare(info: Any, messages: list[Any], models: list[str], max_tokens: int = 128) -> Iterator[dict[str, Reply]]:
     """Yield {model: Reply} snapshots while every model streams; the last one has every total."""
     if info is None:
         raise UserError(NO_SERVER)

@@ -28,9 +28,10 @@ def data_config(inputs: list[str], out: Path, model: str, fixes: dict[str, bool]
     schemas = [p for p in train if Path(p).name.endswith("schema.json")]
     train = [p for p in train if p not in schemas]
     mapping = {k: v for k, v in (column_map or {}).items() if v}
+    switches: dict[str, Any] = {k: v for k, v in fixes.items() if v}
     return DataConfig(inputs=train, test_inputs=test_inputs, schema=schema or (schemas[0] if schemas else None),
                       out=str(out), model=model, max_rows=max_rows, column_map=mapping,
-                      **{k: v for k, v in fixes.items() if v})
+                      **switches)
 
 
 def mapping_needed(inputs: list[str]) -> Any:

@@ -134,9 +134,9 @@ def schedule(settings: AppSettings) -> list[Path]:
     return started
 
 
-def waiting_sentence(settings: AppSettings, run_dir: str | Path) -> str | None:
-    """'waiting for a training slot: position 2 of 3 …' for a waiting job, else None."""
-    where = queue_position(settings, run_dir)
+def waiting_sentence(settings: AppSettings, run_dir: str | Path | None) -> str | None:
+    """'waiting for a training slot: position 2 of 3 …' for a waiting job, else None (also without a run)."""
+    where = queue_position(settings, run_dir) if run_dir else None
     if where is None:
         return None
     slots = capacity(settings).jobs

@@ -89,14 +89,14 @@ def read_server(path: str | Path) -> ServerInfo | None:
 def find_server(runs_dir: Path) -> tuple[str, ServerInfo] | None:
     """The newest live server recorded anywhere under `runs_dir`: (its server.json, info)."""
     found = []
-    for path in Path(runs_dir).glob(f"**/{SERVER_FILE}"):
-        info = read_server(path)
+    for record in Path(runs_dir).glob(f"**/{SERVER_FILE}"):
+        info = read_server(record)
         if info is not None:
-            found.append((info.started_at, str(path), info))
+            found.append((info.started_at, str(record), info))
     if not found:
         return None
-    _, path, info = max(found)
-    return path, info
+    _, newest, info = max(found)
+    return newest, info
 
 
 def stop_serving(path: str | Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,9 +53,9 @@ class AppSettings:
 
 def default_runs_dir(env: dict[str, str] | None = None) -> Path:
     """/data/runs on a Space (SPACE_ID set) with writable persistent storage, else ./runs."""
-    env = os.environ if env is None else env
-    data = Path(env.get("FTASSIST_SPACE_DATA", SPACE_DATA))
-    if env.get("SPACE_ID") and data.is_dir() and os.access(data, os.W_OK):
+    values: Mapping[str, str] = os.environ if env is None else env
+    data = Path(values.get("FTASSIST_SPACE_DATA", SPACE_DATA))
+    if values.get("SPACE_ID") and data.is_dir() and os.access(data, os.W_OK):
         return data / "runs"
     return Path("runs")
 

@@ -85,7 +85,7 @@ def progress_markdown(status: Any, metrics: list[dict], waiting: str | None = No
         from ftassist.train.selection import best_row
 
         task = "json" if "val_field_accuracy" in evals[-1] else "text"
-        best, key = best_row(evals, task), ("val_field_accuracy" if task == "json" else "val_rougeL")
+        best, key = best_row(evals, task) or evals[-1], ("val_field_accuracy" if task == "json" else "val_rougeL")
         parts.append(f"validation: {METRIC_SERIES[key]} {100 * evals[-1][key]:.0f}% at step {evals[-1]['step']} "
                      f"(best {100 * best[key]:.0f}% at step {best['step']})")
     if status.reason and status.state not in ACTIVE:
@@ -146,7 +146,7 @@ def jobs_table(jobs_dir: Path) -> pd.DataFrame:
     """Every run under `jobs_dir`, newest first: run id, state, step, total."""
     from ftassist.train.jobs import list_jobs
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for st in list_jobs(jobs_dir):
         rows.append({"run": Path(st.run_dir).name, "state": st.state, "step": st.step, "total": st.total_steps or 0})
     rows.sort(key=lambda r: r["run"], reverse=True)

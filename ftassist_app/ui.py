@@ -191,7 +191,7 @@ def build_app(settings: AppSettings) -> gr.Blocks:
         timer = gr.Timer(2.0)
 
         chat_outputs = [session, chatbot, *quick, map_panel, *map_drops]
-        private = {"api_visibility": "private"}
+        private: dict[str, Any] = {"api_visibility": "private"}
 
         def who(tok: str | None, request: gr.Request | None, profile: Any = None) -> Workspace:
             """The caller's workspace (UserError when there is none)."""

@@ -9,6 +9,8 @@ is not one of its named formats), so what is checked is what a llama.cpp user ge
 
 from __future__ import annotations
 
+from typing import Any
+
 import os
 import secrets
 import subprocess
@@ -59,7 +61,7 @@ def start_llama_server(gguf_file: Path, *, name: str, log_path: Path, n_ctx: int
     return server
 
 
-GREEDY = {"temp": 0.0, "top_k": 1, "top_p": 1.0, "min_p": 0.0, "repeat_penalty": 1.0}
+GREEDY: dict[str, Any] = {"temp": 0.0, "top_k": 1, "top_p": 1.0, "min_p": 0.0, "repeat_penalty": 1.0}
 # What the server must be sent to decode like transformers' greedy search: its default repeat_penalty is 1.1.
 SERVER_GREEDY = {"repeat_penalty": 1.0}
 

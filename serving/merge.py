@@ -43,8 +43,7 @@ def merge_adapter(cfg: MergeConfig) -> Path:
         model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, use_safetensors=True, trust_remote_code=False)
     except OSError as exc:
         raise UserError(f"base model {base} cannot be loaded from safetensors ({exc}); convert it to safetensors first") from exc
-    model = PeftModel.from_pretrained(model, run.adapter_dir, is_trainable=False)
-    model = model.merge_and_unload()
+    model = PeftModel.from_pretrained(model, run.adapter_dir, is_trainable=False).merge_and_unload()
     model.eval()
     # The training tokenizer carries the chat template the adapter learned; the base's may differ.
     tokenizer = AutoTokenizer.from_pretrained(run.adapter_dir)

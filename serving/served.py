@@ -24,7 +24,7 @@ class ServedTarget:
     def of(cls, server, base_url: str | None, api_key: str | None) -> "ServedTarget":
         if server is not None:
             return cls(server.base_url, server.api_key)
-        return cls(base_url.rstrip("/"), api_key)
+        return cls((base_url or "").rstrip("/"), api_key)
 
     def client(self):
         from openai import OpenAI
@@ -45,7 +45,9 @@ def served_models(target: ServedTarget) -> list[dict]:
 
 
 def _same(a: str | None, b: Path) -> bool:
-    return bool(a) and Path(a).expanduser().resolve() == b.expanduser().resolve()
+    if not a:
+        return False
+    return Path(a).expanduser().resolve() == b.expanduser().resolve()
 
 
 def find_served(target: ServedTarget, run: RunInfo, merged: Path, *, adapter_name: str | None = None,

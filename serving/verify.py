@@ -119,8 +119,9 @@ def load_reference(run: RunInfo, *, limit: int = 8, max_new_tokens: int = 32) ->
 
     tokenizer = AutoTokenizer.from_pretrained(run.adapter_dir)
     probes = probe_set(run.test_path, limit=limit)
-    prompts = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=False) for p in probes]
-    prompts = [list(p["input_ids"] if isinstance(p, dict) else p) for p in prompts]
+    encoded: list[Any] = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=False)
+                          for p in probes]
+    prompts: list[list[int]] = [list(p["input_ids"] if isinstance(p, dict) else p) for p in encoded]
     base = AutoModelForCausalLM.from_pretrained(resolve_model(run.base_ref), dtype=torch.float32, use_safetensors=True)
     model = PeftModel.from_pretrained(base, run.adapter_dir).eval()
     eos = eos_token_ids(tokenizer, base)

@@ -34,7 +34,7 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[str,
         if f.name in skip:
             continue
         meta, tp = f.metadata, _base_type(hints[f.name])
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[operator]
         help_text = f"{meta.get('help', '')} (default: {default!r})"
         if meta.get("positional"):
             parser.add_argument(f.name, nargs="*" if tp is list else "?", default=argparse.SUPPRESS, help=meta.get("help"))

@@ -69,8 +69,8 @@ def run_inspect(args: argparse.Namespace) -> int:
     loaded = load_records([args.file], mapping)
     findings, _ = validate_records(loaded.examples, tokenizer=load_tokenizer(args.model), max_length=args.max_length)
     findings = loaded.findings + findings
-    for f in loaded.files:
-        print(f"{f.path}: {f.format}, {f.rows} rows ({f.kind}, {f.encoding}): {f.reason}")
+    for info in loaded.files:
+        print(f"{info.path}: {info.format}, {info.rows} rows ({info.kind}, {info.encoding}): {info.reason}")
     for f in findings:
         where = f"row {f.row}" if f.row is not None else "file"
         print(f"{f.severity:7} {f.check:22} {where} {f.source or ''} {f.field or ''}: {f.message}")

@@ -88,10 +88,10 @@ def build_dataset(cfg: DataConfig) -> DataResult:
     teacher = connect_teacher(cfg) if cfg.teacher_url else None
     loaded = load_records(cfg.inputs, cfg.column_map, "train", teacher)
     if cfg.test_inputs:
-        test = load_records(cfg.test_inputs, cfg.column_map, "test", teacher)
-        loaded.examples += test.examples
-        loaded.files += test.files
-        loaded.findings += test.findings
+        held_out = load_records(cfg.test_inputs, cfg.column_map, "test", teacher)
+        loaded.examples += held_out.examples
+        loaded.files += held_out.files
+        loaded.findings += held_out.findings
     if teacher is not None:
         loaded.findings += teacher.final_findings()
     examples = loaded.examples
@@ -138,7 +138,7 @@ def build_dataset(cfg: DataConfig) -> DataResult:
         remaining.append(extra)
     exit_code = 1 if any(f.severity == "error" for f in remaining) else 0
 
-    info = {
+    info: dict[str, Any] = {
         "exit_code": exit_code, "model": cfg.model or DEFAULT_MODEL, "inputs": [f.to_dict() for f in loaded.files],
         "counts": {"rows_in": len(examples), "train": len(train_idx) if exit_code == 0 else 0,
                    "test": len(test_idx) if exit_code == 0 else 0, "dropped": fixed.dropped, "masked": fixed.masked},

@@ -62,9 +62,9 @@ def check_duplicates(examples: list[Example], msgs: list[Msgs]) -> list[Finding]
         else:
             first[key] = i
     rows = [i for i, m in enumerate(msgs) if m is not None and i not in exact]
-    for i, j, sim in near_pairs([" ".join(norm(x["content"]) for x in msgs[r]) for r in rows], rows, examples):  # type: ignore[index]
+    for i, j, sim in near_pairs([" ".join(norm(x["content"]) for x in msgs[r]) for r in rows], rows, examples):  # type: ignore[union-attr]
         out.append(Finding("duplicate_near", "info", i, None, f"{sim:.0%} like row {j} ({examples[j].source}); "
-                           "check whether both are needed", clip(reply(msgs[i])), examples[i].source))  # type: ignore[index]
+                           "check whether both are needed", clip(reply(msgs[i])), examples[i].source))  # type: ignore[arg-type]
     return out
 
 
@@ -131,7 +131,7 @@ def near_pairs(texts: list[str], rows: list[int], examples: list[Example]) -> li
 
 def check_leakage(examples: list[Example], msgs: list[Msgs]) -> list[Finding]:
     """train_test_leak for each test example whose prompt (case and punctuation aside) is a train one's."""
-    train = {}
+    train: dict[str, int] = {}
     for i, m in enumerate(msgs):
         if m is not None and examples[i].split == "train":
             train.setdefault(prompt_key(m), i)

@@ -21,7 +21,7 @@ def _field(ex: Example, j: int) -> str:
     cols = ex.meta.get("column_map")
     if cols and isinstance(ex.messages, list) and j < len(ex.messages):
         role = ex.messages[j].get("role") if isinstance(ex.messages[j], dict) else None
-        col = {"system": cols.get("system"), "user": cols.get("instruction"), "assistant": cols.get("output")}.get(role)
+        col = {"system": cols.get("system"), "user": cols.get("instruction"), "assistant": cols.get("output")}.get(role or "")
         if col:
             return f"column {col!r}"
     return f"messages[{j}]"

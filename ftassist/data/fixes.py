@@ -32,7 +32,7 @@ def offered_fixes(findings: list[Finding], applied: dict[str, bool] | None = Non
     [Fix(switch='drop_duplicates', label='Drop 1 duplicates', count=1), Fix(switch='drop_invalid', label='Drop 1 invalid rows', count=1)]
     """
     applied = applied or {}
-    rows = {
+    rows: dict[str, set] = {
         "drop_duplicates": {f.row for f in findings if f.check == "duplicate_exact"},
         "mask_pii": {(f.row, f.field, f.example) for f in findings if f.check.startswith("pii_")},
         "drop_overlength": {f.row for f in findings if f.check in LENGTH_CHECKS},

@@ -79,7 +79,7 @@ def to_messages_alpaca(rec: dict, keys: tuple[str, str, str, str] = ("instructio
     ins, inp, out, sysk = keys
     instruction, extra = to_text(_get(rec, ins)), to_text(_get(rec, inp)) if inp else None
     user = instruction if not extra or not extra.strip() else f"{instruction or ''}\n\n{extra}"
-    messages = []
+    messages: list[dict[str, Any]] = []
     system = to_text(_get(rec, sysk)) if sysk else None
     if system and system.strip():
         messages.append({"role": "system", "content": system})

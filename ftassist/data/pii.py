@@ -80,8 +80,8 @@ def find_pii(text: str) -> tuple[PiiMatch, ...]:
         found.extend(PiiMatch("email", m.start(), m.end(), m.group(0)) for m in EMAIL.finditer(text))
     if has_digits:
         for m in PHONE.finditer(text):
-            digits = sum(c.isdigit() for c in m.group(0))
-            if 9 <= digits <= 15 and (m.group(0).startswith("+") or re.search(r"[ .()-]", m.group(0))):
+            n_digits = sum(c.isdigit() for c in m.group(0))
+            if 9 <= n_digits <= 15 and (m.group(0).startswith("+") or re.search(r"[ .()-]", m.group(0))):
                 found.append(PiiMatch("phone", m.start(), m.end(), m.group(0)))
     found.sort(key=lambda p: (p.start, -(p.end - p.start)))
     out: list[PiiMatch] = []

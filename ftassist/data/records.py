@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -46,7 +48,7 @@ class LoadResult:
     findings: list[Finding] = field(default_factory=list)
 
 
-def load_records(paths: list[str | Path], column_map: dict[str, str] | None = None, split: str = "train",
+def load_records(paths: Sequence[str | Path], column_map: dict[str, str] | None = None, split: str = "train",
                  teacher: Teacher | None = None) -> LoadResult:
     """Read every file in `paths` into examples of the given split; documents become pairs by
     templates, or by `teacher` (a `ftassist.data.teacher.Teacher`) when one is given.

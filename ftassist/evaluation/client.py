@@ -7,6 +7,8 @@ model; `Endpoint.chat` turns one request into a `Reply`, where a request the ser
 
 from __future__ import annotations
 
+from typing import Any
+
 import os
 import time
 from dataclasses import dataclass
@@ -65,7 +67,7 @@ class Endpoint:
                 raise self._unknown(missing, served)
         return served
 
-    def chat(self, model: str, messages: list[dict], *, temperature: float, max_tokens: int,
+    def chat(self, model: str, messages: list[Any], *, temperature: float, max_tokens: int,
              response_format: dict | None = None, sampling: dict | None = None) -> Reply:
         """One chat completion. Raises UserError if the server is gone, the key refused or the model unknown.
 
@@ -104,7 +106,7 @@ class Endpoint:
         return UserError(f"cannot reach the endpoint {self.base_url} ({exc}): start a server with "
                          f"`ftassist serve --model MODEL` or fix {self.fix_url}")
 
-    def _refused(self, exc: Exception) -> UserError:
+    def _refused(self, exc: openai.APIStatusError) -> UserError:
         return UserError(f"the endpoint {self.base_url} refused the API key ({_message(exc)}): "
                          f"pass the server's key with {self.fix_key}")
 

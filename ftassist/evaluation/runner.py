@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import fmean
-from typing import Callable
+from typing import Any, Callable
 
 from ftassist.config import EvalConfig
 from ftassist.errors import UserError
@@ -85,7 +85,9 @@ def run_eval(cfg: EvalConfig, progress: Callable[[str], None] | None = None) -> 
     served = check_endpoints(arms, endpoints)
 
     scores: dict[str, list[list[dict]]] = {}
-    summaries, replies_rows, probe = [], [], {"probes": [], "arms": {}, "totals": {}}
+    summaries: list[dict] = []
+    replies_rows: list[dict] = []
+    probe: dict[str, Any] = {"probes": [], "arms": {}, "totals": {}}
     for arm in arms:
         endpoint = endpoints[arm.label]
         say(f"eval: {arm.name} ({arm.model} at {arm.url}): {len(examples)} examples x {cfg.samples} sample(s)")
@@ -108,7 +110,7 @@ def run_eval(cfg: EvalConfig, progress: Callable[[str], None] | None = None) -> 
 
     primary = PRIMARY[task]
     success = {a: [bool(s[0][primary]) for s in sc] for a, sc in scores.items()}
-    report = {
+    report: dict[str, Any] = {
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "out": str(Path(cfg.out)),
         "config": {**dataclasses.asdict(cfg), "api_key": "***" if cfg.api_key else None,

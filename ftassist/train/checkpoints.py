@@ -33,7 +33,7 @@ def list_checkpoints(root: str | Path) -> list[Path]:
     if not root.is_dir():
         return []
     found = [p for p in root.iterdir() if is_complete(p)]
-    return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)))
+    return sorted(found, key=checkpoint_step)
 
 
 def newest_checkpoint(root: str | Path) -> Path | None:
@@ -43,7 +43,11 @@ def newest_checkpoint(root: str | Path) -> Path | None:
 
 
 def checkpoint_step(path: Path) -> int:
-    return int(_NAME.match(Path(path).name).group(1))
+    """The step of a checkpoint folder named checkpoint-STEP; ValueError for any other name."""
+    found = _NAME.match(Path(path).name)
+    if found is None:
+        raise ValueError(f"{path} is not named checkpoint-STEP")
+    return int(found.group(1))
 
 
 def clean_partial(root: str | Path) -> None:

@@ -34,6 +34,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ftassist.config import TrainConfig, save_config
 from ftassist.data.fingerprint import read_fingerprint
@@ -128,7 +129,7 @@ class Prepared:
     """Everything decided before the model loads: rows, validation split, precision, memory plan and budget."""
 
     model_path: str
-    tokenizer: object
+    tokenizer: Any
     train_rows: list[dict]
     val: ValidationSet | None
     val_note: str
@@ -286,7 +287,7 @@ def _train(cfg: TrainConfig, run: Path, status: StatusWriter | None, *, resume: 
             tokenizer.save_pretrained(tmp)
             # The exact template the prompts were rendered with, also as a plain file for servers.
             (tmp / "chat_template.jinja").write_text(tokenizer.chat_template, encoding="utf-8")
-        if best is not None:
+        if best is not None and selector is not None and prep.val is not None:
             reason = selector.stop_reason or f"epoch budget done at step {trainer.state.global_step}"
             kept = describe_choice(best, {"step": trainer.state.global_step}, prep.val.task, reason)
             info["selection"] = {"step": best["step"], "last_step": trainer.state.global_step, "stopped": reason,
@@ -337,7 +338,7 @@ def build_trainer(cfg: TrainConfig, plan: Plan, model_path: str, tokenizer, data
                                                 gradient_checkpointing_kwargs=ck_kwargs)
     targets = cfg.target_modules if cfg.target_modules == "all-linear" else [
         t.strip() for t in cfg.target_modules.split(",") if t.strip()]
-    peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+    peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha or 2 * cfg.lora_r, lora_dropout=cfg.lora_dropout,
                              target_modules=targets, bias="none", task_type="CAUSAL_LM")
     args = SFTConfig(
         output_dir=str(run / "checkpoints"),

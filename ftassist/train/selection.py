@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -82,7 +83,7 @@ class TaskMetricCallback(TrainerCallback):
         self.log = log
         self.rows = eval_rows(read_jsonl(self.path)) if self.path.exists() else []
         self.stop_reason: str | None = None
-        self.report = None  # called with each row's figures, for the experiment tracker (set by the runner)
+        self.report: Callable[[dict], None] | None = None  # called with each row's figures, for the experiment tracker (set by the runner)
         self.eval_seconds = 0.0  # spent scoring in this session
         self._t0 = time.time()
         self._drop_stale_best()
@@ -149,5 +150,5 @@ class TaskMetricCallback(TrainerCallback):
         if self.log is not None:
             shown = ", ".join(f"{m} {100 * float(metrics.get(m) or 0):.1f}%" for m in TASK_METRICS[self.val.task])
             self.log.info("validation at step %d (%d rows, %.0f s): %s, loss %s; best so far: step %d", step,
-                          len(self.val), row["val_s"], shown, metrics.get("loss"), self.best["step"])
+                          len(self.val), row["val_s"], shown, metrics.get("loss"), (self.best or row)["step"])
         return row

@@ -93,10 +93,11 @@ def read_status(run_dir: str | Path, stale_after: float = STALE_AFTER) -> JobSta
     known["run_dir"] = str(run_dir)
     status = JobStatus(**known)
     if status.state in ACTIVE:
-        silent = status.heartbeat is not None and time.time() - status.heartbeat > stale_after
+        quiet = time.time() - status.heartbeat if status.heartbeat is not None else 0.0
+        silent = quiet > stale_after
         if not pid_alive(status.pid, status.pid_started) or silent:
             status.reason = "the training process is gone (killed or crashed)" if not silent else (
-                f"no heartbeat for {time.time() - status.heartbeat:.0f} s")
+                f"no heartbeat for {quiet:.0f} s")
             status.state = "interrupted"
     ckpt = newest_checkpoint(Path(run_dir) / "checkpoints")
     status.resumable = status.state in ("interrupted", "failed", "cancelled") and (Path(run_dir) / "config.yaml").exists()
