@@ -311,8 +311,8 @@ def merge_in_chat(s: Session, ws: Workspace) -> Iterator[Session]:
     merged, report = serve_step.merge_and_verify(s.run_dir, info)
     s.say(f"Merged model: `{merged}` (safetensors, the training chat template; vLLM serves it as is)."
           f"\n\n{serve_step.verify_markdown(report)}")
-    s.quick = [q for q in quick if q != MERGE] + [EXPORT] if report.passed else ([q for q in quick if q != MERGE]
-                                                                                 or [START_SERVER])
+    rest = [q for q in quick if q != MERGE]
+    s.quick = rest + [EXPORT] if report.passed else rest or [START_SERVER]  # export only what passed the gate
     yield s
 
 

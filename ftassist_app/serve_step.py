@@ -178,11 +178,12 @@ def export_gguf_files(run_dir: str | Path, eval_rows: int) -> Any:
 
 def export_markdown(report: Any) -> str:
     """The export for the chat: verdict, then agreement and the eval's content figures per file, then how to run it."""
+    from serving.export import percent
     head = (f"**GGUF export verified**: {report.gate} answers like the adapter in llama.cpp." if report.passed
             else "**GGUF export NOT verified**: see the figures and export.md before using these files.")
     rows = "\n".join(
-        f"| {f.file} | {f.bytes / 1e6:.0f} MB | {_pct(f.agreement)} | {_pct(f.eval.get('field_accuracy'))} | "
-        f"{_pct(f.eval.get('exact'))} | {_pct(f.eval.get('schema_valid'))} |" for f in report.files)
+        f"| {f.file} | {f.bytes / 1e6:.0f} MB | {percent(f.agreement)} | {percent(f.eval.get('field_accuracy'))} | "
+        f"{percent(f.eval.get('exact'))} | {percent(f.eval.get('schema_valid'))} |" for f in report.files)
     text = (f"{head}\n\n| file | size | token agreement with the adapter | fields right | whole object right | "
             f"schema-valid |\n|---|---|---|---|---|---|\n{rows}")
     if report.metadata_problems:
@@ -190,7 +191,3 @@ def export_markdown(report: Any) -> str:
     return (text + f"\n\nFiles, `Modelfile` and the full report (export.md) are in `{report.out}`. Ollama: "
             f"`ollama create mymodel -f Modelfile` there; llama.cpp: `llama-server -m {report.modelfile}` "
             "(send repeat_penalty 1.0: its default of 1.1 changes greedy replies).")
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1%}"

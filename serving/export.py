@@ -89,8 +89,8 @@ class ExportReport:
                  "| file | size | agreement | tokenizer | template | server = llama.cpp | with penalty 1.1 | "
                  + " | ".join(RATES) + " |", "|---|---|---|---|---|---|---|" + "---|" * len(RATES)]
         for f in self.files:
-            cells = [f.file, f"{f.bytes / 1e6:.1f} MB", _pct(f.agreement), _yes(f.tokens_ok), _yes(f.template_ok),
-                     _pct(f.served_same), _pct(f.served_default)] + [_pct(f.eval.get(r)) for r in RATES]
+            cells = [f.file, f"{f.bytes / 1e6:.1f} MB", percent(f.agreement), _yes(f.tokens_ok), _yes(f.template_ok),
+                     percent(f.served_same), percent(f.served_default)] + [percent(f.eval.get(r)) for r in RATES]
             lines.append("| " + " | ".join(cells) + " |")
         if self.metadata_problems:
             lines += ["", "## Metadata", ""] + [f"- {p}" for p in self.metadata_problems]
@@ -106,7 +106,8 @@ class ExportReport:
         return "\n".join(lines) + "\n"
 
 
-def _pct(value: float | None) -> str:
+def percent(value: float | None) -> str:
+    """A share as '12.3%', '-' when unknown."""
     return "-" if value is None else f"{value:.1%}"
 
 

@@ -167,7 +167,7 @@ def modelfile(gguf_name: str, tokenizer, *, num_ctx: int = 2048) -> str:
             lines.append(f'SYSTEM """{system}"""')
         stops += ["<|im_start|>"]
     for stop in dict.fromkeys(stops):
-        lines.append(f"PARAMETER stop {stop!r}".replace("'", '"'))
+        lines.append(f'PARAMETER stop "{stop}"')
     # Ollama's default repeat_penalty (1.1) changes greedy replies; the verified decoding has none.
     lines += ["PARAMETER temperature 0", "PARAMETER repeat_penalty 1.0", f"PARAMETER num_ctx {num_ctx}"]
     return "\n".join(lines) + "\n"
