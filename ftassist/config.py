@@ -235,6 +235,8 @@ class TrainConfig(Checked):
             problems.append("--eval-steps, --early-stopping-patience and --time-budget must be >= 0 (0: auto / off)")
         if self.val_data and not Path(self.val_data).is_file():
             problems.append(f"--val-data {self.val_data}: no such file; pass a JSONL in messages format")
+        if not 0 <= self.warmup_ratio < 1:
+            problems.append(f"--warmup-ratio {self.warmup_ratio:g} must be a fraction in [0, 1) of the run (0.05 is usual)")
         if self.batch_size < 0 or self.grad_accum < 0:
             problems.append("--batch-size and --grad-accum must be >= 0 (0 lets the planner choose)")
         if self.max_length < 16:

@@ -148,3 +148,17 @@ def test_the_measuring_copy_answers_like_the_adapter_and_leaves_its_weights_alon
     metrics, scores = score_model(model, tok, val, max_new_tokens=8)
     assert model.training and len(scores) == len(val.examples) and metrics["loss"] > 0
     assert all(torch.equal(before[n], p) for n, p in model.named_parameters())
+
+
+def test_the_learning_rate_decays_to_zero_by_the_end_of_the_time_budget(tiny_model, small_data, tmp_path):
+    run = tmp_path / "run"
+    result = train(_cfg(small_data, run, tiny_model, max_steps=100_000, eval_steps=100_000, save_steps=100_000,
+                        logging_steps=1, time_budget=0.1), progress=False)
+    lrs = [r["lr"] for r in _rows(run) if "loss" in r]
+    assert result.selection["stopped"].startswith("time budget of 0.1 min") and result.steps < 10_000
+    # A schedule planned for the step budget alone would still be at the peak (under 10% of the steps done);
+    # this one warmed up, then decayed with the clock to nearly zero when the budget ran out.
+    assert max(lrs) > 0.9 * 2e-3 and lrs[-1] < 0.1 * 2e-3
+    assert all(b <= a for a, b in zip(lrs[lrs.index(max(lrs)):], lrs[lrs.index(max(lrs)) + 1:]))
+    assert "decays linearly to zero at step 100000 or at the end of the 0.1 min budget" in \
+        json.loads((run / "run.json").read_text())["budget"]["explanation"]

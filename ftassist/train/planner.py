@@ -20,6 +20,7 @@ import os
 from dataclasses import asdict, dataclass
 
 from ftassist.errors import UserError
+from ftassist.train.schedule import describe as describe_schedule
 
 GiB = 2**30
 TARGET_EFFECTIVE_BATCH = 16
@@ -322,7 +323,7 @@ def plan_epochs(n_examples: int) -> int:
 
 def plan_budget(n_examples: int, effective_batch: int, *, epochs: float = 0.0, max_steps: int = -1,
                 eval_steps: int = 0, time_budget_min: float = 0.0, validating: bool = True,
-                learning_rate: float = 0.0, params: int = 0) -> Budget:
+                learning_rate: float = 0.0, params: int = 0, warmup: float = 0.05) -> Budget:
     """The epoch budget (the user's, else `plan_epochs`), the validation interval and the wall-clock budget.
 
     The validation split is scored about twice an epoch unless `eval_steps` says otherwise.
@@ -342,6 +343,7 @@ def plan_budget(n_examples: int, effective_batch: int, *, epochs: float = 0.0, m
     lr_source = "--learning-rate" if learning_rate else f"the planner's for {params / 1e6:.0f}M parameters"
     text = f"Budget: {source}, {total} steps of {effective_batch} examples at learning rate {lr:g} ({lr_source})"
     text += f", at most {time_budget_min:g} min of wall-clock time." if seconds else ", no time limit."
+    text += " " + describe_schedule(total, warmup, seconds if validating else 0.0)
     if validating:
         text += f" The validation split is scored every {every} steps and at the end."
     return Budget(lr, chosen, per_epoch, total, every, seconds, text)

@@ -171,7 +171,7 @@ def prepare_run(cfg: TrainConfig, run: Path | None = None) -> Prepared:
                          n_examples=len(rows))
     budget = plan_budget(len(rows), plan.micro_batch * plan.grad_accum, epochs=cfg.epochs, max_steps=cfg.max_steps,
                          eval_steps=cfg.eval_steps, time_budget_min=cfg.time_budget, validating=val is not None,
-                         learning_rate=cfg.learning_rate, params=shape.params)
+                         learning_rate=cfg.learning_rate, params=shape.params, warmup=cfg.warmup_ratio)
     return Prepared(model_path, tokenizer, rows, val, val_note, plan, budget, lengths)
 
 
@@ -207,6 +207,7 @@ def _train(cfg: TrainConfig, run: Path, status: StatusWriter | None, *, resume: 
     import torch
 
     from ftassist.train.dataset import as_dataset
+    from ftassist.train.schedule import Clock
     from ftassist.train.selection import BEST_DIR, EVAL_SHARE, TaskMetricCallback, describe_choice, eval_rows
 
     started = time.time()
@@ -236,16 +237,17 @@ def _train(cfg: TrainConfig, run: Path, status: StatusWriter | None, *, resume: 
 
     retries = 0
     while True:
-        selector = None
+        selector, clock = None, Clock()  # the time budget binds where the task metric stops the run
         if prep.val is not None and is_main_process():
             done = eval_rows(read_jsonl(run / "metrics.jsonl")) if (run / "metrics.jsonl").exists() else []
+            clock = Clock(budget.time_budget_s, done[-1]["elapsed_s"] if done else 0.0)
             selector = TaskMetricCallback(run, prep.val, tokenizer, every=budget.eval_every,
-                                          patience=cfg.early_stopping_patience, time_budget_s=budget.time_budget_s,
-                                          elapsed_before_s=done[-1]["elapsed_s"] if done else 0.0, log=log,
+                                          patience=cfg.early_stopping_patience, clock=clock, log=log,
                                           max_eval_share=EVAL_SHARE if cfg.eval_steps == 0 else None)
         trainer, guard = build_trainer(cfg, plan, model_path, tokenizer, dataset, run, status, progress,
                                        epochs=budget.epochs, learning_rate=budget.learning_rate,
                                        extra_callbacks=[selector] if selector else [])
+        trainer.budget_clock, trainer.warmup_share = clock, cfg.warmup_ratio
         if selector is not None:  # the task metric reaches the tracker as the loss does
             selector.report = lambda logs, t=trainer: _report(t, logs)
         try:
@@ -347,7 +349,7 @@ def build_trainer(cfg: TrainConfig, plan: Plan, model_path: str, tokenizer, data
         learning_rate=learning_rate or cfg.learning_rate or plan_learning_rate(ModelShape.from_config(model.config).params),
         num_train_epochs=epochs if epochs is not None else (cfg.epochs or 2.0),
         max_steps=cfg.max_steps,
-        warmup_steps=cfg.warmup_ratio,  # a float < 1 is a ratio of the total steps in transformers 5
+        warmup_steps=cfg.warmup_ratio,  # the schedule itself is `schedule.budget_lambda` (BudgetScheduleMixin)
         lr_scheduler_type="linear",
         logging_steps=cfg.logging_steps,
         logging_nan_inf_filter=False,  # the guard must see NaN, not a smoothed stand-in
@@ -396,9 +398,11 @@ def _trainer_class():
     from trl import SFTTrainer
 
     from ftassist.train.loss import PlainCausalLossMixin
+    from ftassist.train.schedule import BudgetScheduleMixin
 
-    class AtomicSFTTrainer(checkpoints.AtomicCheckpointMixin, PlainCausalLossMixin, SFTTrainer):
-        """SFTTrainer whose checkpoints appear only when complete, with the plain loss path on CPU (see `loss`)."""
+    class AtomicSFTTrainer(checkpoints.AtomicCheckpointMixin, PlainCausalLossMixin, BudgetScheduleMixin, SFTTrainer):
+        """SFTTrainer whose checkpoints appear only when complete, with the plain loss path on CPU (see `loss`) and
+        a learning rate that decays to zero at the step or the time budget (see `schedule`)."""
 
     return AtomicSFTTrainer
 

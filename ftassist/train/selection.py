@@ -27,6 +27,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from ftassist.files import atomic_dir, read_jsonl, write_json_atomic
+from ftassist.train.schedule import Clock
 from ftassist.train.validation import TASK_METRICS, ValidationSet, score_model, selection_key
 
 BEST_DIR = "best"
@@ -72,20 +73,18 @@ class TaskMetricCallback(TrainerCallback):
     """Scores the validation split at an interval, keeps the best adapter, stops on a plateau or the budget."""
 
     def __init__(self, run_dir: str | Path, val: ValidationSet, tokenizer, *, every: int, patience: int,
-                 time_budget_s: float = 0.0, elapsed_before_s: float = 0.0, max_eval_share: float | None = EVAL_SHARE,
-                 log=None):
+                 clock: Clock | None = None, max_eval_share: float | None = EVAL_SHARE, log=None):
         self.run = Path(run_dir)
         self.path = self.run / "metrics.jsonl"
         self.val, self.tokenizer = val, tokenizer
         self.every, self.patience = max(1, every), patience
-        self.budget, self.elapsed_before = time_budget_s, elapsed_before_s
+        self.clock = clock or Clock()  # shared with the learning-rate schedule (`schedule.budget_lambda`)
         self.max_eval_share = max_eval_share  # None: score at every interval, whatever it costs
         self.log = log
         self.rows = eval_rows(read_jsonl(self.path)) if self.path.exists() else []
         self.stop_reason: str | None = None
         self.report: Callable[[dict], None] | None = None  # called with each row's figures, for the experiment tracker (set by the runner)
         self.eval_seconds = 0.0  # spent scoring in this session
-        self._t0 = time.time()
         self._drop_stale_best()
 
     def _drop_stale_best(self) -> None:
@@ -98,14 +97,14 @@ class TaskMetricCallback(TrainerCallback):
 
     def elapsed(self) -> float:
         """Training seconds spent on this run so far, earlier sessions of a resumed run included."""
-        return self.elapsed_before + time.time() - self._t0
+        return self.clock.elapsed()
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self._t0 = time.time()
+        self.clock.restart()
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         step = state.global_step
-        over = self.budget > 0 and self.elapsed() >= self.budget
+        over = self.clock.over()
         if model is None or not (step % self.every == 0 or step >= state.max_steps or over):
             return
         if self.max_eval_share is not None and step < state.max_steps and not over and self.rows and \
@@ -113,7 +112,7 @@ class TaskMetricCallback(TrainerCallback):
             return
         self.evaluate(model, step, state.epoch or 0.0)
         if over:
-            self.stop_reason = f"time budget of {self.budget / 60:g} min spent at step {step}"
+            self.stop_reason = f"time budget of {self.clock.budget_s / 60:g} min spent at step {step}"
         elif self.patience > 0 and evals_since_best(self.rows, self.val.task) >= self.patience:
             self.stop_reason = f"plateau: {self.patience} evaluations without beating step {self.best['step']}"
         elif step >= state.max_steps:
