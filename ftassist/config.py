@@ -321,9 +321,13 @@ class ServeConfig(Checked):
     startup_timeout: float = _f(600.0, "Seconds to wait for the server to become healthy.")
     log_file: str | None = _f(None, "Server log file (default: a file under the run folder or the temp dir).")
     extra_args: list[str] = _f([], "More vLLM flags passed through as they are (e.g. --tensor-parallel-size 2).")
+    record: str | None = _f(None, "Write the server's record (URL, key, model names, pid: `serving.registry`) to this "
+                                  "file while it runs, e.g. runs/first/server.json; removed when it stops.")
 
     def validate(self) -> None:
         problems = []
+        if self.record and not Path(self.record).parent.is_dir():
+            problems.append(f"--record {self.record}: the folder {Path(self.record).parent} does not exist; create it first")
         if self.host not in ("127.0.0.1", "localhost", "::1") and not self.api_key:
             problems.append(f"--host {self.host} exposes the server beyond this machine: add --api-key KEY")
         if not (0 < self.port < 65536):

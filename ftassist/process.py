@@ -1,5 +1,6 @@
-"""Process-group helpers for the long-running children ftassist starts in their own session
-(training workers, vLLM servers): signal a whole group, and ask whether it still has members.
+"""Processes and process groups of the long-running children ftassist starts in their own session
+(training workers, vLLM and llama.cpp servers): is a recorded process still the same one, signal a
+whole group, ask whether it still has members, and stop it (`stop_group`, the one stop loop).
 
     >>> import os, signal
     >>> group_alive(os.getpgrp())
@@ -10,6 +11,35 @@
 from __future__ import annotations
 
 import os
+import signal
+import time
+from collections.abc import Callable
+
+
+def pid_alive(pid: int | None, started: float | None = None) -> bool:
+    """True when `pid` runs (not a zombie) and, if `started` is given, is the same process."""
+    if not pid:
+        return False
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        # pids are reused: the creation time tells our process from a newcomer
+        return started is None or abs(proc.create_time() - started) < 1.0
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def process_started(pid: int) -> float | None:
+    """The creation time of `pid` (what `pid_alive` compares), or None when it is gone."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.NoSuchProcess:
+        return None
 
 
 def signal_group(pgid: int, sig: int) -> None:
@@ -29,4 +59,42 @@ def group_alive(pgid: int) -> bool:
         return False
     except PermissionError:
         return True
+    return True
+
+
+def group_running(pgid: int) -> bool:
+    """True while any process of group `pgid` is left that is not a zombie (a zombie's parent may not reap it soon)."""
+    import psutil
+
+    for proc in psutil.process_iter(["pid", "status"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                return True
+        except (ProcessLookupError, psutil.NoSuchProcess, PermissionError):
+            continue
+    return False
+
+
+def stop_group(pgid: int, grace: float, *, running: Callable[[], bool] | None = None,
+               reap: Callable[[], object] | None = None, poll: float = 0.2) -> bool:
+    """SIGTERM to group `pgid`, SIGKILL to whatever is left after `grace` s; True when it stopped within the grace.
+
+    `running` says whether it is still up (default: any non-zombie member); `reap` is called at each poll
+    (a parent's `Popen.poll`, so its child can leave the group). Waits up to 10 s more after a SIGKILL.
+    """
+    def up() -> bool:
+        if reap is not None:
+            reap()
+        return running() if running is not None else group_running(pgid)
+
+    signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while up():
+        if time.monotonic() >= deadline:
+            signal_group(pgid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while up() and time.monotonic() < deadline:
+                time.sleep(poll / 2)
+            return False
+        time.sleep(poll)
     return True

@@ -60,28 +60,46 @@ def scalars(row: dict, prefix: str = "") -> dict[str, float]:
             if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
+_LOG_CHILD = "import json, sys; from ftassist.tracking import _log; a = json.load(sys.stdin); _log(a['project'], a['run'], a['values'])"
+
+
+def _log(project: str, run: str, values: dict[str, float]) -> None:
+    import trackio
+
+    with contextlib.redirect_stdout(sys.stderr):  # trackio announces itself on stdout
+        trackio.init(project=project, name=run, resume="allow")
+        trackio.log(values)
+        trackio.finish()
+
+
 def log_eval(run_dir: str | Path, arms: list[dict]) -> bool:
     """Add an eval's content and format figures to the run's Trackio run; False when the run does not use Trackio."""
     import json
 
+    from ftassist.errors import UserError
+    from ftassist.train.record import read_record
+
     try:
-        info = json.loads((Path(run_dir) / "run.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        record = read_record(run_dir)
+    except UserError:
         return False
-    tracking = info.get("tracking") or {}
+    tracking = (record.tracking if record else None) or {}
     if tracking.get("report_to") != "trackio":
         return False
-    if "trackio" not in sys.modules:
-        os.environ["TRACKIO_DIR"] = tracking["dir"]
-    import trackio
-
     values: dict[str, float] = {}
     for arm in arms:
         for group in ("means", "rates"):
             for name, entry in (arm.get(group) or {}).items():
                 values[f"eval/{arm['name']}/{name}"] = float(entry["value"])
-    with contextlib.redirect_stdout(sys.stderr):  # trackio announces itself on stdout
-        trackio.init(project=tracking["project"], name=tracking["run"], resume="allow")
-        trackio.log(values)
-        trackio.finish()
+    # Trackio binds its folder when first imported, and the app's one process serves many visitors: the figures
+    # go through a child process pointed at this run's folder, so they never land in another run's (or visitor's)
+    # folder, and this process's environment is left as it was (its later training jobs inherit it).
+    import subprocess
+
+    subprocess.run([sys.executable, "-c", _LOG_CHILD], input=json.dumps(
+        {"project": tracking["project"], "run": tracking["run"], "values": values}), text=True,
+        env={**os.environ, "TRACKIO_DIR": tracking["dir"]}, check=True, capture_output=True, timeout=120)
+    return True
+    os.environ["TRACKIO_DIR"] = tracking["dir"]
+    _log(tracking["project"], tracking["run"], values)
     return True

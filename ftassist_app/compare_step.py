@@ -48,9 +48,9 @@ def stream_compare(info: Any, messages: list[Any], models: list[str], max_tokens
     """Yield {model: Reply} snapshots while every model streams; the last one has every total."""
     if info is None:
         raise UserError(NO_SERVER)
-    from openai import OpenAI
+    from ftassist.endpoint import Endpoint
 
-    client = OpenAI(base_url=info.base_url, api_key=info.api_key or "EMPTY", timeout=120)
+    client = Endpoint(info.base_url, info.api_key).client  # streamed: the client itself, errors shown per pane
     replies = {m: Reply() for m in models}
     events: queue.Queue = queue.Queue()
 

@@ -20,6 +20,7 @@ from ftassist_app import compare_step, data_step, limits, serve_step, train_step
 from ftassist_app.phrasing import phrased
 from ftassist_app.session import Session
 from ftassist_app.workspace import Workspace
+from serving import registry
 
 EXAMPLE_DIR = Path(__file__).resolve().parent.parent / "examples" / "support_tickets"
 
@@ -334,9 +335,9 @@ def export_in_chat(s: Session, ws: Workspace) -> Iterator[Session]:
 def start_server_in_chat(s: Session, ws: Workspace) -> Iterator[Session]:
     """Serve base + the session's adapter. The workspace has one server: one live for this run is
     reused, one for another run is replaced; a machine whose server slots are all taken says so."""
-    info = serve_step.read_server(ws.server_file)
+    info = registry.read_record(ws.server_file)
     if info is not None and info.run_dir != s.run_dir:
-        serve_step.stop_serving(ws.server_file)
+        registry.stop_recorded(ws.server_file)
         s.say(f"Stopped your server for run `{Path(info.run_dir or '-').name}` (one server per workspace).")
         info = None
     if info is None:
@@ -358,7 +359,7 @@ def start_server_in_chat(s: Session, ws: Workspace) -> Iterator[Session]:
             s.quick = [START_SERVER]
             yield s
             return
-    limits.touch_server(ws.server_file)
+    registry.touch_record(ws.server_file)
     s.stage = "serve"
     s.say(serve_step.describe_server(info))
     s.quick = list(SERVE_QUICK)
@@ -367,9 +368,9 @@ def start_server_in_chat(s: Session, ws: Workspace) -> Iterator[Session]:
 
 def current_server(s: Session, ws: Workspace):
     """The workspace's live server (marked as used now), or None."""
-    info = serve_step.read_server(ws.server_file)
+    info = registry.read_record(ws.server_file)
     if info is not None:
-        limits.touch_server(ws.server_file)
+        registry.touch_record(ws.server_file)
     return info
 
 
@@ -382,7 +383,7 @@ def _serve_reply(s: Session, ws: Workspace, text: str) -> Iterator[Session]:
         yield from export_in_chat(s, ws)
         return
     if text == STOP_SERVER:
-        serve_step.stop_serving(ws.server_file)
+        registry.stop_recorded(ws.server_file)
         s.say("Server stopped." if info is not None else "No server was running.")
         s.quick = [START_SERVER]
         s.stage = "train"

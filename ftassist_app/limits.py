@@ -15,7 +15,6 @@ on a few cores slow each other far more than twice). `--max-jobs` / `--max-serve
 from __future__ import annotations
 
 import fcntl
-import json
 import re
 import threading
 import time
@@ -24,11 +23,10 @@ from pathlib import Path
 
 from ftassist.config import TrainConfig
 from ftassist.errors import UserError
-from ftassist.files import write_json_atomic
 from ftassist.train.status import JobStatus
-from ftassist_app import serve_step
 from ftassist_app.settings import AppSettings
 from ftassist_app.workspace import Workspace
+from serving.registry import SERVER_FILE, ServerRecord, live_records, stop_recorded, touch_record
 
 PENDING = ("waiting", "queued", "running")  # a job that holds (or waits for) a training slot
 
@@ -166,15 +164,10 @@ class _schedule_lock:
 
 
 # --- servers ---------------------------------------------------------------------------------------
-def live_servers(settings: AppSettings) -> list[tuple[Path, serve_step.ServerInfo]]:
-    """(record, info) of every running server of every workspace."""
+def live_servers(settings: AppSettings) -> list[tuple[Path, ServerRecord]]:
+    """(record path, record) of every running server of every workspace, newest first."""
     root = settings.workspaces_dir
-    found = []
-    for path in sorted(root.glob(f"*/{serve_step.SERVER_FILE}")) if root.is_dir() else []:
-        info = serve_step.read_server(path)
-        if info is not None:
-            found.append((path, info))
-    return found
+    return live_records(root.glob(f"*/{SERVER_FILE}")) if root.is_dir() else []
 
 
 def admit_server(ws: Workspace) -> None:
@@ -188,20 +181,7 @@ def admit_server(ws: Workspace) -> None:
                         f"try again in a few minutes{after}")
 
 
-def touch_server(path: str | Path, requests_seen: float | None = None) -> None:
-    """Record that the server was used now (and, when given, the request count it reported)."""
-    path = Path(path)
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return
-    raw["last_used"] = time.time()
-    if requests_seen is not None:
-        raw["requests_seen"] = requests_seen
-    write_json_atomic(path, raw)
-
-
-def served_requests(info: serve_step.ServerInfo) -> float | None:
+def served_requests(info: ServerRecord) -> float | None:
     """Requests the server has answered so far, from vLLM's Prometheus /metrics (None when unreadable)."""
     import requests
 
@@ -222,14 +202,13 @@ def stop_idle_servers(settings: AppSettings, now: float | None = None) -> list[P
     now = time.time() if now is None else now
     stopped = []
     for path, info in live_servers(settings):
-        raw = json.loads(path.read_text(encoding="utf-8"))
         seen = served_requests(info)
-        if seen is not None and seen != raw.get("requests_seen"):
-            touch_server(path, seen)
+        if seen is not None and seen != info.requests_seen:
+            touch_record(path, seen)
             continue
-        last = max(raw.get("last_used") or 0, info.started_at)
+        last = max(info.last_used or 0, info.started_at)
         if now - last > 60 * settings.server_idle_minutes:
-            serve_step.stop_serving(path)
+            stop_recorded(path)
             stopped.append(path)
     return stopped
 

@@ -23,7 +23,7 @@ def lead(settings: AppSettings, text: str) -> tuple[str | None, str | None]:
     (None, None) when no phrasing model is configured."""
     if not settings.assistant_url:
         return None, None
-    from ftassist.evaluation.client import Endpoint
+    from ftassist.endpoint import Endpoint
 
     endpoint = Endpoint(settings.assistant_url, settings.assistant_key or "EMPTY", timeout=30.0,
                         fix_url="--assistant-url", fix_key="--assistant-key")

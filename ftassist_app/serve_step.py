@@ -1,48 +1,20 @@
 """Serve step: start vLLM with the base model and the tuned adapter, and remember it on disk.
 
-The server is its own process group; `server.json` in the visitor's workspace (pid, base URL,
-key, names, which run it serves) lets their page, after a reload or an app restart, find it
-again and stop it. The runs folder is never served by path, so the key stays on the server.
+The server is its own process group; its record (`serving.registry`, `server.json` in the visitor's
+workspace) lets their page, after a reload or an app restart, find it again and stop it. The runs
+folder is never served by path, so the key stays on the server.
 """
 
 from __future__ import annotations
 
-import json
 import secrets
-import signal
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ftassist.config import ServeConfig
 from ftassist.errors import UserError
-from ftassist.files import write_json_atomic
-from ftassist.process import signal_group
 from ftassist.snippets import cli_command, curl_snippet, python_snippet
-
-SERVER_FILE = "server.json"
-
-
-@dataclass
-class ServerInfo:
-    """What a client needs to reach a running server, as stored in server.json."""
-
-    base_url: str
-    api_key: str | None
-    models: list[str]
-    pid: int
-    pid_started: float | None = None
-    log_path: str = ""
-    command: str = ""
-    run_dir: str | None = None  # the run whose adapter is served as "tuned"
-    started_at: float = field(default_factory=time.time)
-    last_used: float | None = None  # the app's idle check: when it was last used
-    requests_seen: float | None = None  # and how many requests vLLM had answered then
-
-    @property
-    def tuned(self) -> str | None:
-        return self.models[1] if len(self.models) > 1 else None
+from serving.registry import ServerRecord, write_record
 
 
 def serve_config(model: str, run_dir: str | None, log_dir: Path, port: int | None = None) -> ServeConfig:
@@ -60,61 +32,18 @@ def serve_config(model: str, run_dir: str | None, log_dir: Path, port: int | Non
                        log_file=str(log_dir / "server.log"))
 
 
-def start_serving(cfg: ServeConfig, record: Path, run_dir: str | None = None) -> ServerInfo:
+def start_serving(cfg: ServeConfig, record: Path, run_dir: str | None = None) -> ServerRecord:
     """Start the server (blocks ~40-60 s until it answers) and write its record to `record` (a server.json)."""
-    from ftassist.train.status import process_started
     from serving.launch import start_server
 
     cfg.validate()
     server = start_server(cfg)
-    info = ServerInfo(base_url=server.base_url, api_key=server.api_key, models=server.model_names, pid=server.pid,
-                      pid_started=process_started(server.pid), log_path=str(server.log_path),
-                      command=cli_command("serve", cfg), run_dir=run_dir)
-    write_json_atomic(Path(record), info.__dict__)
+    info = ServerRecord.of(server, command=cli_command("serve", cfg), run_dir=run_dir)
+    write_record(record, info)
     return info
 
 
-def read_server(path: str | Path) -> ServerInfo | None:
-    """The server recorded in `path` if its process still runs, else None."""
-    from ftassist.train.status import pid_alive
-
-    try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
-        info = ServerInfo(**raw)
-    except (OSError, ValueError, TypeError):
-        return None
-    return info if pid_alive(info.pid, info.pid_started) else None
-
-
-def find_server(runs_dir: Path) -> tuple[str, ServerInfo] | None:
-    """The newest live server recorded anywhere under `runs_dir`: (its server.json, info)."""
-    found = []
-    for record in Path(runs_dir).glob(f"**/{SERVER_FILE}"):
-        info = read_server(record)
-        if info is not None:
-            found.append((info.started_at, str(record), info))
-    if not found:
-        return None
-    _, newest, info = max(found)
-    return newest, info
-
-
-def stop_serving(path: str | Path) -> None:
-    """Stop the recorded server's process group and remove its record."""
-    info = read_server(path)
-    if info is not None:
-        signal_group(info.pid, signal.SIGTERM)
-        from ftassist.train.status import pid_alive
-
-        deadline = time.time() + 20
-        while pid_alive(info.pid, info.pid_started) and time.time() < deadline:
-            time.sleep(0.3)
-        if pid_alive(info.pid, info.pid_started):
-            signal_group(info.pid, signal.SIGKILL)
-    Path(path).unlink(missing_ok=True)
-
-
-def describe_server(info: ServerInfo) -> str:
+def describe_server(info: ServerRecord) -> str:
     """Markdown: URL, model names, key, and copy-ready curl and Python snippets."""
     model = info.tuned or info.models[0]
     return "\n".join([

@@ -115,13 +115,14 @@ def loss_frame(metrics: list[dict]) -> pd.DataFrame:
 
 def selection_sentence(run_dir: str | Path) -> str:
     """What the run kept and why, from its run.json (the library's own sentence), or why it kept the last step."""
-    import json
+    from ftassist.train.record import read_record
 
-    path = Path(run_dir) / "run.json"
-    info = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    if info.get("selection"):
-        return f"It {info['selection']['summary']}."
-    return info.get("validation_note") or ""
+    record = read_record(run_dir)
+    if record is None:
+        return ""
+    if record.selection:
+        return f"It {record.selection['summary']}."
+    return record.validation_note
 
 
 METRIC_SERIES = {"val_field_accuracy": "field accuracy", "val_exact": "whole object right",

@@ -19,6 +19,7 @@ from ftassist.config import TrainConfig
 from ftassist.train.search import CANDIDATES as SEARCH_CANDIDATES
 from ftassist.errors import UserError
 from ftassist_app import compare_step, conversation, data_step, limits, serve_step, train_step
+from serving import registry
 from ftassist_app.session import Session
 from ftassist_app.settings import AppSettings
 from ftassist_app.workspace import (Workspace, app_secret, issue_token, public_text, run_archive, viewable_copy,
@@ -447,9 +448,9 @@ def build_app(settings: AppSettings) -> gr.Blocks:
         @guard
         def on_stop(tok: str | None, request: gr.Request, profile: gr.OAuthProfile | None = None):
             ws = who(tok, request, profile)
-            if serve_step.read_server(ws.server_file) is None:
+            if registry.read_record(ws.server_file) is None:
                 return "No server is running."
-            serve_step.stop_serving(ws.server_file)
+            registry.stop_recorded(ws.server_file)
             return "Server stopped."
 
         c_go.click(on_compare, [c_prompt, token, session], [c_base, c_tuned, c_latency], concurrency_id="chat", **private)

@@ -32,11 +32,11 @@ from ftassist.errors import UserError
 from ftassist.files import write_json_atomic
 from ftassist_app.session import Session
 from ftassist_app.settings import AppSettings
+from serving.registry import SERVER_FILE
 
 NO_WORKSPACE = ("no workspace: open the app in a browser, or log in (start the app with --auth USER:PASSWORD "
                 "and pass auth= to the client) to call its API")
 SECRET_FILE = ".secret"
-SERVER_FILE = "server.json"
 CONVERSATION_FILE = "conversation.json"
 _NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 

@@ -169,7 +169,7 @@ def _serialisable(report: ExportReport) -> dict:
 def verify_files(cfg: ExportConfig, run, files: dict[str, Path], checks: list[FileCheck], out: Path, say) -> str | None:
     """Serve every file with llama.cpp, fill each check, run the JSON eval on all; returns the eval's folder."""
     from serving.llamacpp import SERVER_GREEDY, llama_generate, start_llama_server
-    from serving.served import ServedTarget, served_replies
+    from serving.served import endpoint, served_replies
 
     say("export: the reference replies (base + adapter, transformers)")
     ref = load_reference(run, limit=cfg.limit, max_new_tokens=cfg.max_new_tokens)
@@ -186,7 +186,7 @@ def verify_files(cfg: ExportConfig, run, files: dict[str, Path], checks: list[Fi
             verdict = compare(run, ref.probes, ref.prompts, {"adapter_hf": ref.replies, check.quant: tokens},
                               ref.model, ref.tokenizer, cfg.max_new_tokens)
             check.agreement, check.mismatches = verdict.agreement[check.quant], verdict.mismatches
-            target = ServedTarget(server.base_url, server.api_key)
+            target = endpoint(server)
             greedy = served_replies(target, server.base_name, ref.probes, cfg.max_new_tokens, SERVER_GREEDY)
             default = served_replies(target, server.base_name, ref.probes, cfg.max_new_tokens)
             check.served_same = sum(text == want for (text, _), want in zip(greedy, texts)) / len(texts)

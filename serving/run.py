@@ -3,19 +3,20 @@
 A run folder written by `ftassist train` holds:
     adapter/       the peft adapter, the tokenizer and the chat template used in training
     config.yaml    the TrainConfig (`model` is the base, `data` the data folder)
-    run.json       resolved facts: "base_model" (a path), "mergeable" (false after a failed run)
+    run.json       the run record (`ftassist.train.record`): the base model resolved, mergeable or why not
     eval/report.json   optional evaluation figures
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from ftassist.errors import ConfigError, UserError
+from ftassist.train.record import RunRecord, read_record
 
 
 @dataclass
@@ -25,12 +26,12 @@ class RunInfo:
     run_dir: Path
     adapter_dir: Path
     train: dict  # config.yaml as written by training
-    meta: dict = field(default_factory=dict)  # run.json (empty when absent)
+    record: RunRecord | None = None  # run.json (None when absent)
 
     @property
     def base_ref(self) -> str:
         """The base model: run.json's resolved path when it still exists, else config.yaml's `model`."""
-        resolved = self.meta.get("base_model")
+        resolved = self.record.base_model if self.record else None
         if resolved and Path(resolved).is_dir():
             return str(resolved)
         return str(self.train.get("model") or "")
@@ -80,20 +81,18 @@ def read_run(run_dir: str | Path, *, for_merge: bool = True) -> RunInfo:
             train = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:
             problems.append(f"{cfg_path}: not valid YAML ({exc})")
-    meta: dict = {}
-    meta_path = run_dir / "run.json"
-    if meta_path.exists():
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            problems.append(f"{meta_path}: not valid JSON ({exc.msg})")
+    record = None
+    try:
+        record = read_record(run_dir)
+    except UserError as exc:
+        problems.append(str(exc))
     if problems:
         raise ConfigError(problems)
-    if for_merge and meta.get("mergeable") is False:
-        reason = meta.get("reason") or meta.get("error") or "training did not finish cleanly"
+    if for_merge and record is not None and not record.mergeable:
+        reason = record.failure or "training did not finish cleanly"
         raise UserError(f"{run_dir}: the run is marked not mergeable ({reason}); fix the cause and train again, "
                         "or resume it with `ftassist jobs resume`")
-    info = RunInfo(run_dir=run_dir, adapter_dir=adapter, train=train, meta=meta)
+    info = RunInfo(run_dir=run_dir, adapter_dir=adapter, train=train, record=record)
     if not info.base_ref:
         raise UserError(f"{cfg_path}: no `model` field; the base model of this run is unknown")
     return info

@@ -7,41 +7,19 @@ served chat template is checked token for token against the training tokenizer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
+from ftassist.endpoint import Endpoint
 from ftassist.errors import UserError
 from serving.parity import trim_at_eos
 from serving.run import RunInfo
 
 
-@dataclass
-class ServedTarget:
-    base_url: str  # ends in /v1
-    api_key: str | None
-
-    @classmethod
-    def of(cls, server, base_url: str | None, api_key: str | None) -> "ServedTarget":
-        if server is not None:
-            return cls(server.base_url, server.api_key)
-        return cls((base_url or "").rstrip("/"), api_key)
-
-    def client(self):
-        from openai import OpenAI
-
-        return OpenAI(base_url=self.base_url, api_key=self.api_key or "EMPTY", timeout=120, max_retries=0)
-
-
-def served_models(target: ServedTarget) -> list[dict]:
-    """The server's /v1/models entries; UserError when it cannot be reached or refuses the key."""
-    import openai
-
-    try:
-        return [m.model_dump() for m in target.client().models.list().data]
-    except openai.AuthenticationError as exc:
-        raise UserError(f"{target.base_url} refused the API key: pass the server's key with --api-key") from exc
-    except openai.APIConnectionError as exc:
-        raise UserError(f"{target.base_url} cannot be reached: start it with `ftassist serve` or fix --base-url") from exc
+def endpoint(server, base_url: str | None = None, api_key: str | None = None) -> Endpoint:
+    """The `Endpoint` of a server this process started, else of `base_url`; no retries (the gate counts every reply)."""
+    if server is not None:
+        return Endpoint(server.base_url, server.api_key, max_retries=0)
+    return Endpoint(base_url or "", api_key, max_retries=0)
 
 
 def _same(a: str | None, b: Path) -> bool:
@@ -50,7 +28,7 @@ def _same(a: str | None, b: Path) -> bool:
     return Path(a).expanduser().resolve() == b.expanduser().resolve()
 
 
-def find_served(target: ServedTarget, run: RunInfo, merged: Path, *, adapter_name: str | None = None,
+def find_served(target: Endpoint, run: RunInfo, merged: Path, *, adapter_name: str | None = None,
                 merged_name: str | None = None) -> dict[str, str]:
     """{'merged_vllm': name, 'adapter_vllm': name} for the run's models the server serves.
 
@@ -58,7 +36,7 @@ def find_served(target: ServedTarget, run: RunInfo, merged: Path, *, adapter_nam
     run's adapter folder. Raises `UserError` for a name the server does not list, or when it
     serves none of the run's models.
     """
-    models = served_models(target)
+    models = target.models() or []
     names = {m["id"] for m in models}
     found: dict[str, str] = {}
     for path, name, folder in (("merged_vllm", merged_name, merged), ("adapter_vllm", adapter_name, run.adapter_dir)):
@@ -76,16 +54,13 @@ def find_served(target: ServedTarget, run: RunInfo, merged: Path, *, adapter_nam
     return found
 
 
-def generate_served(target: ServedTarget, name: str, probes: list[list[dict]], prompts: list[list[int]],
+def generate_served(target: Endpoint, name: str, probes: list[list[dict]], prompts: list[list[int]],
                     max_new_tokens: int, eos: set[int], tokenizer) -> tuple[list[list[int]], bool, str]:
     """Greedy replies from served model `name`; returns (token ids per probe, template_ok, detail)."""
-    client = target.client()
     outs, template_ok, detail = [], True, ""
     for i, (messages, local) in enumerate(zip(probes, prompts)):
-        resp = client.chat.completions.create(
-            model=name, messages=messages, max_tokens=max_new_tokens, temperature=0.0, seed=0,
-            extra_body={"return_token_ids": True, "skip_special_tokens": False},
-        ).model_dump()
+        resp = target.complete(name, messages, max_tokens=max_new_tokens, temperature=0.0, seed=0,
+                               extra_body={"return_token_ids": True, "skip_special_tokens": False})
         served_prompt = resp.get("prompt_token_ids") or []
         if served_prompt != local and template_ok:
             template_ok = False
@@ -97,13 +72,11 @@ def generate_served(target: ServedTarget, name: str, probes: list[list[dict]], p
 
 
 
-def served_replies(target: ServedTarget, name: str, probes: list[list[dict]], max_tokens: int,
+def served_replies(target: Endpoint, name: str, probes: list[list[dict]], max_tokens: int,
                    sampling: dict | None = None) -> list[tuple[str, int | None]]:
     """(reply text, prompt tokens the server counted) per probe, at temperature 0 with `sampling` sent as is."""
-    client = target.client()
     out = []
     for messages in probes:
-        resp = client.chat.completions.create(model=name, messages=messages, max_tokens=max_tokens, temperature=0.0,
-                                              seed=0, extra_body=dict(sampling or {}))
-        out.append((resp.choices[0].message.content or "", resp.usage.prompt_tokens if resp.usage else None))
+        resp = target.complete(name, messages, max_tokens=max_tokens, temperature=0.0, seed=0, extra_body=dict(sampling or {}))
+        out.append((resp["choices"][0]["message"]["content"] or "", (resp.get("usage") or {}).get("prompt_tokens")))
     return out

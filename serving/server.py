@@ -8,7 +8,6 @@ workers), waits, then SIGKILLs whatever is left, so no process outlives it.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from pathlib import Path
 import requests
 
 from ftassist.errors import UserError
-from ftassist.process import group_alive, signal_group
+from ftassist.process import group_alive, stop_group
 
 
 def log_tail(path: Path, lines: int = 40) -> str:
@@ -76,15 +75,7 @@ class ServerProcess:
         pgid = self.process.pid  # start_new_session made it the group leader
         if not group_alive(pgid):
             return self.process.poll()
-        signal_group(pgid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            self.process.poll()  # reap the leader so the group can empty
-            if not group_alive(pgid):
-                break
-            time.sleep(0.2)
-        else:
-            signal_group(pgid, signal.SIGKILL)
+        stop_group(pgid, grace, running=lambda: group_alive(pgid), reap=self.process.poll)  # reaped, the group can empty
         try:
             return self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:

@@ -22,7 +22,7 @@ from typing import Any
 from ftassist.files import write_json_atomic, write_text_atomic
 from serving.parity import Mismatch, agreement, likely_causes, probe_set, trim_at_eos
 from serving.run import RunInfo, read_run
-from serving.served import ServedTarget, find_served, generate_served
+from serving.served import endpoint, find_served, generate_served
 
 THRESHOLD = 0.99
 
@@ -160,7 +160,7 @@ def verify_run(run_dir: str | Path, merged_dir: str | Path | None = None, *, ser
         served: dict[str, str] = {}
         template_ok, template_detail = None, ""
         if server is not None or base_url:
-            target = ServedTarget.of(server, base_url, api_key)
+            target = endpoint(server, base_url, api_key)
             served = find_served(target, run, merged, adapter_name=adapter_name, merged_name=merged_name)
             for path, name in served.items():
                 outputs[path], ok, detail = generate_served(target, name, probes, prompts, max_new_tokens, eos, tokenizer)

@@ -13,3 +13,13 @@ def stop(proc: subprocess.Popen, timeout: float = 30) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=timeout)
+
+
+def find_server(runs) -> tuple:
+    """(record path, record) of the newest live server recorded anywhere under `runs`, or None."""
+    from pathlib import Path
+
+    from serving.registry import SERVER_FILE, live_records
+
+    found = live_records(Path(runs).glob(f"**/{SERVER_FILE}"))
+    return found[0] if found else None

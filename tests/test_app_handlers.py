@@ -13,7 +13,9 @@ from ftassist.config import DataConfig, TrainConfig
 from ftassist.errors import UserError
 from ftassist.snippets import cli_command, curl_snippet, python_snippet
 from ftassist_app import compare_step, conversation, train_step
-from ftassist_app.serve_step import ServerInfo, describe_server, find_server
+from ftassist_app.serve_step import describe_server
+from serving.registry import ServerRecord, write_record
+from tests.processes import find_server
 from ftassist_app.settings import AppSettings, parse_auth
 from ftassist_app.workspace import Workspace, workspace_for
 
@@ -99,15 +101,14 @@ def fake_server(settings):
     import subprocess
     import sys
 
-    from ftassist.files import write_json_atomic
-    from ftassist.train.status import process_started
+    from ftassist.process import process_started
 
     run_dir = settings.jobs_dir / "run-fake"
     (run_dir / "adapter").mkdir(parents=True)
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"], start_new_session=True)
-    info = ServerInfo(base_url="http://127.0.0.1:8123/v1", api_key="ft-key", models=["base", "tuned"], pid=proc.pid,
+    info = ServerRecord(base_url="http://127.0.0.1:8123/v1", api_key="ft-key", models=["base", "tuned"], pid=proc.pid,
                       pid_started=process_started(proc.pid), command="ftassist serve --port 8123", run_dir=str(run_dir))
-    write_json_atomic(settings.server_file, info.__dict__)
+    write_record(settings.server_file, info)
     yield run_dir, proc
     proc.kill()
     proc.wait()
@@ -159,7 +160,7 @@ def test_chat_says_why_the_server_did_not_start(settings):
 
 
 def test_server_description_has_everything_a_client_needs():
-    info = ServerInfo(base_url="http://127.0.0.1:8123/v1", api_key="ft-key", models=["base", "tuned"], pid=1,
+    info = ServerRecord(base_url="http://127.0.0.1:8123/v1", api_key="ft-key", models=["base", "tuned"], pid=1,
                       command="ftassist serve --port 8123")
     text = describe_server(info)
     for needle in ("http://127.0.0.1:8123/v1", "`base`", "`tuned`", "ft-key", "Authorization: Bearer ft-key",

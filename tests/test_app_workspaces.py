@@ -20,9 +20,11 @@ import pytest
 from ftassist.config import DataConfig, TrainConfig
 from ftassist.errors import UserError
 from ftassist.files import write_json_atomic
-from ftassist.train.status import process_started, read_status
-from ftassist_app import conversation, limits, serve_step, train_step
-from ftassist_app.serve_step import ServerInfo
+from ftassist.process import process_started
+from ftassist.train.status import read_status
+from ftassist_app import conversation, limits, train_step
+from serving import registry
+from serving.registry import ServerRecord, write_record
 from ftassist_app.settings import AppSettings
 from ftassist_app.workspace import (NO_WORKSPACE, issue_token, public_text, run_archive, verify_token, workspace_for)
 
@@ -185,12 +187,12 @@ def test_resume_waits_for_a_free_slot(app, sleeper, small_data):
         train_step.resume_training(other, stopped)
 
 
-def fake_server(ws, proc, started_at: float | None = None, run_dir: str | None = None) -> ServerInfo:
-    info = ServerInfo(base_url="http://127.0.0.1:9/v1", api_key="ft-secret", models=["base", "tuned"], pid=proc.pid,
+def fake_server(ws, proc, started_at: float | None = None, run_dir: str | None = None) -> ServerRecord:
+    info = ServerRecord(base_url="http://127.0.0.1:9/v1", api_key="ft-secret", models=["base", "tuned"], pid=proc.pid,
                       pid_started=process_started(proc.pid), command="ftassist serve", run_dir=run_dir)
     if started_at is not None:
         info.started_at = started_at
-    write_json_atomic(ws.server_file, info.__dict__)
+    write_record(ws.server_file, info)
     return info
 
 
@@ -214,10 +216,10 @@ def test_idle_servers_stop_and_used_ones_stay(app, sleeper):
     idle_proc, used_proc = sleeper(), sleeper()
     fake_server(a, idle_proc, started_at=time.time() - 3600)
     fake_server(b, used_proc, started_at=time.time() - 3600)
-    limits.touch_server(b.server_file)  # B used theirs just now
+    registry.touch_record(b.server_file)  # B used theirs just now
     assert json.loads(b.server_file.read_text())["last_used"] > time.time() - 60
-    assert serve_step.read_server(b.server_file) is not None  # the extra fields keep the record readable
-    assert limits.served_requests(serve_step.read_server(a.server_file)) is None  # nothing listens on port 9
+    assert registry.read_record(b.server_file) is not None  # the extra fields keep the record readable
+    assert limits.served_requests(registry.read_record(a.server_file)) is None  # nothing listens on port 9
     stopped = limits.stop_idle_servers(app)
     assert stopped == [a.server_file]
     assert idle_proc.wait(timeout=30) is not None and not a.server_file.exists()

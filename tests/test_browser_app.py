@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from serving.preflight import free_port
-from tests.processes import stop
+from tests.processes import find_server, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 SHOTS = ROOT / "test-output" / "screenshots"
@@ -51,10 +51,10 @@ def app(tiny_model, tmp_path_factory):
         except OSError:
             time.sleep(0.5)
     yield f"http://127.0.0.1:{port}/", runs, log_path
-    from ftassist_app.serve_step import find_server, stop_serving
+    from serving.registry import stop_recorded
 
     while (found := find_server(runs)) is not None:
-        stop_serving(found[0])
+        stop_recorded(found[0])
     stop(proc)
     log.close()
 
@@ -94,8 +94,7 @@ def chat_has(page, text: str, timeout: float = 60_000) -> None:
 
 
 def test_whole_conversation_in_a_browser(app, page, tmp_path):
-    from ftassist.train.status import pid_alive
-    from ftassist_app.serve_step import find_server
+    from ftassist.process import pid_alive
 
     url, runs, log_path = app
     page.goto(url)

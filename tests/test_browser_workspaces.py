@@ -73,10 +73,9 @@ def test_two_visitors_and_a_stranger(tiny_model, tmp_path):
     from gradio_client import Client
     from playwright.sync_api import sync_playwright
 
-    from ftassist.files import write_json_atomic
     from ftassist.train.jobs import cancel_job, list_jobs
-    from ftassist.train.status import process_started
-    from ftassist_app.serve_step import ServerInfo
+    from ftassist.process import process_started
+    from serving.registry import ServerRecord, write_record
 
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium")
@@ -117,9 +116,9 @@ def test_two_visitors_and_a_stranger(tiny_model, tmp_path):
 
             # A's server (a live process recorded like vLLM's; the one server slot of this machine)
             sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(900)"], start_new_session=True)
-            write_json_atomic(runs / "workspaces" / ws_a / "server.json", ServerInfo(
+            write_record(runs / "workspaces" / ws_a / "server.json", ServerRecord(
                 base_url="http://127.0.0.1:9/v1", api_key=A_KEY, models=["base", "tuned"], pid=sleeper.pid,
-                pid_started=process_started(sleeper.pid), command="ftassist serve", run_dir=str(run_a)).__dict__)
+                pid_started=process_started(sleeper.pid), command="ftassist serve", run_dir=str(run_a)))
             a.get_by_role("tab", name="Serve").click()
             a.get_by_role("button", name="Start server").click()  # reuses A's own record
             a.get_by_text(A_KEY).filter(visible=True).first.wait_for(timeout=30_000)

@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import yaml
 
 from ftassist.config import MergeConfig
 from ftassist.errors import ConfigError, UserError
@@ -18,8 +17,11 @@ TRAINED_TEMPLATE = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['co
 
 
 def make_run(root: Path, base: Path, adapter: Path, data: Path | None = None, *, link: bool = False,
-             template: str | None = None, **meta) -> Path:
-    """A run folder as `ftassist train` writes it: adapter/ (+ tokenizer), config.yaml, run.json."""
+             template: str | None = None, mergeable: bool, reason: str | None = None) -> Path:
+    """A run folder as `ftassist train` writes it (its own writers): adapter/ (+ tokenizer), config.yaml, run.json."""
+    from ftassist.config import TrainConfig, save_config
+    from ftassist.train.record import RunRecord, write_record
+
     from transformers import AutoTokenizer
 
     run = root / "run"
@@ -32,10 +34,10 @@ def make_run(root: Path, base: Path, adapter: Path, data: Path | None = None, *,
         if template:
             tok.chat_template = template
         tok.save_pretrained(run / "adapter")
-    train = {"data": str(data or root / "data"), "out": str(run), "model": str(base), "method": "lora", "lora_r": 8,
-             "lora_alpha": 16, "target_modules": "all-linear", "learning_rate": 2e-4, "max_steps": 6}
-    (run / "config.yaml").write_text(yaml.safe_dump(train))
-    (run / "run.json").write_text(json.dumps({"base_model": str(base), **meta}))
+    save_config(TrainConfig(data=str(data or root / "data"), out=str(run), model=str(base), method="lora", lora_r=8,
+                            lora_alpha=16, learning_rate=2e-4, max_steps=6), run / "config.yaml")
+    write_record(run, RunRecord(base_model=str(base), model=str(base), method="lora", dtype="float32", device="cpu",
+                                mergeable=mergeable, failure=reason))
     return run
 
 

@@ -12,6 +12,7 @@ import pytest
 from ftassist.config import TrainConfig
 from ftassist.errors import ConfigError
 from ftassist.tracking import PROJECT, log_eval, tracker_missing
+from ftassist.train.record import RunRecord, write_record
 from ftassist.train.runner import train
 
 READ = """
@@ -65,8 +66,28 @@ def test_an_eval_in_the_run_folder_lands_in_the_same_run(tracked_run):
     assert any(r.get("eval/tuned/field_accuracy") == 0.75 and r.get("eval/tuned/exact") == 0.5 for r in rows)
 
 
+def test_an_eval_of_another_visitors_run_lands_in_their_folder_only(tracked_run, tmp_path, monkeypatch):
+    """The app's one process evaluates many visitors' runs, with trackio imported for an earlier one."""
+    import os
+
+    import trackio  # noqa: F401 - bound to some earlier folder in this process
+
+    run, tracking = tracked_run
+    other = tmp_path / "visitor-b" / "runs" / "second"
+    other.mkdir(parents=True)
+    theirs = {**tracking, "dir": str(tmp_path / "visitor-b" / "runs" / "trackio"), "run": "second"}
+    write_record(other, RunRecord(base_model="m", model="m", method="lora", dtype="float32", device="cpu", tracking=theirs))
+    env_before = os.environ.get("TRACKIO_DIR")
+    arms = [{"name": "tuned", "means": {"field_accuracy": {"value": 0.25}}, "rates": {}}]
+    assert log_eval(other, arms) is True
+    assert [r["eval/tuned/field_accuracy"] for r in read_back(Path(theirs["dir"]), "second")] == [0.25]
+    assert read_back(Path(tracking["dir"]), "second") == []  # nothing in the first visitor's folder
+    assert os.environ.get("TRACKIO_DIR") == env_before  # later jobs of this process inherit nothing new
+
+
 def test_runs_without_trackio_are_left_alone(tmp_path):
-    (tmp_path / "run.json").write_text(json.dumps({"tracking": {"report_to": "none"}}))
+    write_record(tmp_path, RunRecord(base_model="m", model="m", method="lora", dtype="float32", device="cpu",
+                                     tracking={"report_to": "none"}))
     assert log_eval(tmp_path, [{"name": "x", "means": {}, "rates": {}}]) is False
     assert log_eval(tmp_path / "missing", []) is False
 

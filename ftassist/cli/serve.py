@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 import time
+from pathlib import Path
 
 from ftassist.cli.args import add_config_args, config_from_args
 from ftassist.config import ServeConfig
@@ -45,6 +46,11 @@ def handle(args: argparse.Namespace) -> int:
         print("interrupted during start-up; vLLM stopped", flush=True)
         return 130
     with server:
+        if cfg.record:
+            from ftassist.snippets import cli_command
+            from serving.registry import ServerRecord, write_record
+
+            write_record(cfg.record, ServerRecord.of(server, command=cli_command("serve", cfg)))
         print(usage_text(server), flush=True)
         try:
             while server.alive():
@@ -53,6 +59,9 @@ def handle(args: argparse.Namespace) -> int:
             return 1
         except KeyboardInterrupt:
             print("stopping vLLM ...", flush=True)
+        finally:
+            if cfg.record:
+                Path(cfg.record).unlink(missing_ok=True)
     print("stopped", flush=True)
     return 0
 

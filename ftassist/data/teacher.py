@@ -31,7 +31,7 @@ from ftassist.config import DataConfig
 from ftassist.data.documents import document_passages, document_title, provenance
 from ftassist.data.findings import Example, Finding, clip
 from ftassist.errors import UserError
-from ftassist.evaluation.client import Endpoint, Reply
+from ftassist.endpoint import Endpoint, Reply
 
 TEMPERATURE = 0.3
 CHARS_PER_TOKEN = 1  # a floor for ordinary text, so capped strings fit the token budget
@@ -155,7 +155,7 @@ def _pair(item: Any) -> dict | None:
 
 
 class TeacherEndpoint(Endpoint):
-    """The evaluation client, with errors that name the --teacher-* flags."""
+    """The project's `Endpoint`, with errors that name the --teacher-* flags."""
 
     def _unreachable(self, exc: Exception) -> UserError:
         return UserError(f"cannot reach the teacher endpoint {self.base_url} ({exc}): start a server with "

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from ftassist.errors import ConfigError, UserError
 
 if TYPE_CHECKING:  # parsing stays importable without the openai client (EvalConfig.validate uses it)
-    from ftassist.evaluation.client import Endpoint
+    from ftassist.endpoint import Endpoint
 
 CONSTRAINED_SUFFIX = "+json_schema"
 _URL = re.compile(r"^https?://[^\s/]+")
@@ -125,7 +125,7 @@ def open_endpoints(arms: list[Arm], api_key: str | None, api_keys: dict[str, str
 
     An arm's key is `api_keys[label]`, else `api_key`, else $OPENAI_API_KEY (see `Endpoint`).
     """
-    from ftassist.evaluation.client import Endpoint
+    from ftassist.endpoint import Endpoint
 
     shared: dict[tuple[str, str | None], Endpoint] = {}
     out: dict[str, Endpoint] = {}

@@ -29,7 +29,7 @@ from typing import Any, Callable
 from ftassist.config import EvalConfig
 from ftassist.errors import UserError
 from ftassist.evaluation.arms import Arm, check_endpoints, open_endpoints, plan_arms
-from ftassist.evaluation.client import Endpoint, Reply
+from ftassist.endpoint import Endpoint, Reply
 from ftassist.evaluation.fields import diagnose_fields, suggest, verdict
 from ftassist.evaluation.freetext import score_text
 from ftassist.evaluation.history import append_history, history_entry, history_path, read_history, render_history

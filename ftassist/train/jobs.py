@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -26,8 +25,8 @@ from typing import Iterator
 
 from ftassist.config import TrainConfig, save_config
 from ftassist.errors import UserError
-from ftassist.process import group_alive, signal_group
-from ftassist.train.status import ACTIVE, JobStatus, StatusWriter, pid_alive, read_status
+from ftassist.process import group_alive, pid_alive, process_started, stop_group
+from ftassist.train.status import ACTIVE, JobStatus, StatusWriter, read_status
 
 __all__ = ["start_job", "enqueue_job", "start_waiting", "resume_job", "cancel_job", "read_status", "list_jobs", "read_metrics", "follow_job",
            "job_command", "JobStatus"]
@@ -121,8 +120,6 @@ def _spawn(run: Path, resume: bool, search: bool = False) -> Path:
 
 
 def _started(pid: int) -> float | None:
-    from ftassist.train.status import process_started
-
     return process_started(pid)
 
 
@@ -141,15 +138,7 @@ def cancel_job(run_dir: str | Path, timeout: float = 30.0) -> JobStatus:
         return status
     pgid = status.pid
     if pgid and pid_alive(status.pid, status.pid_started):
-        signal_group(pgid, signal.SIGTERM)
-        deadline = time.time() + timeout
-        while _group_has_running_process(pgid) and time.time() < deadline:
-            time.sleep(0.2)
-        if _group_has_running_process(pgid):
-            signal_group(pgid, signal.SIGKILL)
-            deadline = time.time() + 10
-            while _group_has_running_process(pgid) and time.time() < deadline:
-                time.sleep(0.1)
+        stop_group(pgid, timeout)
         # Give this process's reaper thread (see _spawn) a moment to collect the exit status.
         deadline = time.time() + 5
         while group_alive(pgid) and time.time() < deadline:
@@ -161,19 +150,6 @@ def cancel_job(run_dir: str | Path, timeout: float = 30.0) -> JobStatus:
         writer.update(state="cancelled", reason="cancelled by the user", ended_at=time.time())
         final = read_status(run)
     return final
-
-
-def _group_has_running_process(pgid: int) -> bool:
-    """True while any non-zombie process is left in process group `pgid`."""
-    import psutil
-
-    for proc in psutil.process_iter(["pid", "status"]):
-        try:
-            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
-                return True
-        except (ProcessLookupError, psutil.NoSuchProcess, PermissionError):
-            continue
-    return False
 
 
 def list_jobs(root: str | Path) -> list[JobStatus]:

@@ -39,12 +39,13 @@ from typing import Any
 from ftassist.config import TrainConfig, save_config
 from ftassist.data.fingerprint import read_fingerprint
 from ftassist.errors import UserError
-from ftassist.files import atomic_dir, read_jsonl, write_json_atomic
+from ftassist.files import atomic_dir, read_jsonl
 from ftassist import tracking
 from ftassist.train import checkpoints
 from ftassist.train.planner import Budget, ModelShape, Plan, detect_hardware, plan_budget, plan_learning_rate, \
     plan_training, resolve_dtype, resolve_method, shrink_after_oom
 from ftassist.train.status import ACTIVE, StatusWriter, read_status
+from ftassist.train.record import RunRecord, write_record
 from ftassist.train.validation import ValidationSet
 
 log = logging.getLogger("ftassist.train")
@@ -226,7 +227,7 @@ def _train(cfg: TrainConfig, run: Path, status: StatusWriter | None, *, resume: 
     ckdir = run / "checkpoints"
     if is_main_process():
         save_config(cfg, run / "config.yaml")
-        write_json_atomic(run / "run.json", info)
+        write_record(run, info)
         checkpoints.clean_partial(ckdir)
     resume_from = checkpoints.newest_checkpoint(ckdir) if resume else None
     if resume_from is not None and is_main_process():
@@ -240,7 +241,7 @@ def _train(cfg: TrainConfig, run: Path, status: StatusWriter | None, *, resume: 
         selector, clock = None, Clock()  # the time budget binds where the task metric stops the run
         if prep.val is not None and is_main_process():
             done = eval_rows(read_jsonl(run / "metrics.jsonl")) if (run / "metrics.jsonl").exists() else []
-            clock = Clock(budget.time_budget_s, done[-1]["elapsed_s"] if done else 0.0)
+            clock = Clock(budget.time_budget_s, done[-1]["elapsed_s"] if done else 0.0, done[-1]["val_s"] if done else 0.0)
             selector = TaskMetricCallback(run, prep.val, tokenizer, every=budget.eval_every,
                                           patience=cfg.early_stopping_patience, clock=clock, log=log,
                                           max_eval_share=EVAL_SHARE if cfg.eval_steps == 0 else None)
@@ -265,14 +266,14 @@ def _train(cfg: TrainConfig, run: Path, status: StatusWriter | None, *, resume: 
             gc.collect()
             torch.cuda.empty_cache()
             resume_from = checkpoints.newest_checkpoint(ckdir)
-            info["plan"] = plan.to_dict()
-            write_json_atomic(run / "run.json", info)
+            info.plan = plan.to_dict()
+            write_record(run, info)
 
     rows = read_jsonl(run / "metrics.jsonl") if (run / "metrics.jsonl").exists() else []
     losses = [r["loss"] for r in rows if isinstance(r.get("loss"), (int, float))]
     if guard.reason:
-        info.update(mergeable=False, failure=guard.reason)
-        write_json_atomic(run / "run.json", info)
+        info.mergeable, info.failure = False, guard.reason
+        write_record(run, info)
         raise TrainingFailed(f"training stopped: {guard.reason}; the run is marked not mergeable "
                              "(try a lower --learning-rate)")
     adapter = run / "adapter"
@@ -292,22 +293,22 @@ def _train(cfg: TrainConfig, run: Path, status: StatusWriter | None, *, resume: 
         if best is not None and selector is not None and prep.val is not None:
             reason = selector.stop_reason or f"epoch budget done at step {trainer.state.global_step}"
             kept = describe_choice(best, {"step": trainer.state.global_step}, prep.val.task, reason)
-            info["selection"] = {"step": best["step"], "last_step": trainer.state.global_step, "stopped": reason,
+            info.selection = {"step": best["step"], "last_step": trainer.state.global_step, "stopped": reason,
                                  "metrics": {k: v for k, v in best.items() if k.startswith("val_")}, "summary": kept}
         elapsed = time.time() - started
-        info.update(mergeable=True, finished_at=time.time(), train_runtime_s=round(output.metrics.get("train_runtime", 0), 1),
-                    steps=trainer.state.global_step)
-        write_json_atomic(run / "run.json", info)
+        info.mergeable, info.finished_at, info.steps = True, time.time(), trainer.state.global_step
+        info.train_runtime_s = round(output.metrics.get("train_runtime", 0), 1)
+        write_record(run, info)
         _finish(status, "completed", None, mergeable=True, step=trainer.state.global_step)
     else:
         elapsed = time.time() - started
     first, final = (losses[0], losses[-1]) if losses else (None, None)
     summary = (f"trained {trainer.state.global_step} steps in {elapsed:.0f} s ({plan.method}, {plan.dtype}, "
                f"{plan.device}); loss {first} -> {final}; {kept}; adapter: {adapter}")
-    if (info.get("tracking") or {}).get("open"):
-        summary += f"; tracked in Trackio: {info['tracking']['open']}"
+    if (info.tracking or {}).get("open"):
+        summary += f"; tracked in Trackio: {info.tracking['open']}"
     log.info(summary)
-    return TrainResult(run, adapter, summary, final, first, trainer.state.global_step, plan, info.get("selection"))
+    return TrainResult(run, adapter, summary, final, first, trainer.state.global_step, plan, info.selection)
 
 
 def build_trainer(cfg: TrainConfig, plan: Plan, model_path: str, tokenizer, dataset, run: Path,
@@ -425,31 +426,23 @@ def _report(trainer, logs: dict) -> None:
     trainer.control.should_log = should_log
 
 
-def run_info(cfg: TrainConfig, model_path: str, plan: Plan, **extra) -> dict:
-    """The run.json record: base model, method, precision, device, versions and the plan."""
+def run_info(cfg: TrainConfig, model_path: str, plan: Plan, **facts) -> RunRecord:
+    """The run.json record at the start: base model, method, precision, device, versions and the plan."""
     import peft
     import torch
     import transformers
     import trl
 
-    return {
-        "base_model": str(Path(model_path).resolve()) if Path(model_path).exists() else model_path,
-        "model": cfg.model,
-        "method": plan.method,
-        "dtype": plan.dtype,
-        "device": plan.device,
-        "plan": plan.to_dict(),
-        "plan_explanation": plan.explanation,
+    return RunRecord(
+        base_model=str(Path(model_path).resolve()) if Path(model_path).exists() else model_path,
+        model=cfg.model, method=plan.method, dtype=plan.dtype, device=plan.device,
+        plan=plan.to_dict(), plan_explanation=plan.explanation,
         # How the frozen base was held while training; the adapter is plain LoRA and loads onto the full-precision base.
-        "quantization": {"library": "bitsandbytes", "bits": 4, "quant_type": QLORA_QUANT_TYPE,
-                         "double_quant": QLORA_DOUBLE_QUANT, "compute_dtype": plan.dtype} if plan.method == "qlora" else None,
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "transformers": transformers.__version__, "peft": peft.__version__, "trl": trl.__version__},
-        "world_size": int(os.environ.get("WORLD_SIZE", "1")),
-        "mergeable": False,
-        "started_at": time.time(),
-        **extra,
-    }
+        quantization={"library": "bitsandbytes", "bits": 4, "quant_type": QLORA_QUANT_TYPE,
+                      "double_quant": QLORA_DOUBLE_QUANT, "compute_dtype": plan.dtype} if plan.method == "qlora" else None,
+        versions={"python": platform.python_version(), "torch": torch.__version__,
+                  "transformers": transformers.__version__, "peft": peft.__version__, "trl": trl.__version__},
+        world_size=int(os.environ.get("WORLD_SIZE", "1")), **facts)
 
 
 def _claim_run_dir(run: Path, resume: bool) -> None:

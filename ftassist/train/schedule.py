@@ -4,8 +4,9 @@ A linear schedule planned for the step budget alone never decays when the wall-c
 ends the run (on 2 CPU cores a 30-minute budget may hold one epoch of a seven-epoch plan): the model
 stops at nearly its peak learning rate and never gets the low-rate steps at the end that settle it.
 Here progress is the larger of the share of steps done and the share of the time budget spent
-(`Clock`, which counts the training of earlier sessions of a resumed run): the rate warms up over
-the first `warmup` of it and decays linearly to zero at its end.
+(`Clock`, which counts the training of earlier sessions of a resumed run, and keeps the time the last
+evaluation takes inside the budget): the rate warms up over the first `warmup` of it and decays
+linearly to zero at its end.
 
     >>> clock = Clock(budget_s=0)
     >>> f = budget_lambda(100, 0.1, clock)
@@ -25,8 +26,9 @@ from collections.abc import Callable
 class Clock:
     """Wall-clock seconds a run has trained, earlier sessions of a resumed run included, against its budget."""
 
-    def __init__(self, budget_s: float = 0.0, elapsed_before_s: float = 0.0):
+    def __init__(self, budget_s: float = 0.0, elapsed_before_s: float = 0.0, reserve_s: float = 0.0):
         self.budget_s, self.elapsed_before_s = budget_s, elapsed_before_s
+        self.reserve_s = reserve_s  # kept at the end for the last evaluation (the task-metric callback sets it)
         self._t0: float | None = None  # counting starts with training, not while the model loads
 
     def restart(self) -> None:
@@ -36,12 +38,28 @@ class Clock:
     def elapsed(self) -> float:
         return self.elapsed_before_s + (time.time() - self._t0 if self._t0 is not None else 0.0)
 
+    def training_s(self) -> float:
+        """The seconds of the budget that training may use: the budget less the reserve for the last evaluation
+        (never less than half of it)."""
+        return max(self.budget_s - self.reserve_s, 0.5 * self.budget_s)
+
     def share(self) -> float:
-        """The share of the time budget spent (0 without a budget)."""
-        return min(1.0, self.elapsed() / self.budget_s) if self.budget_s > 0 else 0.0
+        """The share of the training time spent (0 without a budget).
+
+        >>> c = Clock(budget_s=100, elapsed_before_s=40, reserve_s=20); (c.share(), c.over())
+        (0.5, False)
+        >>> c.elapsed_before_s = 80; (c.share(), c.over())
+        (1.0, True)
+        """
+        return min(1.0, self.elapsed() / self.training_s()) if self.budget_s > 0 else 0.0
 
     def over(self) -> bool:
-        return self.budget_s > 0 and self.elapsed() >= self.budget_s
+        """True once training has used its time: what is left of the budget is the last evaluation's."""
+        return self.budget_s > 0 and self.elapsed() >= self.training_s()
+
+    def no_room_for(self, seconds: float) -> bool:
+        """True when an evaluation of `seconds` now would leave training no time before the last one."""
+        return self.budget_s > 0 and self.elapsed() + seconds >= self.training_s()
 
 
 def budget_lambda(total_steps: int, warmup: float, clock: Clock) -> Callable[[int], float]:

@@ -189,10 +189,10 @@ def run_search_job(cfg: TrainConfig) -> str:
 
 
 def _task(run: Path) -> str:
-    import json
+    from ftassist.train.record import read_record
 
-    info = json.loads((run / "run.json").read_text(encoding="utf-8"))
-    return (info.get("validation") or {}).get("task", "json")
+    record = read_record(run)
+    return ((record.validation if record else None) or {}).get("task", "json")
 
 
 def _adopt(winner: Path, out: Path) -> None:

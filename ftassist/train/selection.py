@@ -1,7 +1,9 @@
 """Select and stop by the task metric: score the validation split during training, keep the best.
 
 `TaskMetricCallback` runs at every `every` optimizer steps (with the automatic interval, skipping
-one while validation has taken over `EVAL_SHARE` of the time), at the last step, and when the wall-clock budget runs out: it scores the model on the validation split
+one while validation has taken over `EVAL_SHARE` of the time, and one that would leave no training
+before the budget's last evaluation), at the last step, and when the wall-clock budget runs out —
+early enough that this last evaluation, as long as the one before, ends within the budget: it scores the model on the validation split
 (`ftassist.train.validation.score_model`), appends one row to metrics.jsonl (keys `val_*`
 beside the loss rows), saves the adapter to `RUN/best/` when the row beats every earlier one
 (`selection_key`: the task metrics, then the lower validation loss), and stops training when
@@ -110,6 +112,8 @@ class TaskMetricCallback(TrainerCallback):
         if self.max_eval_share is not None and step < state.max_steps and not over and self.rows and \
                 self.eval_seconds > self.max_eval_share * (self.elapsed() - self.eval_seconds):
             return
+        if step < state.max_steps and not over and self.rows and self.clock.no_room_for(self.clock.reserve_s):
+            return  # the budget's last evaluation comes before training could move on from this one
         self.evaluate(model, step, state.epoch or 0.0)
         if over:
             self.stop_reason = f"time budget of {self.clock.budget_s / 60:g} min spent at step {step}"
@@ -134,6 +138,7 @@ class TaskMetricCallback(TrainerCallback):
                "val_per_field": metrics.get("per_field"), "val_rows": len(self.val), "val_s": round(time.time() - started, 2),
                "elapsed_s": round(self.elapsed(), 1), "time": round(time.time(), 3)}
         self.eval_seconds += row["val_s"]
+        self.clock.reserve_s = row["val_s"]  # the next evaluation takes about as long: the budget keeps it
         previous = self.best
         self.rows.append(row)
         with open(self.path, "a", encoding="utf-8") as fh:

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ftassist.files import write_json_atomic
+from ftassist.process import pid_alive, process_started
 
 # `waiting`: accepted, waiting for a free training slot (the app's queue); no process yet.
 STATES = ("waiting", "queued", "running", "completed", "failed", "cancelled", "interrupted")
@@ -49,31 +50,6 @@ class JobStatus:
 
 def status_path(run_dir: str | Path) -> Path:
     return Path(run_dir) / "status.json"
-
-
-def pid_alive(pid: int | None, started: float | None = None) -> bool:
-    """True when `pid` runs (not a zombie) and, if `started` is given, is the same process."""
-    if not pid:
-        return False
-    import psutil
-
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return False
-        # pids are reused: the creation time tells our process from a newcomer
-        return started is None or abs(proc.create_time() - started) < 1.0
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return False
-
-
-def process_started(pid: int) -> float | None:
-    import psutil
-
-    try:
-        return psutil.Process(pid).create_time()
-    except psutil.NoSuchProcess:
-        return None
 
 
 def read_status(run_dir: str | Path, stale_after: float = STALE_AFTER) -> JobStatus:

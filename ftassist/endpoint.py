@@ -1,8 +1,11 @@
-"""Talk to one OpenAI-compatible endpoint through the official `openai` client.
+"""Talk to one OpenAI-compatible endpoint through the official `openai` client: the one client of the project.
 
 `Endpoint.check_models` fails before any work when the server is down or does not serve a
 model; `Endpoint.chat` turns one request into a `Reply`, where a request the server refuses
-(a prompt too long, a timeout) becomes a reply with `error` set instead of ending the run.
+(a prompt too long, a timeout) becomes a reply with `error` set instead of ending the run;
+`Endpoint.complete` returns the server's whole answer (the parity gate reads vLLM's token ids
+from it). The eval, the teacher, the parity gate, the GGUF export, the app's phrasing model and
+its side-by-side view all talk to servers through it.
 """
 
 from __future__ import annotations
@@ -37,16 +40,15 @@ class Endpoint:
     """
 
     def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 120.0, *,
-                 fix_url: str = "--base-url", fix_key: str = "--api-key"):
+                 fix_url: str = "--base-url", fix_key: str = "--api-key", max_retries: int = 2):
         self.base_url = base_url.rstrip("/")
         self.fix_url, self.fix_key = fix_url, fix_key
         key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
-        self.client = OpenAI(base_url=self.base_url, api_key=key, timeout=timeout, max_retries=2)
+        self.client = OpenAI(base_url=self.base_url, api_key=key, timeout=timeout, max_retries=max_retries)
 
-    def served_models(self) -> list[str] | None:
-        """Ids the server lists at /models; None when it has no such route.
-
-        Raises UserError when the server cannot be reached or refuses the API key.
+    def models(self) -> list[dict] | None:
+        """The server's /models entries as it sent them (vLLM adds each one's `root`, the folder it serves);
+        None when it has no such route. Raises UserError when the server cannot be reached or refuses the key.
         """
         try:
             page = self.client.with_options(max_retries=0, timeout=30.0).models.list()
@@ -56,7 +58,27 @@ class Endpoint:
             raise self._unreachable(exc) from exc
         except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
             raise self._refused(exc) from exc
-        return [m.id for m in page.data]
+        return [m.model_dump() for m in page.data]
+
+    def served_models(self) -> list[str] | None:
+        """Ids the server lists at /models; None when it has no such route (errors as `models`)."""
+        entries = self.models()
+        return None if entries is None else [m["id"] for m in entries]
+
+    def complete(self, model: str, messages: list[Any], **create: Any) -> dict:
+        """One chat completion as the server returned it, every keyword passed to the client as is.
+
+        Raises UserError when the server is gone, refuses the key or does not serve `model`; any other
+        refusal raises the client's `openai.APIStatusError`.
+        """
+        try:
+            return self.client.chat.completions.create(model=model, messages=messages, **create).model_dump()
+        except openai.APIConnectionError as exc:
+            raise self._unreachable(exc) from exc
+        except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+            raise self._refused(exc) from exc
+        except openai.NotFoundError as exc:
+            raise self._unknown([model], self._served_or_empty()) from exc
 
     def check_models(self, names: list[str]) -> list[str] | None:
         """The served ids, after checking every name in `names` is among them; raises UserError."""
