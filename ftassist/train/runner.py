@@ -305,8 +305,9 @@ def _train(cfg: TrainConfig, run: Path, status: StatusWriter | None, *, resume: 
     first, final = (losses[0], losses[-1]) if losses else (None, None)
     summary = (f"trained {trainer.state.global_step} steps in {elapsed:.0f} s ({plan.method}, {plan.dtype}, "
                f"{plan.device}); loss {first} -> {final}; {kept}; adapter: {adapter}")
-    if (info.tracking or {}).get("open"):
-        summary += f"; tracked in Trackio: {info.tracking['open']}"
+    opened = (info.tracking or {}).get("open")
+    if opened:
+        summary += f"; tracked in Trackio: {opened}"
     log.info(summary)
     return TrainResult(run, adapter, summary, final, first, trainer.state.global_step, plan, info.selection)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 
 class Clock:
@@ -97,8 +98,9 @@ class BudgetScheduleMixin:
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         from torch.optim.lr_scheduler import LambdaLR
 
-        if getattr(self, "lr_scheduler", None) is None:
-            self.lr_scheduler = LambdaLR(optimizer or self.optimizer,  # type: ignore[attr-defined]
-                                         budget_lambda(num_training_steps, self.warmup_share, self.budget_clock or Clock()))
-            self._created_lr_scheduler = True
-        return self.lr_scheduler
+        trainer: Any = self  # a transformers Trainer (this mixin comes before it in the class's bases)
+        if getattr(trainer, "lr_scheduler", None) is None:
+            trainer.lr_scheduler = LambdaLR(optimizer or trainer.optimizer,
+                                            budget_lambda(num_training_steps, self.warmup_share, self.budget_clock or Clock()))
+            trainer._created_lr_scheduler = True
+        return trainer.lr_scheduler
