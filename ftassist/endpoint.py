@@ -68,11 +68,13 @@ class Endpoint:
     def complete(self, model: str, messages: list[Any], **create: Any) -> dict:
         """One chat completion as the server returned it, every keyword passed to the client as is.
 
-        Raises UserError when the server is gone, refuses the key or does not serve `model`; any other
-        refusal raises the client's `openai.APIStatusError`.
+        Raises UserError when the server is gone, refuses the key or does not serve `model`; a timeout
+        raises the client's `openai.APITimeoutError` and any other refusal its `openai.APIStatusError`.
         """
         try:
             return self.client.chat.completions.create(model=model, messages=messages, **create).model_dump()
+        except openai.APITimeoutError:
+            raise
         except openai.APIConnectionError as exc:
             raise self._unreachable(exc) from exc
         except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
@@ -100,23 +102,16 @@ class Endpoint:
             extra["extra_body"] = dict(sampling)
         start = time.perf_counter()
         try:
-            resp = self.client.chat.completions.create(
-                model=model, messages=messages, temperature=temperature, max_tokens=max_tokens, **extra)
+            resp = self.complete(model, messages, temperature=temperature, max_tokens=max_tokens, **extra)
         except openai.APITimeoutError as exc:
             return Reply(text="", latency_s=time.perf_counter() - start, error=f"timed out ({exc})")
-        except openai.APIConnectionError as exc:
-            raise self._unreachable(exc) from exc
-        except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
-            raise self._refused(exc) from exc
-        except openai.NotFoundError as exc:
-            raise self._unknown([model], self._served_or_empty()) from exc
         except openai.APIStatusError as exc:
             return Reply(text="", latency_s=time.perf_counter() - start, error=f"HTTP {exc.status_code}: {_message(exc)}")
         latency = time.perf_counter() - start
-        choice = resp.choices[0]
-        tokens = resp.usage.completion_tokens if resp.usage else 0
-        return Reply(text=choice.message.content or "", finish_reason=choice.finish_reason,
-                     completion_tokens=tokens or 0, latency_s=latency)
+        choice = resp["choices"][0]
+        tokens = (resp.get("usage") or {}).get("completion_tokens") or 0
+        return Reply(text=(choice.get("message") or {}).get("content") or "", finish_reason=choice.get("finish_reason"),
+                     completion_tokens=tokens, latency_s=latency)
 
     def _served_or_empty(self) -> list[str]:
         try:
