@@ -9,7 +9,6 @@ A run folder written by `ftassist train` holds:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,11 +50,10 @@ class RunInfo:
         return data / "test.jsonl" if data and (data / "test.jsonl").exists() else None
 
     def eval_report(self) -> dict | None:
-        path = self.run_dir / "eval" / "report.json"
-        try:
-            return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
-        except (OSError, json.JSONDecodeError):
-            return None
+        """The eval's report when the run was evaluated into RUN_DIR/eval (`ftassist eval --out RUN_DIR/eval`)."""
+        from ftassist.evaluation.report import read_report
+
+        return read_report(self.run_dir / "eval")
 
 
 def read_run(run_dir: str | Path, *, for_merge: bool = True) -> RunInfo:

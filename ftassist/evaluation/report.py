@@ -180,6 +180,19 @@ def render_markdown(report: dict) -> str:
     return "\n".join(md)
 
 
+REPORT_FILE = "report.json"
+
+
+def read_report(folder: str | Path) -> dict | None:
+    """The report.json `write_report` left in `folder` (an eval's --out), or None when it has none or it is unreadable."""
+    path = Path(folder) / REPORT_FILE
+    try:
+        report = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+    return report if isinstance(report, dict) and isinstance(report.get("arms"), list) else None
+
+
 def write_report(out: Path, report: dict, replies: list[dict]) -> None:
     """Write report.json, report.md, the charts and replies.jsonl into `out` (each atomically)."""
     out = Path(out)
@@ -189,4 +202,4 @@ def write_report(out: Path, report: dict, replies: list[dict]) -> None:
         write_bytes_atomic(out / report["files"]["failures"], failures_chart(report["arms"]))
     write_jsonl_atomic(out / report["files"]["replies"], replies)
     write_text_atomic(out / "report.md", render_markdown(report))
-    write_json_atomic(out / "report.json", report)
+    write_json_atomic(out / REPORT_FILE, report)
