@@ -195,7 +195,8 @@ class TrainConfig(Checked):
     eval_steps: int = _f(0, "Score the validation split every N optimizer steps (0: about twice an epoch, skipping a "
                             "score while scoring has taken over a fifth of the time).")
     early_stopping_patience: int = _f(3, "Stop after this many validation scores in a row that do not beat the best (0: never).")
-    time_budget: float = _f(30.0, "Wall-clock budget for training in minutes (0: none); at the end the best step so far is kept.")
+    time_budget: float = _f(30.0, "Wall-clock budget for training and its evaluations in minutes (0: none); the learning "
+                                  "rate decays to zero by then and the best step so far is kept.")
     gradient_checkpointing: str = _f("auto", "on, off or auto (planner decides).", choices=["auto", "on", "off"])
     group_by_length: bool = _f(True, "Batch examples of similar length together (less padding, faster).")
     logging_steps: int = _f(1, "Log metrics every N steps.")

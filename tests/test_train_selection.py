@@ -162,3 +162,13 @@ def test_the_learning_rate_decays_to_zero_by_the_end_of_the_time_budget(tiny_mod
     assert all(b <= a for a, b in zip(lrs[lrs.index(max(lrs)):], lrs[lrs.index(max(lrs)) + 1:]))
     assert "decays linearly to zero at step 100000 or at the end of the 0.1 min budget" in \
         json.loads((run / "run.json").read_text())["budget"]["explanation"]
+
+
+def test_the_time_budget_also_stops_a_run_without_a_validation_split(tiny_model, small_data, tmp_path):
+    run = tmp_path / "run"
+    result = train(_cfg(small_data, run, tiny_model, max_steps=100_000, save_steps=100_000, logging_steps=1,
+                        task_metric=False, time_budget=0.05), progress=False)
+    assert 1 <= result.steps < 10_000 and result.selection is None
+    assert (run / "checkpoints" / f"checkpoint-{result.steps}").is_dir()  # resumable from where the clock stopped it
+    lrs = [r["lr"] for r in _rows(run) if "loss" in r]
+    assert lrs[-1] < 0.1 * max(lrs)  # decayed with the clock, not with the 100,000-step plan

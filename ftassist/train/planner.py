@@ -343,7 +343,7 @@ def plan_budget(n_examples: int, effective_batch: int, *, epochs: float = 0.0, m
     lr_source = "--learning-rate" if learning_rate else f"the planner's for {params / 1e6:.0f}M parameters"
     text = f"Budget: {source}, {total} steps of {effective_batch} examples at learning rate {lr:g} ({lr_source})"
     text += f", at most {time_budget_min:g} min of wall-clock time." if seconds else ", no time limit."
-    text += " " + describe_schedule(total, warmup, seconds if validating else 0.0)
+    text += " " + describe_schedule(total, warmup, seconds)
     if validating:
         text += f" The validation split is scored every {every} steps and at the end."
     return Budget(lr, chosen, per_epoch, total, every, seconds, text)

@@ -208,7 +208,7 @@ def _train(cfg: TrainConfig, run: Path, status: StatusWriter | None, *, resume: 
     import torch
 
     from ftassist.train.dataset import as_dataset
-    from ftassist.train.schedule import Clock
+    from ftassist.train.schedule import Clock, budget_stop
     from ftassist.train.selection import BEST_DIR, EVAL_SHARE, TaskMetricCallback, describe_choice, eval_rows
 
     started = time.time()
@@ -238,7 +238,10 @@ def _train(cfg: TrainConfig, run: Path, status: StatusWriter | None, *, resume: 
 
     retries = 0
     while True:
-        selector, clock = None, Clock()  # the time budget binds where the task metric stops the run
+        selector, clock, extra = None, Clock(), []
+        if prep.val is None and int(os.environ.get("WORLD_SIZE", "1")) == 1 and budget.time_budget_s > 0:
+            clock = Clock(budget.time_budget_s)  # no validation: the clock alone stops it (each session of a resumed run)
+            extra = [budget_stop(clock)]
         if prep.val is not None and is_main_process():
             done = eval_rows(read_jsonl(run / "metrics.jsonl")) if (run / "metrics.jsonl").exists() else []
             clock = Clock(budget.time_budget_s, done[-1]["elapsed_s"] if done else 0.0, done[-1]["val_s"] if done else 0.0)
@@ -247,7 +250,7 @@ def _train(cfg: TrainConfig, run: Path, status: StatusWriter | None, *, resume: 
                                           max_eval_share=EVAL_SHARE if cfg.eval_steps == 0 else None)
         trainer, guard = build_trainer(cfg, plan, model_path, tokenizer, dataset, run, status, progress,
                                        epochs=budget.epochs, learning_rate=budget.learning_rate,
-                                       extra_callbacks=[selector] if selector else [])
+                                       extra_callbacks=[selector] if selector else extra)
         trainer.budget_clock, trainer.warmup_share = clock, cfg.warmup_ratio
         if selector is not None:  # the task metric reaches the tracker as the loss does
             selector.report = lambda logs, t=trainer: _report(t, logs)

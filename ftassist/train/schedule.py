@@ -104,3 +104,19 @@ class BudgetScheduleMixin:
                                             budget_lambda(num_training_steps, self.warmup_share, self.budget_clock or Clock()))
             trainer._created_lr_scheduler = True
         return trainer.lr_scheduler
+
+
+def budget_stop(clock: Clock):
+    """A transformers callback that ends training (with a checkpoint) once `clock` is over: the time budget of a run
+    that has no validation split to stop it (the task-metric callback stops the others, after their last score)."""
+    from transformers import TrainerCallback
+
+    class BudgetStop(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            clock.restart()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if clock.over():
+                control.should_training_stop = control.should_save = True
+
+    return BudgetStop()
