@@ -77,10 +77,10 @@ def log_eval(run_dir: str | Path, arms: list[dict]) -> bool:
     import json
 
     from ftassist.errors import UserError
-    from ftassist.train.record import read_record
+    from ftassist.train.record import read_run_record
 
     try:
-        record = read_record(run_dir)
+        record = read_run_record(run_dir)
     except UserError:
         return False
     tracking = (record.tracking if record else None) or {}

@@ -21,7 +21,7 @@ NO_SERVER = "No server is running: start one first (Serve tab, or the **Start th
 
 
 @dataclass
-class Reply:
+class StreamedReply:
     text: str = ""
     first_token_s: float | None = None
     total_s: float | None = None
@@ -44,14 +44,14 @@ def first_test_prompt(data_dir: str | None) -> list[dict]:
     return msgs[:-1] if msgs and msgs[-1]["role"] == "assistant" else msgs
 
 
-def stream_compare(info: Any, messages: list[Any], models: list[str], max_tokens: int = 128) -> Iterator[dict[str, Reply]]:
-    """Yield {model: Reply} snapshots while every model streams; the last one has every total."""
+def stream_compare(info: Any, messages: list[Any], models: list[str], max_tokens: int = 128) -> Iterator[dict[str, StreamedReply]]:
+    """Yield {model: StreamedReply} snapshots while every model streams; the last one has every total."""
     if info is None:
         raise UserError(NO_SERVER)
     from ftassist.endpoint import Endpoint
 
     client = Endpoint(info.base_url, info.api_key).client  # streamed: the client itself, errors shown per pane
-    replies = {m: Reply() for m in models}
+    replies = {m: StreamedReply() for m in models}
     events: queue.Queue = queue.Queue()
 
     def worker(model: str) -> None:
@@ -87,7 +87,7 @@ def stream_compare(info: Any, messages: list[Any], models: list[str], max_tokens
         yield replies
 
 
-def compare_markdown(replies: dict[str, Reply]) -> str:
+def compare_markdown(replies: dict[str, StreamedReply]) -> str:
     """Both replies in one chat message."""
     parts = []
     for model, r in replies.items():

@@ -335,9 +335,9 @@ def export_in_chat(s: Session, ws: Workspace) -> Iterator[Session]:
 def start_server_in_chat(s: Session, ws: Workspace) -> Iterator[Session]:
     """Serve base + the session's adapter. The workspace has one server: one live for this run is
     reused, one for another run is replaced; a machine whose server slots are all taken says so."""
-    info = registry.read_record(ws.server_file)
+    info = registry.read_server_record(ws.server_file)
     if info is not None and info.run_dir != s.run_dir:
-        registry.stop_recorded(ws.server_file)
+        registry.stop_recorded_server(ws.server_file)
         s.say(f"Stopped your server for run `{Path(info.run_dir or '-').name}` (one server per workspace).")
         info = None
     if info is None:
@@ -359,7 +359,7 @@ def start_server_in_chat(s: Session, ws: Workspace) -> Iterator[Session]:
             s.quick = [START_SERVER]
             yield s
             return
-    registry.touch_record(ws.server_file)
+    registry.touch_server_record(ws.server_file)
     s.stage = "serve"
     s.say(serve_step.describe_server(info))
     s.quick = list(SERVE_QUICK)
@@ -368,9 +368,9 @@ def start_server_in_chat(s: Session, ws: Workspace) -> Iterator[Session]:
 
 def current_server(s: Session, ws: Workspace):
     """The workspace's live server (marked as used now), or None."""
-    info = registry.read_record(ws.server_file)
+    info = registry.read_server_record(ws.server_file)
     if info is not None:
-        registry.touch_record(ws.server_file)
+        registry.touch_server_record(ws.server_file)
     return info
 
 
@@ -383,7 +383,7 @@ def _serve_reply(s: Session, ws: Workspace, text: str) -> Iterator[Session]:
         yield from export_in_chat(s, ws)
         return
     if text == STOP_SERVER:
-        registry.stop_recorded(ws.server_file)
+        registry.stop_recorded_server(ws.server_file)
         s.say("Server stopped." if info is not None else "No server was running.")
         s.quick = [START_SERVER]
         s.stage = "train"

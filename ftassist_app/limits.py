@@ -26,7 +26,7 @@ from ftassist.errors import UserError
 from ftassist.train.status import JobStatus
 from ftassist_app.settings import AppSettings
 from ftassist_app.workspace import Workspace
-from serving.registry import SERVER_FILE, ServerRecord, live_records, stop_recorded, touch_record
+from serving.registry import SERVER_FILE, ServerRecord, live_server_records, stop_recorded_server, touch_server_record
 
 PENDING = ("waiting", "queued", "running")  # a job that holds (or waits for) a training slot
 
@@ -167,7 +167,7 @@ class _schedule_lock:
 def live_servers(settings: AppSettings) -> list[tuple[Path, ServerRecord]]:
     """(record path, record) of every running server of every workspace, newest first."""
     root = settings.workspaces_dir
-    return live_records(root.glob(f"*/{SERVER_FILE}")) if root.is_dir() else []
+    return live_server_records(root.glob(f"*/{SERVER_FILE}")) if root.is_dir() else []
 
 
 def admit_server(ws: Workspace) -> None:
@@ -204,11 +204,11 @@ def stop_idle_servers(settings: AppSettings, now: float | None = None) -> list[P
     for path, info in live_servers(settings):
         seen = served_requests(info)
         if seen is not None and seen != info.requests_seen:
-            touch_record(path, seen)
+            touch_server_record(path, seen)
             continue
         last = max(info.last_used or 0, info.started_at)
         if now - last > 60 * settings.server_idle_minutes:
-            stop_recorded(path)
+            stop_recorded_server(path)
             stopped.append(path)
     return stopped
 

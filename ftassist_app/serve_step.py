@@ -14,7 +14,7 @@ from typing import Any
 from ftassist.config import ServeConfig
 from ftassist.errors import UserError
 from ftassist.snippets import cli_command, curl_snippet, python_snippet
-from serving.registry import ServerRecord, write_record
+from serving.registry import ServerRecord, write_server_record
 
 
 def serve_config(model: str, run_dir: str | None, log_dir: Path, port: int | None = None) -> ServeConfig:
@@ -39,7 +39,7 @@ def start_serving(cfg: ServeConfig, record: Path, run_dir: str | None = None) ->
     cfg.validate()
     server = start_server(cfg)
     info = ServerRecord.of(server, command=cli_command("serve", cfg), run_dir=run_dir)
-    write_record(record, info)
+    write_server_record(record, info)
     return info
 
 

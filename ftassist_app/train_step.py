@@ -115,9 +115,9 @@ def loss_frame(metrics: list[dict]) -> pd.DataFrame:
 
 def selection_sentence(run_dir: str | Path) -> str:
     """What the run kept and why, from its run.json (the library's own sentence), or why it kept the last step."""
-    from ftassist.train.record import read_record
+    from ftassist.train.record import read_run_record
 
-    record = read_record(run_dir)
+    record = read_run_record(run_dir)
     if record is None:
         return ""
     if record.selection:

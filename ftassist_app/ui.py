@@ -448,9 +448,9 @@ def build_app(settings: AppSettings) -> gr.Blocks:
         @guard
         def on_stop(tok: str | None, request: gr.Request, profile: gr.OAuthProfile | None = None):
             ws = who(tok, request, profile)
-            if registry.read_record(ws.server_file) is None:
+            if registry.read_server_record(ws.server_file) is None:
                 return "No server is running."
-            registry.stop_recorded(ws.server_file)
+            registry.stop_recorded_server(ws.server_file)
             return "Server stopped."
 
         c_go.click(on_compare, [c_prompt, token, session], [c_base, c_tuned, c_latency], concurrency_id="chat", **private)

@@ -10,11 +10,11 @@ reads as None.
     >>> import os, tempfile
     >>> from ftassist.process import process_started
     >>> path = Path(tempfile.mkdtemp()) / SERVER_FILE
-    >>> write_record(path, ServerRecord("http://127.0.0.1:8000/v1", "k", ["base", "tuned"], os.getpid(),
+    >>> write_server_record(path, ServerRecord("http://127.0.0.1:8000/v1", "k", ["base", "tuned"], os.getpid(),
     ...                                 process_started(os.getpid())))
-    >>> read_record(path).tuned, read_record(path).last_used is None
+    >>> read_server_record(path).tuned, read_server_record(path).last_used is None
     ('tuned', True)
-    >>> touch_record(path, requests_seen=3.0); read_record(path).requests_seen
+    >>> touch_server_record(path, requests_seen=3.0); read_server_record(path).requests_seen
     3.0
 """
 
@@ -62,7 +62,7 @@ class ServerRecord:
                    run_dir=run_dir)
 
 
-def write_record(path: str | Path, record: ServerRecord) -> None:
+def write_server_record(path: str | Path, record: ServerRecord) -> None:
     """Write `record` to `path` whole (a reader never sees half a file)."""
     write_json_atomic(Path(path), dataclasses.asdict(record))
 
@@ -76,13 +76,13 @@ def _load(path: str | Path) -> ServerRecord | None:
         return None
 
 
-def read_record(path: str | Path) -> ServerRecord | None:
+def read_server_record(path: str | Path) -> ServerRecord | None:
     """The server recorded in `path` if its process still runs, else None (also for a missing or broken file)."""
     record = _load(path)
     return record if record is not None and pid_alive(record.pid, record.pid_started) else None
 
 
-def touch_record(path: str | Path, requests_seen: float | None = None) -> None:
+def touch_server_record(path: str | Path, requests_seen: float | None = None) -> None:
     """Record that the server was used now (and, when given, the request count it reported)."""
     record = _load(path)
     if record is None:
@@ -90,18 +90,18 @@ def touch_record(path: str | Path, requests_seen: float | None = None) -> None:
     record.last_used = time.time()
     if requests_seen is not None:
         record.requests_seen = requests_seen
-    write_record(path, record)
+    write_server_record(path, record)
 
 
-def live_records(paths) -> list[tuple[Path, ServerRecord]]:
+def live_server_records(paths) -> list[tuple[Path, ServerRecord]]:
     """(path, record) of every path whose server still runs, newest first."""
-    found = [(Path(p), r) for p in paths if (r := read_record(p)) is not None]
+    found = [(Path(p), r) for p in paths if (r := read_server_record(p)) is not None]
     return sorted(found, key=lambda item: item[1].started_at, reverse=True)
 
 
-def stop_recorded(path: str | Path, grace: float = 20.0) -> None:
+def stop_recorded_server(path: str | Path, grace: float = 20.0) -> None:
     """Stop the recorded server's whole process group (SIGTERM, SIGKILL after `grace` s) and remove its record."""
-    record = read_record(path)
+    record = read_server_record(path)
     if record is not None:
         stop_group(record.pid, grace, running=lambda: pid_alive(record.pid, record.pid_started), poll=0.3)
     Path(path).unlink(missing_ok=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from ftassist.errors import ConfigError, UserError
-from ftassist.train.record import RunRecord, read_record
+from ftassist.train.record import RunRecord, read_run_record
 
 
 @dataclass
@@ -81,7 +81,7 @@ def read_run(run_dir: str | Path, *, for_merge: bool = True) -> RunInfo:
             problems.append(f"{cfg_path}: not valid YAML ({exc})")
     record = None
     try:
-        record = read_record(run_dir)
+        record = read_run_record(run_dir)
     except UserError as exc:
         problems.append(str(exc))
     if problems:

@@ -19,7 +19,7 @@ def find_server(runs) -> tuple:
     """(record path, record) of the newest live server recorded anywhere under `runs`, or None."""
     from pathlib import Path
 
-    from serving.registry import SERVER_FILE, live_records
+    from serving.registry import SERVER_FILE, live_server_records
 
-    found = live_records(Path(runs).glob(f"**/{SERVER_FILE}"))
+    found = live_server_records(Path(runs).glob(f"**/{SERVER_FILE}"))
     return found[0] if found else None

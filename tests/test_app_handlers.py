@@ -14,7 +14,7 @@ from ftassist.errors import UserError
 from ftassist.snippets import cli_command, curl_snippet, python_snippet
 from ftassist_app import compare_step, conversation, train_step
 from ftassist_app.serve_step import describe_server
-from serving.registry import ServerRecord, write_record
+from serving.registry import ServerRecord, write_server_record
 from tests.processes import find_server
 from ftassist_app.settings import AppSettings, parse_auth
 from ftassist_app.workspace import Workspace, workspace_for
@@ -108,7 +108,7 @@ def fake_server(settings):
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"], start_new_session=True)
     info = ServerRecord(base_url="http://127.0.0.1:8123/v1", api_key="ft-key", models=["base", "tuned"], pid=proc.pid,
                       pid_started=process_started(proc.pid), command="ftassist serve --port 8123", run_dir=str(run_dir))
-    write_record(settings.server_file, info)
+    write_server_record(settings.server_file, info)
     yield run_dir, proc
     proc.kill()
     proc.wait()

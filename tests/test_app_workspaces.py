@@ -24,7 +24,7 @@ from ftassist.process import process_started
 from ftassist.train.status import read_status
 from ftassist_app import conversation, limits, train_step
 from serving import registry
-from serving.registry import ServerRecord, write_record
+from serving.registry import ServerRecord, write_server_record
 from ftassist_app.settings import AppSettings
 from ftassist_app.workspace import (NO_WORKSPACE, issue_token, public_text, run_archive, verify_token, workspace_for)
 
@@ -192,7 +192,7 @@ def fake_server(ws, proc, started_at: float | None = None, run_dir: str | None =
                       pid_started=process_started(proc.pid), command="ftassist serve", run_dir=run_dir)
     if started_at is not None:
         info.started_at = started_at
-    write_record(ws.server_file, info)
+    write_server_record(ws.server_file, info)
     return info
 
 
@@ -216,10 +216,10 @@ def test_idle_servers_stop_and_used_ones_stay(app, sleeper):
     idle_proc, used_proc = sleeper(), sleeper()
     fake_server(a, idle_proc, started_at=time.time() - 3600)
     fake_server(b, used_proc, started_at=time.time() - 3600)
-    registry.touch_record(b.server_file)  # B used theirs just now
+    registry.touch_server_record(b.server_file)  # B used theirs just now
     assert json.loads(b.server_file.read_text())["last_used"] > time.time() - 60
-    assert registry.read_record(b.server_file) is not None  # the extra fields keep the record readable
-    assert limits.served_requests(registry.read_record(a.server_file)) is None  # nothing listens on port 9
+    assert registry.read_server_record(b.server_file) is not None  # the extra fields keep the record readable
+    assert limits.served_requests(registry.read_server_record(a.server_file)) is None  # nothing listens on port 9
     stopped = limits.stop_idle_servers(app)
     assert stopped == [a.server_file]
     assert idle_proc.wait(timeout=30) is not None and not a.server_file.exists()

@@ -51,10 +51,10 @@ def app(tiny_model, tmp_path_factory):
         except OSError:
             time.sleep(0.5)
     yield f"http://127.0.0.1:{port}/", runs, log_path
-    from serving.registry import stop_recorded
+    from serving.registry import stop_recorded_server
 
     while (found := find_server(runs)) is not None:
-        stop_recorded(found[0])
+        stop_recorded_server(found[0])
     stop(proc)
     log.close()
 

@@ -75,7 +75,7 @@ def test_two_visitors_and_a_stranger(tiny_model, tmp_path):
 
     from ftassist.train.jobs import cancel_job, list_jobs
     from ftassist.process import process_started
-    from serving.registry import ServerRecord, write_record
+    from serving.registry import ServerRecord, write_server_record
 
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium")
@@ -116,7 +116,7 @@ def test_two_visitors_and_a_stranger(tiny_model, tmp_path):
 
             # A's server (a live process recorded like vLLM's; the one server slot of this machine)
             sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(900)"], start_new_session=True)
-            write_record(runs / "workspaces" / ws_a / "server.json", ServerRecord(
+            write_server_record(runs / "workspaces" / ws_a / "server.json", ServerRecord(
                 base_url="http://127.0.0.1:9/v1", api_key=A_KEY, models=["base", "tuned"], pid=sleeper.pid,
                 pid_started=process_started(sleeper.pid), command="ftassist serve", run_dir=str(run_a)))
             a.get_by_role("tab", name="Serve").click()

@@ -20,7 +20,7 @@ def make_run(root: Path, base: Path, adapter: Path, data: Path | None = None, *,
              template: str | None = None, mergeable: bool, reason: str | None = None) -> Path:
     """A run folder as `ftassist train` writes it (its own writers): adapter/ (+ tokenizer), config.yaml, run.json."""
     from ftassist.config import TrainConfig, save_config
-    from ftassist.train.record import RunRecord, write_record
+    from ftassist.train.record import RunRecord, write_run_record
 
     from transformers import AutoTokenizer
 
@@ -36,7 +36,7 @@ def make_run(root: Path, base: Path, adapter: Path, data: Path | None = None, *,
         tok.save_pretrained(run / "adapter")
     save_config(TrainConfig(data=str(data or root / "data"), out=str(run), model=str(base), method="lora", lora_r=8,
                             lora_alpha=16, learning_rate=2e-4, max_steps=6), run / "config.yaml")
-    write_record(run, RunRecord(base_model=str(base), model=str(base), method="lora", dtype="float32", device="cpu",
+    write_run_record(run, RunRecord(base_model=str(base), model=str(base), method="lora", dtype="float32", device="cpu",
                                 mergeable=mergeable, failure=reason))
     return run
 

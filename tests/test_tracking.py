@@ -12,7 +12,7 @@ import pytest
 from ftassist.config import TrainConfig
 from ftassist.errors import ConfigError
 from ftassist.tracking import PROJECT, log_eval, tracker_missing
-from ftassist.train.record import RunRecord, write_record
+from ftassist.train.record import RunRecord, write_run_record
 from ftassist.train.runner import train
 
 READ = """
@@ -76,7 +76,7 @@ def test_an_eval_of_another_visitors_run_lands_in_their_folder_only(tracked_run,
     other = tmp_path / "visitor-b" / "runs" / "second"
     other.mkdir(parents=True)
     theirs = {**tracking, "dir": str(tmp_path / "visitor-b" / "runs" / "trackio"), "run": "second"}
-    write_record(other, RunRecord(base_model="m", model="m", method="lora", dtype="float32", device="cpu", tracking=theirs))
+    write_run_record(other, RunRecord(base_model="m", model="m", method="lora", dtype="float32", device="cpu", tracking=theirs))
     env_before = os.environ.get("TRACKIO_DIR")
     arms = [{"name": "tuned", "means": {"field_accuracy": {"value": 0.25}}, "rates": {}}]
     assert log_eval(other, arms) is True
@@ -86,7 +86,7 @@ def test_an_eval_of_another_visitors_run_lands_in_their_folder_only(tracked_run,
 
 
 def test_runs_without_trackio_are_left_alone(tmp_path):
-    write_record(tmp_path, RunRecord(base_model="m", model="m", method="lora", dtype="float32", device="cpu",
+    write_run_record(tmp_path, RunRecord(base_model="m", model="m", method="lora", dtype="float32", device="cpu",
                                      tracking={"report_to": "none"}))
     assert log_eval(tmp_path, [{"name": "x", "means": {}, "rates": {}}]) is False
     assert log_eval(tmp_path / "missing", []) is False

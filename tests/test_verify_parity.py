@@ -95,7 +95,7 @@ def group_members(pgid: int) -> list[int]:
 def test_serve_cli_serves_the_merged_model_and_stops_cleanly(tmp_path, tiny_model, tiny_adapter, small_data):
     from ftassist.cli import main
     from serving.preflight import free_port
-    from serving.registry import read_record
+    from serving.registry import read_server_record
 
     run = make_run(tmp_path, tiny_model, tiny_adapter, small_data, mergeable=True)
     assert main(["merge", str(run), "--out", str(run / "merged")]) == 0
@@ -118,7 +118,7 @@ def test_serve_cli_serves_the_merged_model_and_stops_cleanly(tmp_path, tiny_mode
         assert f"vLLM is ready at http://127.0.0.1:{port}/v1" in text and "models: base" in text
         assert "Authorization: Bearer k-1" in text and "from openai import OpenAI" in text
         server_pid = int(re.search(r"\(pid (\d+),", text).group(1))
-        record = read_record(run / "server.json")  # the registry the app reads finds the CLI's server
+        record = read_server_record(run / "server.json")  # the registry the app reads finds the CLI's server
         assert record is not None and record.pid == server_pid and record.api_key == "k-1"
         assert record.base_url == f"http://127.0.0.1:{port}/v1" and record.models == ["base"]
         report = verify_run(run, run / "merged", base_url=f"http://127.0.0.1:{port}/v1", api_key="k-1", limit=2,

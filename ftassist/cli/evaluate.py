@@ -32,10 +32,10 @@ def register(subparsers) -> None:
         "eval", help="Measure JSON compliance of served models (strict, extractable, schema-valid, field accuracy).",
         description=EvalConfig.__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(parser, EvalConfig)
-    parser.set_defaults(handler=run)
+    parser.set_defaults(handler=handle)
 
 
-def run(args: argparse.Namespace) -> int:
+def handle(args: argparse.Namespace) -> int:
     """Run the eval, print the results table, the verdicts and where the report went; returns 0."""
     from ftassist.evaluation.runner import run_eval
 

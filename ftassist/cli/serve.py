@@ -48,9 +48,9 @@ def handle(args: argparse.Namespace) -> int:
     with server:
         if cfg.record:
             from ftassist.snippets import cli_command
-            from serving.registry import ServerRecord, write_record
+            from serving.registry import ServerRecord, write_server_record
 
-            write_record(cfg.record, ServerRecord.of(server, command=cli_command("serve", cfg)))
+            write_server_record(cfg.record, ServerRecord.of(server, command=cli_command("serve", cfg)))
         print(usage_text(server), flush=True)
         try:
             while server.alive():

@@ -27,10 +27,10 @@ def register(subparsers) -> None:
     parser.add_argument("--print-plan", action="store_true", help="Print the accelerate launch command for N GPUs instead of training (see --num-gpus).")
     parser.add_argument("--num-gpus", type=int, default=0, help="With --print-plan: GPUs for the multi-GPU command.")
     parser.add_argument("--strategy", choices=["ddp", "fsdp", "deepspeed"], default="fsdp", help="With --print-plan: data-parallel strategy.")
-    parser.set_defaults(handler=run)
+    parser.set_defaults(handler=handle)
 
 
-def run(args: argparse.Namespace) -> int:
+def handle(args: argparse.Namespace) -> int:
     cfg = config_from_args(TrainConfig, args)
     if args.print_plan:
         import shlex

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ftassist.data.findings import Example, Finding, clip
+from ftassist.data.findings import DataRow, Finding, clip
 from ftassist.data.pii import PLACEHOLDER, find_pii
 from ftassist.data.schema import parse_json_reply
 
@@ -44,7 +44,7 @@ def prompt_key(msgs: list[dict]) -> str:
     return "\x1e".join(f"{m['role']}\x1f{norm(m['content'])}" for m in msgs[:-1])
 
 
-def check_duplicates(examples: list[Example], msgs: list[Msgs]) -> list[Finding]:
+def check_duplicates(examples: list[DataRow], msgs: list[Msgs]) -> list[Finding]:
     """duplicate_exact for each repeat of an earlier example (same split), duplicate_near for
     examples whose word 3-grams overlap an earlier one's by NEAR_JACCARD or more."""
     out: list[Finding] = []
@@ -100,7 +100,7 @@ def minhash(texts: list[str], chunk: int = 2000) -> np.ndarray:
     return sigs
 
 
-def near_pairs(texts: list[str], rows: list[int], examples: list[Example]) -> list[tuple[int, int, float]]:
+def near_pairs(texts: list[str], rows: list[int], examples: list[DataRow]) -> list[tuple[int, int, float]]:
     """(row, earlier row, similarity) for near-duplicates found by MinHash LSH, verified exactly."""
     if not texts:
         return []
@@ -129,7 +129,7 @@ def near_pairs(texts: list[str], rows: list[int], examples: list[Example]) -> li
     return out
 
 
-def check_leakage(examples: list[Example], msgs: list[Msgs]) -> list[Finding]:
+def check_leakage(examples: list[DataRow], msgs: list[Msgs]) -> list[Finding]:
     """train_test_leak for each test example whose prompt (case and punctuation aside) is a train one's."""
     train: dict[str, int] = {}
     for i, m in enumerate(msgs):
@@ -154,7 +154,7 @@ def class_labels(replies: list[str]) -> Counter | None:
     return None
 
 
-def check_labels(examples: list[Example], msgs: list[Msgs]) -> list[Finding]:
+def check_labels(examples: list[DataRow], msgs: list[Msgs]) -> list[Finding]:
     """label_imbalance when replies are classes and the rarest has under a tenth of the commonest."""
     counts = class_labels([reply(m) for i, m in enumerate(msgs) if m is not None and examples[i].split == "train"])
     if not counts:
@@ -167,7 +167,7 @@ def check_labels(examples: list[Example], msgs: list[Msgs]) -> list[Finding]:
                     f"{lo} examples against {hi} of {top!r}; add examples of the rare classes or balance them", shown)]
 
 
-def check_text(examples: list[Example], msgs: list[Msgs]) -> list[Finding]:
+def check_text(examples: list[DataRow], msgs: list[Msgs]) -> list[Finding]:
     """mojibake, binary_text and pii_* findings for every message of every valid example."""
     out = []
     for i, m in enumerate(msgs):
@@ -190,7 +190,7 @@ def check_text(examples: list[Example], msgs: list[Msgs]) -> list[Finding]:
     return out
 
 
-def check_formulas(examples: list[Example]) -> list[Finding]:
+def check_formulas(examples: list[DataRow]) -> list[Finding]:
     """formula_injection for spreadsheet cells (CSV/TSV/XLSX/Parquet) that a spreadsheet would run."""
     out = []
     for i, ex in enumerate(examples):
@@ -203,7 +203,7 @@ def check_formulas(examples: list[Example]) -> list[Finding]:
     return out
 
 
-def check_json(examples: list[Example], msgs: list[Msgs], schema: dict | None, inferred: bool = False) -> list[Finding]:
+def check_json(examples: list[DataRow], msgs: list[Msgs], schema: dict | None, inferred: bool = False) -> list[Finding]:
     """invalid_json_output for replies that don't parse, schema_mismatch for those that break `schema`
     (schema_minority warnings when the schema was `inferred` from the majority of the replies)."""
     if schema is None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ftassist.data.findings import Example, Finding, clip
+from ftassist.data.findings import DataRow, Finding, clip
 from ftassist.data.loaders import MAX_RECORD_CHARS
 
 ROLES = ("system", "user", "assistant", "tool", "function")
@@ -17,7 +17,7 @@ MESSAGE_KEYS = {"role", "content", "name", "weight", "function_call", "tool_call
 FIX_DROP = "or pass --drop-invalid to leave the example out"
 
 
-def _field(ex: Example, j: int) -> str:
+def _field(ex: DataRow, j: int) -> str:
     cols = ex.meta.get("column_map")
     if cols and isinstance(ex.messages, list) and j < len(ex.messages):
         role = ex.messages[j].get("role") if isinstance(ex.messages[j], dict) else None
@@ -27,7 +27,7 @@ def _field(ex: Example, j: int) -> str:
     return f"messages[{j}]"
 
 
-def check_format(examples: list[Example]) -> list[Finding]:
+def check_format(examples: list[DataRow]) -> list[Finding]:
     """Findings for every structural problem of every example (all of them, not the first)."""
     out: list[Finding] = []
     for i, ex in enumerate(examples):
@@ -35,7 +35,7 @@ def check_format(examples: list[Example]) -> list[Finding]:
     return out
 
 
-def check_example(i: int, ex: Example) -> list[Finding]:
+def check_example(i: int, ex: DataRow) -> list[Finding]:
     """Structural findings for one example (row index `i`)."""
     def add(check: str, field: str | None, message: str, example: Any = "", severity: str = "error") -> None:
         out.append(Finding(check, severity, i, field, message, clip(example), ex.source))
@@ -92,7 +92,7 @@ def check_example(i: int, ex: Example) -> list[Finding]:
     return out
 
 
-def check_role_order(i: int, ex: Example, roles: list[str]) -> list[Finding]:
+def check_role_order(i: int, ex: DataRow, roles: list[str]) -> list[Finding]:
     """role_order findings: system only first, user before the first reply, last message the reply."""
     out = []
     order = " -> ".join(roles)
@@ -112,7 +112,7 @@ def check_role_order(i: int, ex: Example, roles: list[str]) -> list[Finding]:
     return out
 
 
-def valid_messages(ex: Example) -> list[dict] | None:
+def valid_messages(ex: DataRow) -> list[dict] | None:
     """The example's messages as [{role, content}] when they are structurally usable, else None."""
     msgs = ex.messages
     if not isinstance(msgs, list) or not msgs:

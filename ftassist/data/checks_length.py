@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ftassist.data.findings import Example, Finding, clip
+from ftassist.data.findings import DataRow, Finding, clip
 
 BATCH = 4096
 
@@ -69,7 +69,7 @@ def measure(msgs: list[list[dict] | None], tokenizer: Any, max_length: int | Non
     return lengths, errors
 
 
-def check_lengths(examples: list[Example], msgs: list[list[dict] | None], tokenizer: Any, max_length: int) -> tuple[list[Finding], Lengths]:
+def check_lengths(examples: list[DataRow], msgs: list[list[dict] | None], tokenizer: Any, max_length: int) -> tuple[list[Finding], Lengths]:
     """too_long / fully_masked / template_error findings and the measured lengths."""
     lengths, errors = measure(msgs, tokenizer, max_length)
     out = [Finding("template_error", "error", i, "messages", f"the model's chat template refuses this example ({clip(e, 120)}); "

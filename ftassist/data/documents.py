@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ftassist.data.findings import Example
+from ftassist.data.findings import DataRow
 from ftassist.data.loaders import check_zip, decode_text, read_bytes
 from ftassist.errors import UserError
 
@@ -217,12 +217,12 @@ def provenance(path: Path, index: int, heading: str | None, text: str, method: s
     return {"file": str(path), "passage": index + 1, "heading": heading, "text": text, "method": method}
 
 
-def document_examples(path: Path, kind: str, split: str = "train") -> tuple[list[Example], str, str]:
+def document_examples(path: Path, kind: str, split: str = "train") -> tuple[list[DataRow], str, str]:
     """Examples for a document file; returns (examples, format id, reason). UserError if unusable."""
     passages = document_passages(path, kind)
     title = document_title(path)
     examples = [
-        Example(messages=passage_messages(p, title, h), raw=None, fmt="document", split=split,
+        DataRow(messages=passage_messages(p, title, h), raw=None, fmt="document", split=split,
                 source=f"{path}:passage {i + 1}", meta={"provenance": provenance(path, i, h, p)})
         for i, (h, p) in enumerate(passages)
     ]

@@ -15,7 +15,7 @@ SEVERITIES = ("error", "warning", "info")
 
 
 @dataclass
-class Example:
+class DataRow:
     """One training example on its way to the canonical chat form.
 
     `messages` is the list of {"role", "content"} dicts (or, for chat-format input, whatever the

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from ftassist.data.findings import Example, Finding
+from ftassist.data.findings import DataRow, Finding
 from ftassist.data.pii import mask_pii
 
 LENGTH_CHECKS = ("too_long", "fully_masked")
@@ -56,7 +56,7 @@ class FixResult:
     remaining: list[Finding] = field(default_factory=list)
 
 
-def apply_fixes(examples: list[Example], findings: list[Finding], msgs: list[list[dict] | None], *,
+def apply_fixes(examples: list[DataRow], findings: list[Finding], msgs: list[list[dict] | None], *,
                 drop_duplicates: bool = False, drop_overlength: bool = False, drop_invalid: bool = False,
                 mask_pii_values: bool = False) -> FixResult:
     """Apply the chosen fixes; returns a FixResult (see its docstring). Pure: inputs are not changed."""

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ftassist.data.findings import Example
+from ftassist.data.findings import DataRow
 from ftassist.data.loaders import RawFile
 from ftassist.data.mapping import TARGETS, is_guess, suggest_column_map
 from ftassist.errors import UserError
@@ -134,7 +134,7 @@ def column_map_for(raw: RawFile, fmt: str, column_map: dict[str, str] | None) ->
     return mapping, reason + " (override with --map)"
 
 
-def to_examples(raw: RawFile, column_map: dict[str, str] | None = None, split: str = "train") -> tuple[list[Example], str, str]:
+def to_examples(raw: RawFile, column_map: dict[str, str] | None = None, split: str = "train") -> tuple[list[DataRow], str, str]:
     """Turn a RawFile's rows into Examples; returns (examples, format id, reason).
 
     Raises UserError naming the file when its rows match no format and no mapping can be made.
@@ -148,7 +148,7 @@ def to_examples(raw: RawFile, column_map: dict[str, str] | None = None, split: s
         from ftassist.data.documents import passage_messages
 
         title = raw.path.stem
-        examples = [Example(messages=passage_messages(to_text(_get(r, "text")) or "", title), raw=r, fmt=fmt,
+        examples = [DataRow(messages=passage_messages(to_text(_get(r, "text")) or "", title), raw=r, fmt=fmt,
                             source=f"{raw.path}:{line}", split=split, tabular=tabular) for line, r in raw.rows]
         return examples, fmt, reason
     mapping: dict[str, str] = {}
@@ -156,7 +156,7 @@ def to_examples(raw: RawFile, column_map: dict[str, str] | None = None, split: s
         mapping, reason = column_map_for(raw, fmt, column_map)
     examples = []
     for line, rec in raw.rows:
-        ex = Example(messages=None, raw=rec, fmt=fmt, source=f"{raw.path}:{line}", split=split, tabular=tabular)
+        ex = DataRow(messages=None, raw=rec, fmt=fmt, source=f"{raw.path}:{line}", split=split, tabular=tabular)
         if isinstance(rec, dict):
             if fmt == "openai_chat":
                 ex.messages = _get(rec, "messages")

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ftassist.data.findings import Example, Finding
+from ftassist.data.findings import DataRow, Finding
 from ftassist.data.loaders import file_kind, read_table
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ class LoadResult:
     """All examples of all files (in order), per-file info, and problems met while reading
     (bad JSON lines, ragged CSV rows), reported as findings without a row."""
 
-    examples: list[Example] = field(default_factory=list)
+    examples: list[DataRow] = field(default_factory=list)
     files: list[FileInfo] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
 

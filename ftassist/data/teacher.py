@@ -29,7 +29,7 @@ from typing import Any
 
 from ftassist.config import DataConfig
 from ftassist.data.documents import document_passages, document_title, provenance
-from ftassist.data.findings import Example, Finding, clip
+from ftassist.data.findings import DataRow, Finding, clip
 from ftassist.errors import UserError
 from ftassist.endpoint import Endpoint, Reply
 
@@ -230,7 +230,7 @@ class Teacher:
         return self.endpoint.chat(self.model, teacher_messages(passage, title, heading, n, structured), temperature=TEMPERATURE,
                                   max_tokens=self.max_tokens, response_format=response_format(n, self.max_tokens) if structured else None)
 
-    def document_examples(self, path: Path, kind: str, split: str = "train") -> tuple[list[Example], list[Finding], str, str]:
+    def document_examples(self, path: Path, kind: str, split: str = "train") -> tuple[list[DataRow], list[Finding], str, str]:
         """(examples, findings, format id, reason) for one document file.
 
         Raises UserError if the file is unusable or the endpoint goes away (not for one bad reply).
@@ -249,7 +249,7 @@ class Teacher:
             pool.shutdown(wait=True, cancel_futures=True)
             bar.close()
 
-        examples: list[Example] = []
+        examples: list[DataRow] = []
         findings: list[Finding] = []
         empty = 0
         for i, (heading, text) in enumerate(passages):
@@ -276,7 +276,7 @@ class Teacher:
             self.stats.answered += 1
             self.stats.pairs += len(pairs)
             prov = {**provenance(path, i, heading, text, "teacher"), "model": self.model}
-            examples += [Example(messages=[{"role": "user", "content": p["question"]}, {"role": "assistant", "content": p["answer"]}],
+            examples += [DataRow(messages=[{"role": "user", "content": p["question"]}, {"role": "assistant", "content": p["answer"]}],
                                  source=f"{source} pair {j + 1}", split=split, fmt="document", meta={"provenance": prov})
                          for j, p in enumerate(pairs)]
         reason = (f"{kind.upper()} document: {len(passages)} passages, each sent to the teacher {self.model} at {self.url} "

@@ -10,12 +10,12 @@ from typing import Any
 from ftassist.data import checks_content as content
 from ftassist.data.checks_format import check_format, valid_messages
 from ftassist.data.checks_length import Lengths, check_lengths
-from ftassist.data.findings import Example, Finding
+from ftassist.data.findings import DataRow, Finding
 
 SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 
 
-def validate_records(examples: list[Example], *, schema: dict | None = None, tokenizer: Any = None,
+def validate_records(examples: list[DataRow], *, schema: dict | None = None, tokenizer: Any = None,
                      max_length: int = 1024, schema_inferred: bool = False) -> tuple[list[Finding], Lengths]:
     """Every finding for `examples` (format, content, JSON/schema when `schema` is given, personal
     data, and token lengths when a `tokenizer` is given), sorted by row; and the token lengths.
@@ -38,7 +38,7 @@ def validate_records(examples: list[Example], *, schema: dict | None = None, tok
     return findings, lengths
 
 
-def usable_messages(examples: list[Example], findings: list[Finding]) -> list[list[dict] | None]:
+def usable_messages(examples: list[DataRow], findings: list[Finding]) -> list[list[dict] | None]:
     """Per example, its [{role, content}] messages, or None when it has a format error."""
     broken = {f.row for f in findings if f.severity == "error" and f.check in FORMAT_ERRORS}
     return [None if i in broken else valid_messages(ex) for i, ex in enumerate(examples)]

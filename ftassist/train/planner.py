@@ -20,7 +20,7 @@ import os
 from dataclasses import asdict, dataclass
 
 from ftassist.errors import UserError
-from ftassist.train.schedule import describe as describe_schedule
+from ftassist.train.schedule import describe_schedule
 
 GiB = 2**30
 TARGET_EFFECTIVE_BATCH = 16

@@ -7,11 +7,11 @@ a newer writer's facts.
 
     >>> import tempfile
     >>> run = Path(tempfile.mkdtemp())
-    >>> write_record(run, RunRecord(base_model="/m", model="m", method="lora", dtype="float32", device="cpu",
+    >>> write_run_record(run, RunRecord(base_model="/m", model="m", method="lora", dtype="float32", device="cpu",
     ...                             extra={"later": 1}))
-    >>> r = read_record(run); (r.method, r.mergeable, r.extra)
+    >>> r = read_run_record(run); (r.method, r.mergeable, r.extra)
     ('lora', False, {'later': 1})
-    >>> read_record(run / "nowhere") is None
+    >>> read_run_record(run / "nowhere") is None
     True
 """
 
@@ -71,12 +71,12 @@ class RunRecord:
         return cls(**{k: v for k, v in raw.items() if k in names}, extra={k: v for k, v in raw.items() if k not in names})
 
 
-def write_record(run_dir: str | Path, record: RunRecord) -> None:
+def write_run_record(run_dir: str | Path, record: RunRecord) -> None:
     """Write the record whole (a reader never sees half a file)."""
     write_json_atomic(Path(run_dir) / RUN_FILE, record.to_dict())
 
 
-def read_record(run_dir: str | Path) -> RunRecord | None:
+def read_run_record(run_dir: str | Path) -> RunRecord | None:
     """The run's record, or None when the folder has none. Raises UserError for a file that is not a record."""
     path = Path(run_dir) / RUN_FILE
     if not path.is_file():

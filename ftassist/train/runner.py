@@ -45,7 +45,7 @@ from ftassist.train import checkpoints
 from ftassist.train.planner import Budget, ModelShape, Plan, detect_hardware, plan_budget, plan_learning_rate, \
     plan_training, resolve_dtype, resolve_method, shrink_after_oom
 from ftassist.train.status import ACTIVE, StatusWriter, read_status
-from ftassist.train.record import RunRecord, write_record
+from ftassist.train.record import RunRecord, write_run_record
 from ftassist.train.validation import ValidationSet
 
 log = logging.getLogger("ftassist.train")
@@ -227,7 +227,7 @@ def _train(cfg: TrainConfig, run: Path, status: StatusWriter | None, *, resume: 
     ckdir = run / "checkpoints"
     if is_main_process():
         save_config(cfg, run / "config.yaml")
-        write_record(run, info)
+        write_run_record(run, info)
         checkpoints.clean_partial(ckdir)
     resume_from = checkpoints.newest_checkpoint(ckdir) if resume else None
     if resume_from is not None and is_main_process():
@@ -270,13 +270,13 @@ def _train(cfg: TrainConfig, run: Path, status: StatusWriter | None, *, resume: 
             torch.cuda.empty_cache()
             resume_from = checkpoints.newest_checkpoint(ckdir)
             info.plan = plan.to_dict()
-            write_record(run, info)
+            write_run_record(run, info)
 
     rows = read_jsonl(run / "metrics.jsonl") if (run / "metrics.jsonl").exists() else []
     losses = [r["loss"] for r in rows if isinstance(r.get("loss"), (int, float))]
     if guard.reason:
         info.mergeable, info.failure = False, guard.reason
-        write_record(run, info)
+        write_run_record(run, info)
         raise TrainingFailed(f"training stopped: {guard.reason}; the run is marked not mergeable "
                              "(try a lower --learning-rate)")
     adapter = run / "adapter"
@@ -301,7 +301,7 @@ def _train(cfg: TrainConfig, run: Path, status: StatusWriter | None, *, resume: 
         elapsed = time.time() - started
         info.mergeable, info.finished_at, info.steps = True, time.time(), trainer.state.global_step
         info.train_runtime_s = round(output.metrics.get("train_runtime", 0), 1)
-        write_record(run, info)
+        write_run_record(run, info)
         _finish(status, "completed", None, mergeable=True, step=trainer.state.global_step)
     else:
         elapsed = time.time() - started

@@ -76,10 +76,10 @@ def budget_lambda(total_steps: int, warmup: float, clock: Clock) -> Callable[[in
     return factor
 
 
-def describe(total_steps: int, warmup: float, budget_s: float) -> str:
+def describe_schedule(total_steps: int, warmup: float, budget_s: float) -> str:
     """One sentence for the plan.
 
-    >>> describe(287, 0.05, 1800)
+    >>> describe_schedule(287, 0.05, 1800)
     'The learning rate warms up over the first 5% and decays linearly to zero at step 287 or at the end of the 30 min budget, whichever comes first.'
     """
     end = f"at step {total_steps} or at the end of the {budget_s / 60:g} min budget, whichever comes first" if budget_s \

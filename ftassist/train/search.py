@@ -189,9 +189,9 @@ def run_search_job(cfg: TrainConfig) -> str:
 
 
 def _task(run: Path) -> str:
-    from ftassist.train.record import read_record
+    from ftassist.train.record import read_run_record
 
-    record = read_record(run)
+    record = read_run_record(run)
     return ((record.validation if record else None) or {}).get("task", "json")
 
 
