@@ -10,23 +10,19 @@ Reading a given schema and inferring one from the replies live in `ftassist.sche
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+from ftassist.evaluation.extraction import parse_reply
 
 JSON_SHARE = 0.8  # replies are a JSON task when at least this share parse as objects or arrays
 
 
 def parse_json_reply(text: Any) -> tuple[bool, Any]:
-    """(True, value) when `text` is a JSON object or array, else (False, None)."""
-    if not isinstance(text, str):
+    """(True, value) when `text` is, strictly, a JSON object or array (the eval's `parse_reply`), else (False, None)."""
+    if not isinstance(text, str) or not text.strip().startswith(("{", "[")):
         return False, None
-    s = text.strip()
-    if not s.startswith(("{", "[")):
-        return False, None
-    try:
-        return True, json.loads(s)
-    except (json.JSONDecodeError, RecursionError):
-        return False, None
+    parsed = parse_reply(text)
+    return (True, parsed.value) if parsed.strict and isinstance(parsed.value, (dict, list)) else (False, None)
 
 
 def is_json_task(replies: list[Any]) -> bool:

@@ -19,7 +19,6 @@ teacher_no_pairs (error: no passage of any document gave a pair).
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -32,6 +31,7 @@ from ftassist.data.documents import document_passages, document_title, provenanc
 from ftassist.data.findings import DataRow, Finding, clip
 from ftassist.errors import UserError
 from ftassist.endpoint import Endpoint, Reply
+from ftassist.evaluation.extraction import json_values
 
 TEMPERATURE = 0.3
 CHARS_PER_TOKEN = 1  # a floor for ordinary text, so capped strings fit the token budget
@@ -93,7 +93,7 @@ def parse_qa_pairs(text: str, n: int | None = None) -> tuple[list[dict], str | N
     candidates = [m.group(1) for m in FENCE.finditer(text)] + [text]
     skipped = 0
     for candidate in candidates:
-        for value in _json_values(candidate):
+        for value in json_values(candidate, lenient=True):
             items = _pair_list(value)
             if items is None:
                 continue
@@ -110,24 +110,6 @@ def parse_qa_pairs(text: str, n: int | None = None) -> tuple[list[dict], str | N
     if skipped:
         return [], f"{skipped} item(s) in the reply lack a non-empty question and answer"
     return [], "no JSON array of question/answer objects in the reply"
-
-
-def _json_values(text: str):
-    """Every JSON value that starts at a '[' or '{' in `text`, outermost first."""
-    decoder = json.JSONDecoder(strict=False)  # let raw control characters inside strings through
-    pos = 0
-    while True:
-        starts = [i for i in (text.find("[", pos), text.find("{", pos)) if i >= 0]
-        if not starts:
-            return
-        start = min(starts)
-        try:
-            value, end = decoder.raw_decode(text, start)
-        except json.JSONDecodeError:
-            pos = start + 1
-            continue
-        yield value
-        pos = end
 
 
 def _pair_list(value: Any) -> list | None:

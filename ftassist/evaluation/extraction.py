@@ -55,12 +55,24 @@ def parse_reply(reply: str, expect: type | None = None) -> Parsed:
     return Parsed(strict=False, found=False, ends_open=first >= 0 and _ends_open(reply[first:]), has_brace=first >= 0)
 
 
-def _scan(reply: str):
+_LENIENT = json.JSONDecoder(strict=False)  # raw control characters inside strings let through
+
+
+def json_values(text: str, *, lenient: bool = False):
+    """Every top-level JSON object/array in `text`, left to right (`lenient`: raw control characters in strings).
+
+    >>> list(json_values('a {"x": 1} b [2] {bad'))
+    [{'x': 1}, [2]]
+    """
+    return (value for value, _, _ in _scan(text, _LENIENT if lenient else _DECODER))
+
+
+def _scan(reply: str, decoder: json.JSONDecoder = _DECODER):
     """Yield (value, start, end) for each top-level JSON object/array found left to right."""
     i = _first_brace(reply)
     while 0 <= i < len(reply):
         try:
-            value, end = _DECODER.raw_decode(reply, i)
+            value, end = decoder.raw_decode(reply, i)
         except (json.JSONDecodeError, RecursionError):
             i = _first_brace(reply, i + 1)
             continue
