@@ -16,6 +16,7 @@ from typing import Any
 from ftassist.config import DataConfig
 from ftassist.data.fixes import Fix, offered_fixes  # noqa: F401 - the chat offers the library's fixes
 from ftassist.errors import UserError
+from ftassist.markdown import cell, table
 from ftassist.snippets import cli_command
 
 def data_config(inputs: list[str], out: Path, model: str, fixes: dict[str, bool], max_rows: int = 0,
@@ -52,11 +53,11 @@ def mapping_markdown(found: Any) -> str:
     """What the chat says about a table's mapping: each role, its column, and why."""
     why = dict(part.split("=", 1) for part in found.reason.removeprefix("columns mapped by ").split(", ") if "=" in part)
     lines = [f"`{Path(found.path).name}` is a table with the columns {', '.join(f'`{c}`' for c in found.columns)}. "
-             "I would read it as:", "", "| role | column | why |", "|---|---|---|"]
-    for role in ("instruction", "input", "output", "system"):
-        col = found.mapping.get(role)
-        if col:
-            lines.append(f"| {ROLE_WORDS[role]} | `{col}` | {why.get(role, '').partition(' (')[2].rstrip(')')} |")
+             "I would read it as:", "",
+             *table(["role", "column", "why"], [[ROLE_WORDS[role], f"`{found.mapping[role]}`",
+                                                  why.get(role, "").partition(" (")[2].rstrip(")")]
+                                                 for role in ("instruction", "input", "output", "system")
+                                                 if found.mapping.get(role)])]
     if found.guess:
         lines += ["", "Part of this is a **guess** from the contents: check it in the dropdowns below the chat, "
                   "then press **Use this mapping**."]
@@ -143,11 +144,9 @@ def schema_table(schema: dict) -> list[str]:
     if not props:
         return ["```json", json.dumps(schema, ensure_ascii=False)[:2000], "```"]
     required = set(schema.get("required") or [])
-    out = ["| field | type | required | allowed values |", "|---|---|---|---|"]
-    for name, sub in props.items():
-        out.append(f"| `{name}` | {_type_words(sub)} | {'yes' if name in required else 'no'} | "
-                   f"{_cell(', '.join(map(str, sub.get('enum', [])))) or '-'} |")
-    return out
+    return table(["field", "type", "required", "allowed values"],
+                 [[f"`{name}`", _type_words(sub), "yes" if name in required else "no",
+                   cell(", ".join(map(str, sub.get("enum", []))), CELL_LIMIT)] for name, sub in props.items()])
 
 
 def _type_words(sub: dict) -> str:
@@ -166,11 +165,8 @@ def findings_table(findings: list[Any], limit: int = 12) -> list[str]:
     """Markdown rows: file, line, check, severity, what is wrong (and the fix), the row's text; errors first."""
     order = {"error": 0, "warning": 1, "info": 2}
     shown = sorted(findings, key=lambda f: order.get(f.severity, 3))[:limit]
-    out = ["| file | line | check | severity | what is wrong | the row |", "|---|---|---|---|---|---|"]
-    for f in shown:
-        file, line = where(f)
-        out.append(f"| {_cell(file)} | {line} | `{f.check}` | {f.severity} | {_cell(f.message)} | {_cell(f.example)} |")
-    return out
+    return table(FINDING_COLUMNS, [[cell(file, CELL_LIMIT), line, f"`{f.check}`", f.severity, cell(f.message, CELL_LIMIT),
+                                    cell(f.example, CELL_LIMIT, empty="")] for f in shown for file, line in [where(f)]])
 
 
 FINDING_COLUMNS = ["file", "line", "check", "severity", "what is wrong", "the row"]
@@ -200,8 +196,7 @@ def where(f: Any) -> tuple[str, str]:
     return Path(path).name, line.replace("row ", "")
 
 
-def _cell(text: Any) -> str:
-    return str(text or "").replace("|", "\\|").replace("\n", " ")[:200]
+CELL_LIMIT = 200  # characters of a table cell in the chat
 
 
 def preview(data_dir: str | Path, n: int = 2) -> str:

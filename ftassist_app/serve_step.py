@@ -13,6 +13,7 @@ from typing import Any
 
 from ftassist.config import ServeConfig
 from ftassist.errors import UserError
+from ftassist.markdown import table
 from ftassist.snippets import cli_command, curl_snippet, python_snippet
 from serving.registry import ServerRecord, write_server_record
 
@@ -82,8 +83,8 @@ def verify_markdown(report: Any) -> str:
     """The parity gate for the chat: passed or not, agreement per path, and the likely causes when not."""
     head = ("**Parity check passed**: the merged model answers like the adapter that was trained." if report.passed
             else "**Parity check FAILED**: the exported model does not answer like the adapter.")
-    rows = "\n".join(f"| {path} | {value:.1%} |" for path, value in report.agreement.items())
-    text = f"{head}\n\n| path | token agreement with base + adapter |\n|---|---|\n{rows}"
+    rows = table(["path", "token agreement with base + adapter"], [[p, f"{v:.1%}"] for p, v in report.agreement.items()])
+    text = "\n".join([head, "", *rows])
     if getattr(report, "causes", None):
         text += "\n\nLikely causes:\n" + "\n".join(f"- {c}" for c in report.causes)
     return text
@@ -110,11 +111,10 @@ def export_markdown(report: Any) -> str:
     from serving.export import percent
     head = (f"**GGUF export verified**: {report.gate} answers like the adapter in llama.cpp." if report.passed
             else "**GGUF export NOT verified**: see the figures and export.md before using these files.")
-    rows = "\n".join(
-        f"| {f.file} | {f.bytes / 1e6:.0f} MB | {percent(f.agreement)} | {percent(f.eval.get('field_accuracy'))} | "
-        f"{percent(f.eval.get('exact'))} | {percent(f.eval.get('schema_valid'))} |" for f in report.files)
-    text = (f"{head}\n\n| file | size | token agreement with the adapter | fields right | whole object right | "
-            f"schema-valid |\n|---|---|---|---|---|---|\n{rows}")
+    rows = table(["file", "size", "token agreement with the adapter", "fields right", "whole object right", "schema-valid"],
+                 [[f.file, f"{f.bytes / 1e6:.0f} MB", percent(f.agreement), percent(f.eval.get("field_accuracy")),
+                   percent(f.eval.get("exact")), percent(f.eval.get("schema_valid"))] for f in report.files])
+    text = "\n".join([head, "", *rows])
     if report.metadata_problems:
         text += "\n\nIn the file: " + "; ".join(report.metadata_problems)
     return (text + f"\n\nFiles, `Modelfile` and the full report (export.md) are in `{report.out}`. Ollama: "

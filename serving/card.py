@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ftassist.data.fingerprint import read_fingerprint
+from ftassist.evaluation.report import pct
+from ftassist.markdown import table
 from serving.run import RunInfo
 
 
@@ -93,9 +95,7 @@ def model_card(run: RunInfo, base: str, dtype: str) -> str:
         metrics = [m for m, _ in headline(arms[0], task)] if arms else []
         lines += ["", "## Evaluation", "", f"On `{report.get('data', {}).get('path', 'the test split')}` "
                   f"({report.get('data', {}).get('examples', '?')} examples), 95% intervals:", "",
-                  "| arm | " + " | ".join(LABEL.get(m, m) for m in metrics) + " |", "|---|" + "---|" * len(metrics)]
-        for a in arms:
-            cells = [f"{100 * v['value']:.1f}% ({100 * v['low']:.1f}-{100 * v['high']:.1f})" for _, v in headline(a, task)]
-            lines.append(f"| {a['name']} | " + " | ".join(cells) + " |")
+                  *table(["arm", *[LABEL.get(m, m) for m in metrics]],
+                         [[a["name"], *[pct(v) for _, v in headline(a, task)]] for a in arms])]
     lines += ["", "## Use", "", "```bash", "ftassist serve --model THIS_FOLDER", "```", ""]
     return str(ModelCard(f"---\n{meta.to_yaml()}\n---\n\n" + "\n".join(lines)))

@@ -28,6 +28,7 @@ import requests
 from ftassist.config import EvalConfig, ExportConfig, MergeConfig
 from ftassist.errors import UserError
 from ftassist.files import write_json_atomic, write_text_atomic
+from ftassist.markdown import table
 from serving import gguf
 from serving.parity import Mismatch
 from serving.run import read_run
@@ -86,12 +87,10 @@ class ExportReport:
         lines = [f"# GGUF export: {head}", "",
                  f"Files in {self.out}; the Modelfile uses {self.modelfile}. Greedy agreement with base + adapter "
                  f"(transformers, float32); {self.gate} must reach {self.threshold:.0%}.", "",
-                 "| file | size | agreement | tokenizer | template | server = llama.cpp | with penalty 1.1 | "
-                 + " | ".join(RATES) + " |", "|---|---|---|---|---|---|---|" + "---|" * len(RATES)]
-        for f in self.files:
-            cells = [f.file, f"{f.bytes / 1e6:.1f} MB", percent(f.agreement), _yes(f.tokens_ok), _yes(f.template_ok),
-                     percent(f.served_same), percent(f.served_default)] + [percent(f.eval.get(r)) for r in RATES]
-            lines.append("| " + " | ".join(cells) + " |")
+                 *table(["file", "size", "agreement", "tokenizer", "template", "server = llama.cpp", "with penalty 1.1", *RATES],
+                        [[f.file, f"{f.bytes / 1e6:.1f} MB", percent(f.agreement), _yes(f.tokens_ok), _yes(f.template_ok),
+                          percent(f.served_same), percent(f.served_default), *[percent(f.eval.get(r)) for r in RATES]]
+                         for f in self.files])]
         if self.metadata_problems:
             lines += ["", "## Metadata", ""] + [f"- {p}" for p in self.metadata_problems]
         details = [f.detail for f in self.files if f.detail] + [m.line() for f in self.files for m in f.mismatches[:3]]

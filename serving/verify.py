@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ftassist.files import write_json_atomic, write_text_atomic
+from ftassist.markdown import table
 from serving.parity import Mismatch, agreement, likely_causes, probe_set, trim_at_eos
 from serving.run import RunInfo, read_run
 from serving.served import endpoint, find_served, generate_served
@@ -52,8 +53,8 @@ class VerifyReport:
     def markdown(self) -> str:
         lines = [f"# Parity check: {'PASSED' if self.passed else 'FAILED'}", "",
                  f"{self.probes} probes, greedy, up to {self.max_new_tokens} new tokens; pass at >= {self.threshold:.0%} "
-                 "token agreement with base + adapter in transformers.", "", "| path | agreement |", "|---|---|"]
-        lines += [f"| {name} | {value:.2%} |" for name, value in self.agreement.items()]
+                 "token agreement with base + adapter in transformers.", "",
+                 *table(["path", "agreement"], [[name, f"{value:.2%}"] for name, value in self.agreement.items()])]
         if self.template_ok is not None:
             lines += ["", f"Served chat template: {'same tokens as training' if self.template_ok else 'DIFFERENT'}"
                       + (f" ({self.template_detail})" if self.template_detail else "")]

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ftassist.data.findings import Finding, count_by_check, count_by_severity
+from ftassist.markdown import table
 from ftassist.files import write_json_atomic, write_text_atomic
 
 EXAMPLES_PER_CHECK = 3
@@ -81,9 +82,9 @@ def render_report(report: dict[str, Any], findings: list[Finding], has_plot: boo
              f"- schema: {report['schema']['source']}"]
     if "documents" in report:
         lines.append(f"- documents: {describe_documents(report['documents'])}")
-    lines += ["", "## Inputs", "", "| file | split | kind | encoding | format | rows | why |", "|---|---|---|---|---|---|---|"]
-    for f in report["inputs"]:
-        lines.append(f"| `{f['path']}` | {f['split']} | {f['kind']} | {f['encoding']} | {f['format']} | {f['rows']} | {f['reason']} |")
+    lines += ["", "## Inputs", "", *table(["file", "split", "kind", "encoding", "format", "rows", "why"],
+                                          [[f"`{f['path']}`", f["split"], f["kind"], f["encoding"], f["format"], f["rows"],
+                                            f["reason"]] for f in report["inputs"]])]
     st = report["token_lengths"]
     lines += ["", "## Token lengths", ""]
     if st:
@@ -100,9 +101,9 @@ def render_report(report: dict[str, Any], findings: list[Finding], has_plot: boo
         by_check: dict[str, list[Finding]] = defaultdict(list)
         for f in findings:
             by_check[f.check].append(f)
-        lines += ["| check | severity | count | fix |", "|---|---|---|---|"]
-        for check, fs in sorted(by_check.items(), key=lambda kv: (["error", "warning", "info"].index(kv[1][0].severity), kv[0])):
-            lines.append(f"| `{check}` | {fs[0].severity} | {len(fs)} | {_md(fs[0].message)} |")
+        ranked = sorted(by_check.items(), key=lambda kv: (["error", "warning", "info"].index(kv[1][0].severity), kv[0]))
+        lines += table(["check", "severity", "count", "fix"],
+                       [[f"`{check}`", fs[0].severity, len(fs), _md(fs[0].message)] for check, fs in ranked])
         for check, fs in sorted(by_check.items()):
             lines += ["", f"### `{check}` ({len(fs)})", ""]
             for f in fs[:EXAMPLES_PER_CHECK]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ftassist.markdown import table
 from ftassist.files import write_text_atomic
 from ftassist.evaluation.summary import HEADLINE
 
@@ -73,7 +74,7 @@ def render_history(entries: list[dict], current_sha: str | None = None, current_
         return "_No earlier evals recorded._"
     metrics = list(dict.fromkeys(k for e in entries for a in e["arms"] for k in a if k not in ("name", "endpoint")))
     head = ["when", "out", "arm", "endpoint", *[m.replace("_", " ") for m in metrics], "n", "same test set", "data set"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for e in entries[-last:]:
         same = "yes" if current_sha is None or e.get("data_sha256") == current_sha else "no (not comparable)"
         for a in e["arms"]:
@@ -83,5 +84,5 @@ def render_history(entries: list[dict], current_sha: str | None = None, current_
             if current_dataset and e.get("dataset") and e["dataset"] != current_dataset:
                 data += " (another build of the data)"
             cells += [str(e.get("n", "")), same, data]
-            lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+            rows.append(cells)
+    return "\n".join(table(head, rows))

@@ -12,6 +12,7 @@ from pathlib import Path
 from ftassist.evaluation.charts import failures_chart, rates_chart
 from ftassist.evaluation.summary import HEADLINE, LABELS
 from ftassist.evaluation.taxonomy import KINDS
+from ftassist.markdown import cell, table
 from ftassist.files import write_bytes_atomic, write_json_atomic, write_jsonl_atomic, write_text_atomic
 
 DEFINITIONS = {
@@ -35,11 +36,8 @@ def markdown_table(arms: list[dict], task: str) -> str:
     """One row per arm: every headline metric with its 95% CI, n, then the endpoint that served it."""
     metrics = HEADLINE[task]
     head = ["arm", *[f"{LABELS[m]} % (95% CI)" for _, m in metrics], "n", "endpoint"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for arm in arms:
-        cells = [arm["name"], *[pct(arm[g][m]) for g, m in metrics], str(arm["n"]), arm.get("endpoint") or "-"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return "\n".join(table(head, [[arm["name"], *[pct(arm[g][m]) for g, m in metrics], arm["n"], arm.get("endpoint") or "-"]
+                                   for arm in arms]))
 
 
 def endpoints_line(report: dict) -> str:
@@ -51,12 +49,7 @@ def endpoints_line(report: dict) -> str:
 
 
 def _cell(text: str, limit: int = 400) -> str:
-    text = text if len(text) <= limit else text[:limit] + " [...]"
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", "").replace("\n", "<br>") or "(empty)"
-
-
-def _table(head: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *["| " + " | ".join(r) + " |" for r in rows]]
+    return cell(text, limit, empty="(empty)")
 
 
 def content_verdicts(arms: list[dict]) -> list[str]:
@@ -95,7 +88,7 @@ def content_sections(arms: list[dict]) -> list[str]:
                 m = f["top_mistake"]
                 extra.append(f"{m['reference']} -> {m['replied']} {m['count']} of {m['of']}")
             rows.append([f"`{f['field']}`", f["kind"], _pct(f["accuracy"]), str(f["wrong"]), _cell("; ".join(extra), 200)])
-        md += _table(["field", "kind", "right", "wrong", "detail"], rows) + [""]
+        md += table(["field", "kind", "right", "wrong", "detail"], rows) + [""]
         for f in reading["fields"]:
             confusion = [c for c in f.get("confusion", []) if c["reference"] != c["replied"]]
             if confusion:
@@ -103,7 +96,7 @@ def content_sections(arms: list[dict]) -> list[str]:
                        + ", ".join(f"{c['reference']} -> {c['replied']} {c['count']}" for c in confusion[:8]), ""]
         if reading["weakest_examples"]:
             md += [f"Weakest field `{reading['weakest']}`, examples:", ""]
-            md += _table(["input", "reference", "replied"], [[_cell(e["prompt"], 200), _cell(e["reference"]), _cell(e["replied"])]
+            md += table(["input", "reference", "replied"], [[_cell(e["prompt"], 200), _cell(e["reference"]), _cell(e["replied"])]
                                                           for e in reading["weakest_examples"]]) + [""]
         md += [f"_Next step_: {reading['suggestion']}", ""]
     return md
@@ -128,22 +121,22 @@ def render_markdown(report: dict) -> str:
         kinds = [k for k in KINDS if any(a["failures"].get(k) for a in arms)]
         md += ["## Failure taxonomy", ""]
         if kinds:
-            md += _table(["kind", *[a["name"] for a in arms]], [[k, *[str(a["failures"].get(k, 0)) for a in arms]] for k in kinds])
+            md += table(["kind", *[a["name"] for a in arms]], [[k, *[str(a["failures"].get(k, 0)) for a in arms]] for k in kinds])
         else:
             md.append("No failures.")
         md += ["", f"![failure taxonomy]({report['files']['failures']})", "", "## Per-field accuracy", ""]
         fields = list(dict.fromkeys(k for a in arms for k in a["per_field"]))
-        md += _table(["field", *[a["name"] for a in arms]],
+        md += table(["field", *[a["name"] for a in arms]],
                      [[f, *[pct(a["per_field"][f]) if f in a["per_field"] else "-" for a in arms]] for f in fields])
         md.append("")
     if any("stability" in a or "all_samples" in a for a in arms):
         md += ["## Stability (sampled)", ""]
-        md += _table(["arm", "samples agree", "primary metric over all samples"],
+        md += table(["arm", "samples agree", "primary metric over all samples"],
                      [[a["name"], pct(a["stability"]) if "stability" in a else "-",
                        pct(next(iter(a["all_samples"].values()))) if "all_samples" in a else "-"] for a in arms])
         md += ["", "_Samples agree_: share of examples whose samples give the same JSON (or text).", ""]
     md += ["## Speed", ""]
-    md += _table(["arm", "completion tokens", "wall s", "tokens/s (all requests)", "tokens/s per request"],
+    md += table(["arm", "completion tokens", "wall s", "tokens/s (all requests)", "tokens/s per request"],
                  [[a["name"], str(a["speed"]["completion_tokens"]), f"{a['speed']['wall_s']:.1f}",
                    f"{a['speed']['tokens_per_s']:.1f}", f"{a['speed']['mean_request_tokens_per_s']:.1f}"]
                   for a in arms if a.get("speed")])
@@ -155,7 +148,7 @@ def render_markdown(report: dict) -> str:
         probe = report["probe"]
         names = list(probe["arms"])
         md += ["## Did it forget? (general-instruction probe)", ""]
-        md += _table(["probe", "passes when", *names],
+        md += table(["probe", "passes when", *names],
                      [[p["id"], p["passes_when"], *["pass" if probe["arms"][n][p["id"]]["passed"] else "FAIL" for n in names]]
                       for p in probe["probes"]])
         md += ["", "_Totals_: " + ", ".join(f"{n} {probe['totals'][n]}/{len(probe['probes'])}" for n in names), ""]
@@ -164,7 +157,7 @@ def render_markdown(report: dict) -> str:
         for w in report["worst"]:
             names = list(w["replies"])
             md += [f"**Row {w['row']}**: {_cell(w['prompt'], 300)}", ""]
-            md += _table(["reference", *names], [[_cell(w["reference"]), *[_cell(w["replies"][n]["text"]) for n in names]],
+            md += table(["reference", *names], [[_cell(w["reference"]), *[_cell(w["replies"][n]["text"]) for n in names]],
                                                  ["", *[w["replies"][n]["verdict"] for n in names]]])
             md.append("")
     schema = report.get("schema")

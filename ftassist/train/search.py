@@ -30,6 +30,7 @@ from pathlib import Path
 from ftassist.config import TrainConfig
 from ftassist.errors import UserError
 from ftassist.files import read_jsonl, write_json_atomic, write_text_atomic
+from ftassist.markdown import table
 from ftassist.train.selection import best_row
 from ftassist.train.validation import TASK_METRICS, selection_key
 
@@ -87,15 +88,14 @@ def render_table(rows: list[dict], task: str, winner: str) -> str:
     """One line per candidate and rung: the figures of its best validation step so far."""
     metrics = TASK_METRICS[task]
     head = ["candidate", "rung", "settings", "train s", "steps", "best step", *metrics, "val loss", "kept"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    cells = []
     for r in rows:
         best = r.get("best") or {}
-        cells = [r["name"], str(r["rung"]), ", ".join(f"{k}={v}" for k, v in r["overrides"].items()), f"{r['seconds']:.0f}",
-                 str(r["steps"]), str(best.get("step", "-")),
-                 *[f"{100 * float(best.get(f'val_{m}', 0)):.1f}%" if best else "-" for m in metrics],
-                 str(best.get("val_loss", "-")), "winner" if r["name"] == winner and r["last"] else ("yes" if r["kept"] else "no")]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        cells.append([r["name"], r["rung"], ", ".join(f"{k}={v}" for k, v in r["overrides"].items()), f"{r['seconds']:.0f}",
+                      r["steps"], best.get("step", "-"),
+                      *[f"{100 * float(best.get(f'val_{m}', 0)):.1f}%" if best else "-" for m in metrics],
+                      best.get("val_loss", "-"), "winner" if r["name"] == winner and r["last"] else ("yes" if r["kept"] else "no")])
+    return "\n".join(table(head, cells))
 
 
 def search(cfg: TrainConfig, candidates: tuple[Candidate, ...] = CANDIDATES, *, progress: bool = False) -> SearchResult:
