@@ -272,6 +272,51 @@ class MergeConfig(Checked):
 
 
 @dataclass
+class VerifyConfig(Checked):
+    """How `ftassist verify` runs the parity gate: greedy probes through base + adapter, the merged model and
+    (with --base-url) a running server; fails below 99% token agreement or on a different chat template."""
+
+    run_dir: str = _f("", "Run folder written by `ftassist train`.", positional=True)
+    merged: str | None = _f(None, "Merged folder (default: RUN_DIR/merged, else merged into a temporary folder).")
+    base_url: str | None = _f(None, "A running server to check too, e.g. http://127.0.0.1:8000/v1")
+    api_key: str | None = _f(None, "The server's API key.")
+    adapter_name: str | None = _f(None, "Served name of the run's adapter (default: found by its folder).")
+    merged_name: str | None = _f(None, "Served name of the merged model (default: found by its folder).")
+    max_new_tokens: int = _f(32, "Tokens generated per probe.")
+    limit: int = _f(8, "Test rows used as probes.")
+
+    def validate(self) -> None:
+        problems = []
+        if not self.run_dir:
+            problems.append("RUN_DIR is missing: pass the folder written by `ftassist train`")
+        if self.max_new_tokens < 1 or self.limit < 1:
+            problems.append("--max-new-tokens and --limit must be >= 1 (32 and 8 are the defaults)")
+        if (self.api_key or self.adapter_name or self.merged_name) and not self.base_url:
+            problems.append("--api-key, --adapter-name and --merged-name describe a server: add --base-url")
+        _raise(problems)
+
+
+@dataclass
+class InspectConfig(Checked):
+    """How `ftassist data inspect` reads one file: its format, mapping and findings; it writes nothing."""
+
+    file: str = _f("", "The file to inspect.", positional=True)
+    column_map: dict[str, str] = _f({}, "Column mapping, e.g. output=label (flag: --map KEY=COL).", flag="map")
+    model: str | None = _f(None, "Model whose tokenizer measures lengths (default: the default model).")
+    max_length: int = _f(1024, "Token budget of one example.")
+
+    def validate(self) -> None:
+        problems = []
+        if not self.file:
+            problems.append("FILE is missing: name the file to inspect")
+        elif not Path(self.file).is_file():
+            problems.append(f"{self.file}: no such file")
+        if self.max_length < 16:
+            problems.append(f"--max-length {self.max_length} is too small: use at least 16")
+        _raise(problems)
+
+
+@dataclass
 class ExportConfig(Checked):
     """How `ftassist export` writes GGUF files for llama.cpp and Ollama, and proves they answer like the adapter."""
 

@@ -59,7 +59,8 @@ def test_serve_off_loopback_needs_key():
 
 
 def test_every_field_has_help():
-    for cls in (C.DataConfig, C.TrainConfig, C.MergeConfig, C.ServeConfig, C.EvalConfig, C.DemoConfig):
+    for cls in (C.DataConfig, C.TrainConfig, C.MergeConfig, C.ServeConfig, C.EvalConfig, C.DemoConfig, C.VerifyConfig,
+                C.InspectConfig, C.ExportConfig, C.PushConfig, C.EvidenceConfig):
         for f in dataclasses.fields(cls):
             assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help text"
 
@@ -69,6 +70,18 @@ def test_cli_bad_flag_is_one_line_exit_2(tmp_path):
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == ["ftassist demo: error: --port 70000 is not a valid port"]
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["verify", "runs/x", "--api-key", "k"], "ftassist verify: error: --api-key, --adapter-name and --merged-name "
+                                              "describe a server: add --base-url"),
+    (["verify", "runs/x", "--limit", "0"], "ftassist verify: error: --max-new-tokens and --limit must be >= 1 "
+                                            "(32 and 8 are the defaults)"),
+    (["data", "inspect", "nowhere.csv"], "ftassist data: error: nowhere.csv: no such file"),
+])
+def test_verify_and_inspect_flags_are_checked_by_their_configs(argv, line):
+    proc = subprocess.run([sys.executable, "-m", "ftassist", *argv], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [line], proc.stderr
 
 
 def test_cli_unreadable_yaml(tmp_path):

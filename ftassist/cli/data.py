@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 
 from ftassist.cli.args import add_config_args, config_from_args
-from ftassist.config import DataConfig, EvidenceConfig
+from ftassist.config import DataConfig, EvidenceConfig, InspectConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,10 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_config_args(build, DataConfig)
     build.set_defaults(handler=run_build)
     inspect = sub.add_parser("inspect", help="Detect the format of one file and list its findings; writes nothing.")
-    inspect.add_argument("file", help="The file to inspect.")
-    inspect.add_argument("--map", dest="column_map", action="append", metavar="KEY=VALUE", help="Column mapping, e.g. output=label.")
-    inspect.add_argument("--model", default=None, help="Model whose tokenizer measures lengths (default: the default model).")
-    inspect.add_argument("--max-length", type=int, default=1024, help="Token budget of one example.")
+    add_config_args(inspect, InspectConfig)
     inspect.set_defaults(handler=run_inspect)
     measure = sub.add_parser("measure", help="Before training: what the base model gets on your test rows with a good "
                              "prompt and examples, and under structured outputs; then the advice, from those figures.")
@@ -59,15 +56,14 @@ def run_measure(args: argparse.Namespace) -> int:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    from ftassist.cli.args import parse_pairs
     from ftassist.data.checks_length import load_tokenizer
     from ftassist.data.findings import count_by_severity
     from ftassist.data.records import load_records
     from ftassist.data.validation import validate_records
 
-    mapping = parse_pairs(args.column_map or [], "--map")
-    loaded = load_records([args.file], mapping)
-    findings, _ = validate_records(loaded.examples, tokenizer=load_tokenizer(args.model), max_length=args.max_length)
+    cfg = config_from_args(InspectConfig, args)
+    loaded = load_records([cfg.file], cfg.column_map)
+    findings, _ = validate_records(loaded.examples, tokenizer=load_tokenizer(cfg.model), max_length=cfg.max_length)
     findings = loaded.findings + findings
     for info in loaded.files:
         print(f"{info.path}: {info.format}, {info.rows} rows ({info.kind}, {info.encoding}): {info.reason}")
