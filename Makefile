@@ -76,7 +76,7 @@ test: setup browser
 	@echo "==> [test] type check (mypy: ftassist, serving, ftassist_app; pyproject.toml [tool.mypy])"
 	$(VENV)/bin/mypy
 	@echo "==> [test] running the suite"
-	$(PY) -m pytest -q -p no:cacheprovider --timeout=900 --doctest-modules tests ftassist serving --ignore=ftassist/__main__.py $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider --timeout=900 --doctest-modules tests ftassist serving ftassist_app --ignore=ftassist/__main__.py $(PYTEST_ARGS)
 
 demo: model
 	$(PY) -m ftassist demo
