@@ -130,3 +130,37 @@ def test_bad_rows_fail_before_the_model_loads(small_data, tmp_path):
         train(TrainConfig(data=str(bad), out=str(tmp_path / "run"), model=str(tmp_path / "nope")), progress=False)
     status = json.loads((tmp_path / "run" / "status.json").read_text())
     assert status["state"] == "failed" and "row 1" in status["reason"]
+
+
+def test_out_of_memory_halves_the_micro_batch_and_resumes_from_the_newest_checkpoint(tiny_model, small_data, tmp_path,
+                                                                                     monkeypatch):
+    """The runner's own retry loop, run: an out-of-memory error at step 3 (raised as CUDA raises it) is caught,
+    the micro-batch halved and the gradient accumulation doubled, and training resumes from checkpoint-2."""
+    from transformers import TrainerCallback
+
+    from ftassist.train import runner
+
+    class OutOfMemoryOnce(TrainerCallback):
+        raised = False
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step == 2 and not OutOfMemoryOnce.raised:
+                OutOfMemoryOnce.raised = True
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    real = runner.build_trainer
+    plans = []
+
+    def build(cfg, plan, *args, extra_callbacks=(), **kw):
+        plans.append((plan.micro_batch, plan.grad_accum))
+        return real(cfg, plan, *args, extra_callbacks=[*extra_callbacks, OutOfMemoryOnce()], **kw)
+
+    monkeypatch.setattr(runner, "build_trainer", build)
+    run = tmp_path / "run"
+    result = train(tiny_cfg(small_data, run, tiny_model, max_steps=6, save_steps=2, batch_size=4, grad_accum=1), progress=False)
+    assert plans == [(4, 1), (2, 2)] and result.steps == 6
+    info = json.loads((run / "run.json").read_text())
+    assert (info["plan"]["micro_batch"], info["plan"]["grad_accum"], info["mergeable"]) == (2, 2, True)
+    assert "retrying with 2 x 2" in (run / "train.log").read_text()
+    steps = [r["step"] for r in (json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+    assert steps == list(range(1, 7))  # steps 1-2 kept from before the error, 3-6 after the resume
