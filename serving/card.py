@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ftassist.data.fingerprint import read_fingerprint
-from ftassist.evaluation.report import pct
+from ftassist.evaluation.report import EvalReport, pct
 from ftassist.markdown import table
 from serving.run import RunInfo
 
@@ -19,7 +19,7 @@ def count_lines(path: Path) -> int | None:
         return None
 
 
-def card_arm(report: dict) -> dict | None:
+def card_arm(report: EvalReport) -> dict | None:
     """The arm of an eval report that is this model: `tuned`, else `merged`, else the last unconstrained one."""
     arms = [a for a in report.get("arms", []) if not a.get("constrained")]
     by_name = {a["name"]: a for a in arms}
@@ -33,7 +33,7 @@ def headline(arm: dict, task: str) -> list[tuple[str, dict]]:
     return [(m, arm[g][m]) for g, m in HEADLINE[task] if m in arm.get(g, {})]
 
 
-def eval_results(report: dict, model_name: str) -> list:
+def eval_results(report: EvalReport, model_name: str) -> list:
     """The eval of the model as huggingface_hub EvalResults (the Hub's model-index)."""
     from huggingface_hub import EvalResult
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from ftassist.errors import ConfigError, UserError
+from ftassist.evaluation.report import EvalReport, read_report
 from ftassist.train.record import RunRecord, read_run_record
 
 
@@ -49,10 +50,8 @@ class RunInfo:
         data = self.data_dir
         return data / "test.jsonl" if data and (data / "test.jsonl").exists() else None
 
-    def eval_report(self) -> dict | None:
+    def eval_report(self) -> EvalReport | None:
         """The eval's report when the run was evaluated into RUN_DIR/eval (`ftassist eval --out RUN_DIR/eval`)."""
-        from ftassist.evaluation.report import read_report
-
         return read_report(self.run_dir / "eval")
 
 

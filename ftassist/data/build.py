@@ -29,7 +29,7 @@ from ftassist.data.fixes import apply_fixes
 from ftassist.data.loaders import file_kind
 from ftassist.data.pii import mask_pii
 from ftassist.data.records import DOCUMENT_KINDS, FileInfo, load_records
-from ftassist.data.report import build_report, length_stats, write_reports
+from ftassist.data.report import DataReport, build_report, length_stats, write_reports
 from ftassist.data.schema import is_json_task, parse_json_reply
 from ftassist.data.split import split_rows
 from ftassist.data.validation import usable_messages, validate_records
@@ -57,7 +57,7 @@ class DataResult:
     train_rows: int = 0
     test_rows: int = 0
     files: list[FileInfo] = field(default_factory=list)
-    report: dict[str, Any] = field(default_factory=dict)
+    report: DataReport = field(default_factory=lambda: DataReport())
 
 
 def check_out_folder(out: Path, inputs: list[str]) -> None:

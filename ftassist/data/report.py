@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 from ftassist.data.findings import Finding, count_by_check, count_by_severity
 from ftassist.markdown import table
@@ -65,13 +65,32 @@ def plot_lengths(lengths: list[int], max_length: int, path: Path) -> bool:
     return True
 
 
-def build_report(info: dict[str, Any], findings: list[Finding]) -> dict[str, Any]:
+class DataReport(TypedDict, total=False):
+    """report.json of a data build: written once by `write_reports` (with report.md and the dataset card)."""
+
+    exit_code: int  # 0 usable, 1 errors remain (then no train/test files are written)
+    model: str  # whose tokenizer and chat template measured the lengths
+    inputs: list[dict[str, Any]]  # per file: path, split, kind, encoding, format, rows, why it was read so
+    counts: dict[str, Any]  # rows_in, train, test, dropped (per reason), masked
+    split: str  # how train and test were made
+    schema: dict[str, Any]  # source and the schema (None for free-text tasks)
+    token_lengths: dict[str, Any]  # count, min, mean, p50, p95, max, over_max_length, max_length ({} when none)
+    open_findings_by_severity: dict[str, int]  # what the drop/mask flags left
+    config: dict[str, Any]  # the DataConfig, secrets masked
+    documents: dict[str, Any]  # how documents became pairs (templates or the teacher), when any were read
+    findings_by_severity: dict[str, int]
+    findings_by_check: dict[str, int]
+    findings: list[dict[str, Any]]
+    fingerprint: dict[str, Any]  # the data set version (`data.fingerprint`), when the build is usable
+
+
+def build_report(info: dict[str, Any], findings: list[Finding]) -> DataReport:
     """The report.json object: `info` (inputs, counts, lengths, schema) plus all findings and their counts."""
-    return {**info, "findings_by_severity": count_by_severity(findings), "findings_by_check": count_by_check(findings),
-            "findings": [f.to_dict() for f in findings]}
+    return cast(DataReport, {**info, "findings_by_severity": count_by_severity(findings),
+                             "findings_by_check": count_by_check(findings), "findings": [f.to_dict() for f in findings]})
 
 
-def render_report(report: dict[str, Any], findings: list[Finding], has_plot: bool) -> str:
+def render_report(report: DataReport, findings: list[Finding], has_plot: bool) -> str:
     """report.md: summary, inputs with detection reasons, findings table, examples per check."""
     c = report["counts"]
     lines = ["# Data report", "", f"Exit code **{report['exit_code']}**: " +
@@ -134,7 +153,7 @@ def _md(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def render_card(report: dict[str, Any], schema: dict | None) -> str:
+def render_card(report: DataReport, schema: dict | None) -> str:
     """dataset_card.md, written with huggingface_hub's DatasetCard: metadata (task, size, the two splits'
     files, the data set version) as the Hub reads it, then prose."""
     from huggingface_hub import DatasetCard, DatasetCardData
@@ -171,7 +190,7 @@ def render_card(report: dict[str, Any], schema: dict | None) -> str:
     return str(DatasetCard(f"---\n{meta.to_yaml()}\n---\n\n" + "\n".join(lines)))
 
 
-def write_reports(folder: Path, report: dict[str, Any], findings: list[Finding], lengths: list[int], schema: dict | None) -> None:
+def write_reports(folder: Path, report: DataReport, findings: list[Finding], lengths: list[int], schema: dict | None) -> None:
     """Write report.json, report.md, lengths.png (when there are lengths) and dataset_card.md into `folder`."""
     has_plot = plot_lengths(lengths, report["token_lengths"].get("max_length", 0), folder / "lengths.png")
     write_json_atomic(folder / "report.json", report)

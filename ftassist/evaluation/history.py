@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ftassist.markdown import table
 from ftassist.files import write_text_atomic
 from ftassist.evaluation.summary import HEADLINE
+
+if TYPE_CHECKING:  # report imports history's neighbours; the type alone is needed here
+    from ftassist.evaluation.report import EvalReport
 
 
 def history_path(out: str | Path, history: str | None = None) -> Path:
@@ -22,7 +26,7 @@ def history_path(out: str | Path, history: str | None = None) -> Path:
     return Path(history) if history else Path(out).resolve().parent / "history.jsonl"
 
 
-def history_entry(report: dict) -> dict:
+def history_entry(report: EvalReport) -> dict:
     """The one-line summary of a report: when, where, which test set, and each arm's headline numbers."""
     task = report["data"]["task"]
     metrics = HEADLINE[task]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, TypedDict, cast
 
 from ftassist.evaluation.charts import failures_chart, rates_chart
 from ftassist.evaluation.summary import HEADLINE, LABELS
@@ -27,6 +28,30 @@ DEFINITIONS = {
 }
 
 
+class EvalReport(TypedDict, total=False):
+    """report.json: one eval, as `run_eval` builds it, `write_report` writes it and `read_report` reads it back.
+
+    `arms` (one `summary.summarize_arm` dict per arm: rates and means with 95% intervals, the content
+    reading for JSON tasks, speed) is what the card, the chat and the tracker read; the rest is for report.md.
+    """
+
+    created: str  # ISO time, UTC
+    out: str  # the eval's folder
+    config: dict[str, Any]  # the EvalConfig, keys masked
+    endpoints: list[dict[str, Any]]  # URL and the arms each served
+    data: dict[str, Any]  # path, sha256, examples, task ("json" or "text"), dataset (the data build's id)
+    schema: dict[str, Any] | None  # source and the schema the replies were validated against
+    arms: list[dict[str, Any]]
+    comparisons: list[dict[str, Any]]  # each arm against the first: McNemar test on the primary metric
+    constrained_speed: list[dict[str, Any]]  # structured outputs' speed against the same model without
+    probe: dict[str, Any] | None  # the forgetting probe
+    worst: list[dict[str, Any]]  # the rows the arms got most wrong
+    files: dict[str, Any]  # rates, failures (JSON tasks; else None), replies: file names in `out`
+    notes: list[str]
+    table: str  # the headline table (markdown)
+    history: dict[str, Any]  # where the history lives, and its table
+
+
 def pct(entry: dict) -> str:
     """'45.0% (32.9-57.7)': a rate or mean entry with its 95% interval, in percent."""
     return f"{100 * entry['value']:.1f}% ({100 * entry['low']:.1f}-{100 * entry['high']:.1f})"
@@ -40,7 +65,7 @@ def markdown_table(arms: list[dict], task: str) -> str:
                                    for arm in arms]))
 
 
-def endpoints_line(report: dict) -> str:
+def endpoints_line(report: EvalReport) -> str:
     """'Endpoint URL' for one endpoint, else 'Endpoints: URL (arm, arm); URL (arm)'."""
     found = report.get("endpoints") or [{"url": report["config"].get("base_url"), "arms": None}]
     if len(found) == 1:
@@ -102,7 +127,7 @@ def content_sections(arms: list[dict]) -> list[str]:
     return md
 
 
-def render_markdown(report: dict) -> str:
+def render_markdown(report: EvalReport) -> str:
     """The whole report.md text for a report dict."""
     task, arms, data, cfg = report["data"]["task"], report["arms"], report["data"], report["config"]
     md = ["# Evaluation report", "",
@@ -144,8 +169,8 @@ def render_markdown(report: dict) -> str:
         md.append(f"\nWith structured outputs {c.get('arm', c['model'])} ran at {c['constrained_tokens_per_s']:.1f} tokens/s "
                   f"against {c['tokens_per_s']:.1f} without ({c['ratio']:.2f}x).")
     md.append("")
-    if report.get("probe"):
-        probe = report["probe"]
+    probe = report.get("probe")
+    if probe:
         names = list(probe["arms"])
         md += ["## Did it forget? (general-instruction probe)", ""]
         md += table(["probe", "passes when", *names],
@@ -176,17 +201,17 @@ def render_markdown(report: dict) -> str:
 REPORT_FILE = "report.json"
 
 
-def read_report(folder: str | Path) -> dict | None:
+def read_report(folder: str | Path) -> EvalReport | None:
     """The report.json `write_report` left in `folder` (an eval's --out), or None when it has none or it is unreadable."""
     path = Path(folder) / REPORT_FILE
     try:
         report = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
     except (OSError, ValueError):
         return None
-    return report if isinstance(report, dict) and isinstance(report.get("arms"), list) else None
+    return cast(EvalReport, report) if isinstance(report, dict) and isinstance(report.get("arms"), list) else None
 
 
-def write_report(out: Path, report: dict, replies: list[dict]) -> None:
+def write_report(out: Path, report: EvalReport, replies: list[dict]) -> None:
     """Write report.json, report.md, the charts and replies.jsonl into `out` (each atomically)."""
     out = Path(out)
     task = report["data"]["task"]

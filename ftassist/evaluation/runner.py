@@ -35,7 +35,7 @@ from ftassist.evaluation.freetext import score_text
 from ftassist.evaluation.history import append_history, history_entry, history_path, read_history, render_history
 from ftassist.evaluation.metrics import canonical, make_validator, score_reply, score_request_error
 from ftassist.evaluation.probe import PROBES, check_probe, probe_messages
-from ftassist.evaluation.report import markdown_table, write_report
+from ftassist.evaluation.report import EvalReport, markdown_table, write_report
 from ftassist.evaluation.summary import PRIMARY, compare_arms, constrained_speed, select_worst, summarize_arm
 from ftassist.evaluation.taxonomy import describe
 from ftassist.data.fingerprint import read_fingerprint
@@ -51,7 +51,7 @@ class EvalResult:
 
     out: Path
     table: str
-    report: dict
+    report: EvalReport
     arms: list[dict]
 
 
@@ -110,7 +110,7 @@ def run_eval(cfg: EvalConfig, progress: Callable[[str], None] | None = None) -> 
 
     primary = PRIMARY[task]
     success = {a: [bool(s[0][primary]) for s in sc] for a, sc in scores.items()}
-    report: dict[str, Any] = {
+    report: EvalReport = {
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "out": str(Path(cfg.out)),
         "config": {**dataclasses.asdict(cfg), "api_key": "***" if cfg.api_key else None,
