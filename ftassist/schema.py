@@ -17,6 +17,13 @@ string field only when few distinct values each recur often (at most `ENUM_MAX` 
 at least `ENUM_MIN_SEEN` times). The values may miss a valid value of such a field: pass
 `--schema` when that matters. `ftassist data build` infers the schema of the majority of the
 replies (`tolerance` MAJORITY_TOLERANCE) and reports the rows that disagree with it.
+
+Whether replies are JSON at all (a JSON task) is told here too:
+
+    >>> parse_json_reply('{"a": 1}'), parse_json_reply("plain words")
+    ((True, {'a': 1}), (False, None))
+    >>> is_json_task(['{"a": 1}', '[1, 2]', '{}', '{"b": 2}', "sorry, no"])
+    True
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+
+from ftassist.evaluation.extraction import parse_reply
 
 from ftassist.errors import UserError
 
@@ -110,3 +119,21 @@ def infer_schema(values: list[Any], tolerance: float = 0.0) -> dict:
         if frequent and len(frequent) <= ENUM_MAX and rare <= tolerance * sum(strings.values()):
             schema["enum"] = sorted(frequent)
     return schema
+
+
+JSON_SHARE = 0.8  # replies are a JSON task when at least this share parse as objects or arrays
+
+
+def parse_json_reply(text: Any) -> tuple[bool, Any]:
+    """(True, value) when `text` is, strictly, a JSON object or array (the eval's `parse_reply`), else (False, None)."""
+    if not isinstance(text, str) or not text.strip().startswith(("{", "[")):
+        return False, None
+    parsed = parse_reply(text)
+    return (True, parsed.value) if parsed.strict and isinstance(parsed.value, (dict, list)) else (False, None)
+
+
+def is_json_task(replies: list[Any]) -> bool:
+    """True when at least JSON_SHARE of the replies parse as JSON objects or arrays."""
+    if not replies:
+        return False
+    return sum(parse_json_reply(r)[0] for r in replies) >= JSON_SHARE * len(replies)

@@ -168,7 +168,7 @@ def _serialisable(report: ExportReport) -> dict:
 def verify_files(cfg: ExportConfig, run, files: dict[str, Path], checks: list[FileCheck], out: Path, say) -> str | None:
     """Serve every file with llama.cpp, fill each check, run the JSON eval on all; returns the eval's folder."""
     from serving.llamacpp import SERVER_GREEDY, llama_generate, start_llama_server
-    from serving.served import endpoint, served_replies
+    from serving.verify import endpoint, served_replies
 
     say("export: the reference replies (base + adapter, transformers)")
     ref = load_reference(run, limit=cfg.limit, max_new_tokens=cfg.max_new_tokens)

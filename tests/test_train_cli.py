@@ -12,7 +12,7 @@ import pytest
 
 from ftassist.cli import main
 from ftassist.config import TrainConfig
-from ftassist.train.launch import launch_command, write_launch_config
+from ftassist.train.distributed import launch_command, write_launch_config
 
 
 def test_train_in_the_foreground_then_inspect_it(tiny_model, small_data, tmp_path, capsys):

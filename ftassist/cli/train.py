@@ -35,9 +35,9 @@ def handle(args: argparse.Namespace) -> int:
     if args.print_plan:
         import shlex
 
-        from ftassist.train.launch import launch_command
+        from ftassist.train.distributed import launch_command
 
-        from ftassist.train.launch import write_launch_config
+        from ftassist.train.distributed import write_launch_config
 
         write_launch_config(cfg)
         print(shlex.join(launch_command(cfg, num_processes=max(2, args.num_gpus), strategy=args.strategy)))

@@ -30,7 +30,7 @@ from ftassist.data.loaders import file_kind
 from ftassist.data.pii import mask_pii
 from ftassist.data.records import DOCUMENT_KINDS, FileInfo, load_records
 from ftassist.data.report import DataReport, build_report, length_stats, write_reports
-from ftassist.data.schema import is_json_task, parse_json_reply
+from ftassist.schema import is_json_task, parse_json_reply
 from ftassist.data.split import split_rows
 from ftassist.data.validation import usable_messages, validate_records
 from ftassist.errors import UserError

@@ -17,7 +17,7 @@ import numpy as np
 
 from ftassist.data.findings import DataRow, Finding, clip
 from ftassist.data.pii import PLACEHOLDER, find_pii
-from ftassist.data.schema import parse_json_reply
+from ftassist.schema import parse_json_reply
 
 Msgs = list[dict] | None
 MOJIBAKE = re.compile(r"Ã[\u0080-\u00bf]|â€|Â[\u00a0-\u00bf]|\ufffd")

@@ -91,7 +91,7 @@ def is_guess(reason: str) -> bool:
 
 
 def _mostly_json(col: str, rows: list[dict[str, Any]]) -> bool:
-    from ftassist.data.schema import parse_json_reply
+    from ftassist.schema import parse_json_reply
 
     vals = [r.get(col) for r in rows if r.get(col) not in (None, "")]
     return bool(vals) and sum(parse_json_reply(v)[0] for v in vals) >= 0.8 * len(vals)
