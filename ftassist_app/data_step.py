@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ftassist.config import DataConfig
+from ftassist.data.uploads import classify_uploads, is_schema_file
 from ftassist.data.fixes import Fix, offered_fixes  # noqa: F401 - the chat offers the library's fixes
 from ftassist.errors import UserError
 from ftassist.markdown import cell, table
@@ -23,14 +24,10 @@ def data_config(inputs: list[str], out: Path, model: str, fixes: dict[str, bool]
                  column_map: dict[str, str] | None = None, schema: str | None = None) -> DataConfig:
     """The DataConfig the app builds for `inputs` (a folder's train/test.jsonl pair is kept as a pair);
     `column_map` the mapping the user chose for a table, `schema` a schema file they edited."""
-    names = {Path(p).name: p for p in inputs}
-    test_inputs = [names["test.jsonl"]] if "test.jsonl" in names and len(inputs) > 1 else []
-    train = [p for p in inputs if p not in test_inputs]
-    schemas = [p for p in train if Path(p).name.endswith("schema.json")]
-    train = [p for p in train if p not in schemas]
+    uploads = classify_uploads(inputs)
     mapping = {k: v for k, v in (column_map or {}).items() if v}
     switches: dict[str, Any] = {k: v for k, v in fixes.items() if v}
-    return DataConfig(inputs=train, test_inputs=test_inputs, schema=schema or (schemas[0] if schemas else None),
+    return DataConfig(inputs=uploads.train, test_inputs=uploads.test, schema=schema or uploads.schema,
                       out=str(out), model=model, max_rows=max_rows, column_map=mapping,
                       **switches)
 
@@ -41,7 +38,7 @@ def mapping_needed(inputs: list[str]) -> Any:
     from ftassist.data.formats import table_mapping
 
     for p in inputs:
-        if Path(p).name.endswith("schema.json"):  # a schema the user gave, not data
+        if is_schema_file(p):  # a schema the user gave, not data
             continue
         found = table_mapping(p)
         if found is not None:
