@@ -36,13 +36,13 @@ class Reply:
 class Endpoint:
     """A chat-completions endpoint at `base_url`; thread-safe (one httpx pool shared by threads).
 
-    `fix_url` and `fix_key` name, in error messages, the flag that set the URL and the key.
+    `fix_url`, `fix_key` and `fix_model` name, in error messages, the flags that set the URL, the key and the model.
     """
 
     def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 120.0, *,
-                 fix_url: str = "--base-url", fix_key: str = "--api-key", max_retries: int = 2):
+                 fix_url: str = "--base-url", fix_key: str = "--api-key", fix_model: str = "--model", max_retries: int = 2):
         self.base_url = base_url.rstrip("/")
-        self.fix_url, self.fix_key = fix_url, fix_key
+        self.fix_url, self.fix_key, self.fix_model = fix_url, fix_key, fix_model
         key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
         self.client = OpenAI(base_url=self.base_url, api_key=key, timeout=timeout, max_retries=max_retries)
 
@@ -130,7 +130,7 @@ class Endpoint:
     def _unknown(self, missing: list[str], served: list[str]) -> UserError:
         listed = ", ".join(served) if served else "(none listed)"
         return UserError(f"the endpoint {self.base_url} does not serve model(s) {', '.join(missing)}; "
-                         f"it serves: {listed}. Pass one of those with --model")
+                         f"it serves: {listed}. Pass one of those with {self.fix_model}")
 
 
 def _message(exc: openai.APIStatusError) -> str:

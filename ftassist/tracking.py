@@ -96,10 +96,13 @@ def log_eval(run_dir: str | Path, arms: list[dict]) -> bool:
     # folder, and this process's environment is left as it was (its later training jobs inherit it).
     import subprocess
 
-    subprocess.run([sys.executable, "-c", _LOG_CHILD], input=json.dumps(
-        {"project": tracking["project"], "run": tracking["run"], "values": values}), text=True,
-        env={**os.environ, "TRACKIO_DIR": tracking["dir"]}, check=True, capture_output=True, timeout=120)
-    return True
-    os.environ["TRACKIO_DIR"] = tracking["dir"]
-    _log(tracking["project"], tracking["run"], values)
+    try:
+        subprocess.run([sys.executable, "-c", _LOG_CHILD], input=json.dumps(
+            {"project": tracking["project"], "run": tracking["run"], "values": values}), text=True,
+            env={**os.environ, "TRACKIO_DIR": tracking["dir"]}, check=True, capture_output=True, timeout=120)
+    except subprocess.CalledProcessError as exc:
+        last = (exc.stderr or "").strip().splitlines()[-1:] or [f"exit status {exc.returncode}"]
+        raise UserError(f"Trackio could not log to {tracking['dir']}: {last[0]}") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise UserError(f"Trackio did not finish logging to {tracking['dir']} within 120 s") from exc
     return True

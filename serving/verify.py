@@ -213,9 +213,10 @@ def compare(run: RunInfo, probes: list, prompts: list[list[int]], outputs: dict[
 
 def endpoint(server, base_url: str | None = None, api_key: str | None = None) -> Endpoint:
     """The `Endpoint` of a server this process started, else of `base_url`; no retries (the gate counts every reply)."""
+    names = "--merged-name / --adapter-name"
     if server is not None:
-        return Endpoint(server.base_url, server.api_key, max_retries=0)
-    return Endpoint(base_url or "", api_key, max_retries=0)
+        return Endpoint(server.base_url, server.api_key, max_retries=0, fix_model=names)
+    return Endpoint(base_url or "", api_key, max_retries=0, fix_model=names)
 
 
 def _same(a: str | None, b: Path) -> bool:

@@ -108,7 +108,8 @@ class BudgetScheduleMixin:
 
 def budget_stop(clock: Clock):
     """A transformers callback that ends training (with a checkpoint) once `clock` is over: the time budget of a run
-    that has no validation split to stop it (the task-metric callback stops the others, after their last score)."""
+    that has no validation split to stop it (the task-metric callback stops the others, after their last score).
+    Such a run keeps no record of its earlier sessions' time: resumed, it gets the budget (and the schedule) again."""
     from transformers import TrainerCallback
 
     class BudgetStop(TrainerCallback):

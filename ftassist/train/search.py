@@ -12,7 +12,10 @@ model and the last evaluation, is measured and kept out of the later shares); th
 validation row) resumes from its checkpoint with the next share, and so on until one is left
 or the budget is spent. The winner's run folder is copied to OUT (adapter, config, metrics),
 so `ftassist merge OUT` works as after a plain run, and `OUT/search.json` / `search.md`
-record every candidate, rung and figure.
+record every candidate, rung and figure. Each rung's learning rate decays to zero with the time
+it was given (`schedule.budget_lambda`): candidates are compared settled, as a plain run ends, and a
+candidate that goes on to the next rung resumes at the rate its larger budget gives at that point
+(a restart of the decay, not of the warm-up).
 
 Full fine-tuning is not among the candidates: the rest of the pipeline (merge, verify, serve)
 takes LoRA adapters, and a full copy of the weights per candidate would not fit this design.
