@@ -15,6 +15,7 @@ COPY pyproject.toml README.md ./
 COPY ftassist ./ftassist
 COPY serving ./serving
 COPY ftassist_app ./ftassist_app
+COPY ftassist_cli ./ftassist_cli
 COPY examples ./examples
 COPY app.py ./
 

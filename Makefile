@@ -72,14 +72,14 @@ run: model
 
 test: setup browser
 	@echo "==> [test] lint (ruff: pyflakes, syntax, mutable defaults)"
-	$(VENV)/bin/ruff check ftassist ftassist_app serving tests bench app.py
-	@echo "==> [test] type check (mypy: ftassist, serving, ftassist_app; pyproject.toml [tool.mypy])"
+	$(VENV)/bin/ruff check ftassist ftassist_app ftassist_cli serving tests bench app.py
+	@echo "==> [test] type check (mypy: ftassist, ftassist_cli, serving, ftassist_app; pyproject.toml [tool.mypy])"
 	$(VENV)/bin/mypy
 	@echo "==> [test] running the suite"
-	$(PY) -m pytest -q -p no:cacheprovider --timeout=900 --doctest-modules tests ftassist serving ftassist_app --ignore=ftassist/__main__.py $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider --timeout=900 --doctest-modules tests ftassist serving ftassist_app ftassist_cli --ignore=ftassist_cli/__main__.py $(PYTEST_ARGS)
 
 demo: model
-	$(PY) -m ftassist demo
+	$(PY) -m ftassist_cli demo
 
 bench: model
 	$(PY) bench/data_validation.py

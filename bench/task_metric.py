@@ -76,7 +76,7 @@ def plain_recipe(model_path: str, data: Path, out: Path) -> float:
 def ftassist_recipe(model_path: str, data: Path, out: Path, time_budget: float) -> tuple[float, dict]:
     """Train with ftassist's defaults; returns (wall seconds, run.json)."""
     from ftassist.config import TrainConfig
-    from ftassist.train.runner import train
+    from ftassist.train.trainer import train
 
     started = time.time()
     train(TrainConfig(data=str(data), out=str(out), model=model_path, time_budget=time_budget), progress=False)

@@ -5,7 +5,7 @@
 
 (a) plain: HF `Trainer` + peft LoRA (all-linear, r=16), every batch padded to max_length=512,
     fp32, loss on every token - the recipe most tutorials show.
-(b) ftassist: `ftassist.train.runner.train` - trl SFTTrainer, dynamic padding grouped by length,
+(b) ftassist: `ftassist.train.trainer.train` - trl SFTTrainer, dynamic padding grouped by length,
     loss on the reply only (on CPU the model's own cross-entropy, not trl's tiled LM head), fp32,
     no checkpointing.
 Throughput counts only non-padding tokens and skips the first step of each (warm-up). Both run
@@ -91,7 +91,7 @@ def plain_recipe(model_path: str, rows: list[dict], steps: int, batch: int, max_
 
 def ftassist_recipe(model_path: str, data_dir: Path, steps: int, batch: int) -> dict:
     from ftassist.config import TrainConfig
-    from ftassist.train.runner import train
+    from ftassist.train.trainer import train
 
     with tempfile.TemporaryDirectory() as out:
         cfg = TrainConfig(data=str(data_dir), out=out, model=model_path, max_steps=steps, batch_size=batch, grad_accum=1,

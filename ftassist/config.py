@@ -1,6 +1,6 @@
 """Typed configs, one per stage, shared by the CLI, YAML files, the Gradio app and Python callers.
 
-Every field carries help text in its metadata; `ftassist.cli` builds its flags from these
+Every field carries help text in its metadata; `ftassist_cli` builds its flags from these
 fields, `load_config` builds the same objects from a YAML file, and `validate()` collects every
 cross-field problem at once and raises them together as one `ConfigError`.
 

@@ -22,7 +22,7 @@ _SUBCOMMANDS = {"DataConfig": "data build", "TrainConfig": "train", "MergeConfig
 def cli_command(subcommand: str | None, cfg: Any) -> str:
     """The `ftassist ...` command line that builds the same config (only non-default fields).
 
-    Flags follow `ftassist.cli.args`: `field_name` -> `--field-name` (or the field's `flag`),
+    Flags follow `ftassist_cli.args`: `field_name` -> `--field-name` (or the field's `flag`),
     booleans as `--x` / `--no-x`, lists and dicts as repeated flags, positionals first.
     """
     words = ["ftassist", *(subcommand or _SUBCOMMANDS[type(cfg).__name__]).split()]

@@ -102,7 +102,7 @@ def run_evaluation(info: Any, data_dir: str | None, out: Path, limit: int = 0) -
         raise UserError(NO_SERVER)
     if not data_dir or not (Path(data_dir) / "test.jsonl").exists():
         raise UserError("no test split yet: build the data first (Data step)")
-    from ftassist.evaluation.runner import run_eval
+    from ftassist.evaluation.harness import run_eval
 
     schema = Path(data_dir) / "schema.json"
     cfg = EvalConfig(base_url=info.base_url, models=list(info.models), data=str(Path(data_dir) / "test.jsonl"),

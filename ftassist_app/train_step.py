@@ -40,7 +40,7 @@ def explain_plan(cfg: TrainConfig) -> str:
     """The planner's explanation for `cfg`: the very calls the trainer makes before it starts (`prepare_run`)."""
     import tempfile
 
-    from ftassist.train.runner import prepare_run
+    from ftassist.train.trainer import prepare_run
 
     with tempfile.TemporaryDirectory() as scratch:  # a carved validation split is written here, not into a run
         prep = prepare_run(cfg, Path(scratch))

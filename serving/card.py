@@ -8,7 +8,7 @@ from pathlib import Path
 from ftassist.data.fingerprint import read_fingerprint
 from ftassist.evaluation.report import EvalReport, pct
 from ftassist.markdown import table
-from serving.run import RunInfo
+from serving.run_folder import RunInfo
 
 
 def count_lines(path: Path) -> int | None:

@@ -31,7 +31,7 @@ from ftassist.files import write_json_atomic, write_text_atomic
 from ftassist.markdown import table
 from serving import gguf
 from serving.parity import Mismatch
-from serving.run import read_run
+from serving.run_folder import read_run
 from serving.verify import THRESHOLD, Reference, compare, load_reference
 
 RATES = ("field_accuracy", "exact", "schema_valid", "strict")  # the eval's figures shown per file, content first
@@ -215,7 +215,7 @@ def tokens_match(server, ref: Reference) -> tuple[bool, str]:
 
 def run_file_eval(cfg: ExportConfig, run, servers: dict, checks: list[FileCheck], out: Path, say) -> str | None:
     """The JSON eval on every served file, side by side; fills each check's rates."""
-    from ftassist.evaluation.runner import run_eval
+    from ftassist.evaluation.harness import run_eval
     from serving.llamacpp import SERVER_GREEDY
 
     if run.test_path is None:

@@ -15,7 +15,7 @@ from ftassist.config import MergeConfig
 from ftassist.errors import UserError
 from ftassist.files import atomic_dir, write_text_atomic
 from serving.card import model_card
-from serving.run import read_run
+from serving.run_folder import read_run
 
 UNSAFE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 

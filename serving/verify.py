@@ -24,7 +24,7 @@ from ftassist.errors import UserError
 from ftassist.files import write_json_atomic, write_text_atomic
 from ftassist.markdown import table
 from serving.parity import Mismatch, agreement, likely_causes, probe_set, trim_at_eos
-from serving.run import RunInfo, read_run
+from serving.run_folder import RunInfo, read_run
 
 THRESHOLD = 0.99
 

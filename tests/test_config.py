@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from ftassist import config as C
-from ftassist.cli import build_parser
-from ftassist.cli.args import config_from_args
+from ftassist_cli import build_parser
+from ftassist_cli.args import config_from_args
 from ftassist.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,7 +66,7 @@ def test_every_field_has_help():
 
 
 def test_cli_bad_flag_is_one_line_exit_2(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "ftassist", "demo", "--port", "70000"],
+    proc = subprocess.run([sys.executable, "-m", "ftassist_cli", "demo", "--port", "70000"],
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == ["ftassist demo: error: --port 70000 is not a valid port"]
@@ -80,14 +80,14 @@ def test_cli_bad_flag_is_one_line_exit_2(tmp_path):
     (["data", "inspect", "nowhere.csv"], "ftassist data: error: nowhere.csv: no such file"),
 ])
 def test_verify_and_inspect_flags_are_checked_by_their_configs(argv, line):
-    proc = subprocess.run([sys.executable, "-m", "ftassist", *argv], capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run([sys.executable, "-m", "ftassist_cli", *argv], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [line], proc.stderr
 
 
 def test_cli_unreadable_yaml(tmp_path):
     path = tmp_path / "x.yaml"
     path.write_text("a: [unclosed\n")
-    proc = subprocess.run([sys.executable, "-m", "ftassist", "demo", "--config", str(path)],
+    proc = subprocess.run([sys.executable, "-m", "ftassist_cli", "demo", "--config", str(path)],
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2
     assert "cannot read it as YAML" in proc.stderr and "Traceback" not in proc.stderr
@@ -100,7 +100,7 @@ def test_yaml_strings_are_coerced_and_bad_values_fail_in_one_line(tmp_path):
     assert (cfg.learning_rate, cfg.lora_r, cfg.group_by_length) == (2e-4, 8, False)
     bad = tmp_path / "bad.yaml"
     bad.write_text("data: d\nout: o\nmethod: qlor\ndtype: bf16\nepochs: lots\n")
-    proc = subprocess.run([sys.executable, "-m", "ftassist", "train", "--config", str(bad)], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "ftassist_cli", "train", "--config", str(bad)], capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 3 and all(line.startswith("ftassist train: error: ") for line in lines)  # one line per problem

@@ -100,7 +100,7 @@ def test_refuses_to_overwrite_foreign_folder(tiny_model, tmp_path):
 
 def cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "ftassist", "data", *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    return subprocess.run([sys.executable, "-m", "ftassist_cli", "data", *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
 
 
 def test_cli_exit_codes(tiny_model, tmp_path):

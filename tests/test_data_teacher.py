@@ -13,7 +13,7 @@ import pytest
 
 from serving.preflight import free_port
 
-from ftassist.cli import main as cli_main
+from ftassist_cli import main as cli_main
 from ftassist.config import DataConfig
 from ftassist.data.build import build_dataset
 from ftassist.data.documents import document_passages

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_demo_runs_every_stage(tiny_model, tmp_path):
     out = tmp_path / "demo"
     proc = subprocess.run(
-        [sys.executable, "-m", "ftassist", "demo", "--model", str(tiny_model), "--out", str(out),
+        [sys.executable, "-m", "ftassist_cli", "demo", "--model", str(tiny_model), "--out", str(out),
          "--max-steps", "2", "--limit", "4", "--port", str(free_port())],
         capture_output=True, text=True, cwd=ROOT, timeout=900,
     )
@@ -36,7 +36,7 @@ def test_demo_runs_every_stage(tiny_model, tmp_path):
 
 
 def test_demo_refuses_missing_example(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "ftassist", "demo", "--example", str(tmp_path), "--out", str(tmp_path / "o")],
+    proc = subprocess.run([sys.executable, "-m", "ftassist_cli", "demo", "--example", str(tmp_path), "--out", str(tmp_path / "o")],
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2
     assert "train.jsonl is missing" in proc.stderr and "Traceback" not in proc.stderr

@@ -14,10 +14,10 @@ from http.server import ThreadingHTTPServer
 
 import pytest
 
-from ftassist.cli import main
+from ftassist_cli import main
 from ftassist.config import EvalConfig
 from ftassist.errors import UserError
-from ftassist.evaluation.runner import run_eval
+from ftassist.evaluation.harness import run_eval
 from ftassist.evaluation.testset import load_examples
 from ftassist.schema import infer_schema
 from tests.conftest import EXAMPLE

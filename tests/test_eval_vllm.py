@@ -13,7 +13,7 @@ import pytest
 
 from ftassist.config import EvalConfig
 from ftassist.errors import UserError
-from ftassist.evaluation.runner import run_eval
+from ftassist.evaluation.harness import run_eval
 from tests.conftest import EXAMPLE
 
 pytestmark = pytest.mark.vllm

@@ -93,7 +93,7 @@ def test_cli_measure_prints_figures_and_advice_and_refuses_bad_input(built, tiny
     root = Path(__file__).resolve().parent.parent
 
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "ftassist", "data", "measure", *args], capture_output=True, text=True,
+        return subprocess.run([sys.executable, "-m", "ftassist_cli", "data", "measure", *args], capture_output=True, text=True,
                               cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, timeout=300)
 
     ok = cli(str(built), "--model", str(tiny_model), "--rows", "2", "--shots", "1")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ftassist.cli import main
+from ftassist_cli import main
 from ftassist.config import ExportConfig
 from ftassist.errors import ConfigError, UserError
 from serving import gguf

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from ftassist.config import TrainConfig
 from ftassist.errors import UserError
 from ftassist.train.jobs import cancel_job, list_jobs, read_metrics, read_status, resume_job, start_job
-from ftassist.train.runner import train
+from ftassist.train.trainer import train
 from tests.tiny import build_tiny_llama
 
 pytestmark = pytest.mark.slow

@@ -67,6 +67,8 @@ def test_files_are_safetensors_only_with_training_template_and_card(run_dir, tmp
     from transformers import AutoTokenizer
 
     from ftassist.evaluation.metrics import make_validator, score_reply
+    from ftassist.evaluation.report import write_report
+    from tests.test_eval_report import synthetic_report
     from ftassist.evaluation.summary import summarize_arm
 
     # an eval report in the shape the eval writes: arm summaries from the eval's own scorer and summarizer
@@ -75,9 +77,8 @@ def test_files_are_safetensors_only_with_training_template_and_card(run_dir, tmp
     scores = {"base": ["no json", '{"a": 2, "b": "y"}'], "tuned": ['{"a": 1, "b": "x"}', '{"a": 1, "b": "y"}']}
     arms = [summarize_arm(name, [[score_reply(r, ref, validator)] for r in replies], "json", model=name)
             for name, replies in scores.items()]
-    (run_dir / "eval").mkdir()
-    (run_dir / "eval" / "report.json").write_text(json.dumps(
-        {"data": {"path": "data/test.jsonl", "examples": 2, "task": "json"}, "arms": arms}))
+    # written by the eval's own writer, as `ftassist eval --out RUN/eval` leaves it
+    write_report(run_dir / "eval", synthetic_report(run_dir, arms, scores), [])
     out = merge_adapter(MergeConfig(run_dir=str(run_dir), out=str(tmp_path / "merged")))
     names = sorted(p.name for p in out.iterdir())
     assert names == ["README.md", "chat_template.jinja", "config.json", "generation_config.json", "model.safetensors",
@@ -122,7 +123,7 @@ def test_missing_and_incomplete_run_dirs(tmp_path):
 
 
 def test_cli_merge(run_dir, tmp_path, capsys):
-    from ftassist.cli import main
+    from ftassist_cli import main
 
     assert main(["merge", str(run_dir), "--out", str(tmp_path / "m")]) == 0
     assert f"merged model written to {tmp_path / 'm'}" in capsys.readouterr().out

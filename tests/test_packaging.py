@@ -8,8 +8,8 @@ import shlex
 from pathlib import Path
 
 import app
-from ftassist.cli import build_parser
-from ftassist.cli.args import config_from_args
+from ftassist_cli import build_parser
+from ftassist_cli.args import config_from_args
 from ftassist.config import ServeConfig
 from serving.launch import build_vllm_argv
 
@@ -52,3 +52,32 @@ def test_scaling_out_flags_reach_vllm(tmp_path):
             assert extra in argv, f"{extra} from the README is not passed to vLLM"
     joined = " ".join(commands)
     assert "--tensor-parallel-size" in joined and "--pipeline-parallel-size" in joined
+
+
+def imported_packages(folder: str) -> dict[str, set[str]]:
+    """Top-level package of every import (function-level ones too) in each file under `folder`."""
+    import ast
+
+    found: dict[str, set[str]] = {}
+    for path in sorted((ROOT / folder).rglob("*.py")):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+        found[str(path.relative_to(ROOT))] = names
+    return found
+
+
+def test_imports_run_one_way():
+    """ftassist <- serving <- the front ends (ftassist_cli, ftassist_app): no file of a lower layer
+    imports a higher one, even inside a function, and only the app imports gradio."""
+    higher = {"ftassist": {"serving", "ftassist_cli", "ftassist_app", "gradio"},
+              "serving": {"ftassist_cli", "ftassist_app", "gradio"},
+              "ftassist_cli": {"ftassist_app", "gradio"}}
+    wrong = [f"{path} imports {sorted(names & banned)}"
+             for folder, banned in higher.items()
+             for path, names in imported_packages(folder).items() if names & banned]
+    assert wrong == []
+    assert "serving" in set().union(*imported_packages("ftassist_cli").values())  # the scan sees real imports

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def push(*args: str, **env: str) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
-    return subprocess.run([sys.executable, "-m", "ftassist", "push", *args], capture_output=True, text=True, cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "ftassist_cli", "push", *args], capture_output=True, text=True, cwd=ROOT,
                           env={**clean, "PYTHONPATH": str(ROOT), **env}, timeout=120)
 
 

@@ -150,7 +150,7 @@ def test_non_loopback_needs_a_key(tiny_model):
 
 
 def test_cli_reports_problems_with_exit_2(tmp_path, capsys):
-    from ftassist.cli import main
+    from ftassist_cli import main
 
     code = main(["serve", "--model", str(tmp_path / "nope"), "--port", str(free_port())])
     assert code == 2

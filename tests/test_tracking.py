@@ -13,7 +13,7 @@ from ftassist.config import TrainConfig
 from ftassist.errors import ConfigError
 from ftassist.tracking import PROJECT, log_eval, tracker_missing
 from ftassist.train.record import RunRecord, write_run_record
-from ftassist.train.runner import train
+from ftassist.train.trainer import train
 
 READ = """
 import json, sys

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from ftassist.cli import main
+from ftassist_cli import main
 from ftassist.config import TrainConfig
 from ftassist.train.distributed import launch_command, write_launch_config
 

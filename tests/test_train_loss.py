@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from ftassist.config import TrainConfig
-from ftassist.train import runner
+from ftassist.train import trainer as training
 from ftassist.train.dataset import as_dataset, load_split
 from ftassist.train.planner import Plan
 
@@ -26,7 +26,7 @@ def _trainer(tiny_model: Path, data: Path, out: Path, **kw):
                       grad_accum=2, learning_rate=2e-3, seed=7, lora_dropout=0.0, **kw)
     plan = Plan("lora", "cpu", "float32", cfg.batch_size, cfg.grad_accum, False, 256, 1.0, 10.0, "test")
     tok = AutoTokenizer.from_pretrained(tiny_model)
-    trainer, _ = runner.build_trainer(cfg, plan, cfg.model, tok, as_dataset(load_split(data)), out, None, False)
+    trainer, _ = training.build_trainer(cfg, plan, cfg.model, tok, as_dataset(load_split(data)), out, None, False)
     return trainer
 
 

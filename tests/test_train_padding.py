@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from ftassist.config import TrainConfig
-from ftassist.train import runner
+from ftassist.train import trainer as training
 from ftassist.train.dataset import as_dataset, load_split
 from ftassist.train.planner import Plan
 from tests.conftest import write_small_data
@@ -33,7 +33,7 @@ def _cfg(data: Path, out: Path, model: Path, **kw) -> TrainConfig:
 def _trainer(cfg: TrainConfig, tokenizer, dataset, *, pad_to: int | None):
     """ftassist's trainer, with its collator padding every batch to `pad_to` when given (the plain recipe's way)."""
     plan = Plan("lora", "cpu", "float32", cfg.batch_size, 1, False, MAX_LENGTH, 1.0, 10.0, "test")
-    trainer, _ = runner.build_trainer(cfg, plan, cfg.model, tokenizer, dataset, Path(cfg.out), None, False)
+    trainer, _ = training.build_trainer(cfg, plan, cfg.model, tokenizer, dataset, Path(cfg.out), None, False)
     trainer.data_collator.pad_to_multiple_of = pad_to
     return trainer
 
@@ -86,7 +86,7 @@ def runs(tiny_model, tmp_path_factory):
                                                    if p.requires_grad}}
 
     # ftassist as users run it: train() with dynamic padding and group_by_length, judged from the saved adapter.
-    built, build_trainer = [], runner.build_trainer
+    built, build_trainer = [], training.build_trainer
 
     def keep_trainer(*args, **kwargs):
         trainer, guard = build_trainer(*args, **kwargs)
@@ -94,9 +94,9 @@ def runs(tiny_model, tmp_path_factory):
         return trainer, guard
 
     mp = pytest.MonkeyPatch()
-    mp.setattr(runner, "build_trainer", keep_trainer)
+    mp.setattr(training, "build_trainer", keep_trainer)
     try:
-        out = runner.train(_cfg(data, root / "ftassist", tiny_model), progress=False)
+        out = training.train(_cfg(data, root / "ftassist", tiny_model), progress=False)
     finally:
         mp.undo()
     (trainer,) = built

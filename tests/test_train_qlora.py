@@ -7,7 +7,7 @@ import json
 import torch
 from safetensors.torch import load_file
 
-from ftassist.train import runner
+from ftassist.train import trainer as training
 from tests.test_train_runner import tiny_cfg
 
 import bitsandbytes as bnb  # noqa: E402 - installed by `make test`; a missing extra must fail, not skip
@@ -28,10 +28,10 @@ def test_qlora_trains_lora_on_a_frozen_nf4_base_and_saves_a_plain_peft_adapter(t
         })
         return trainer, guard
 
-    build_trainer = runner.build_trainer
-    monkeypatch.setattr(runner, "build_trainer", keep_trainer)
+    build_trainer = training.build_trainer
+    monkeypatch.setattr(training, "build_trainer", keep_trainer)
     run = tmp_path / "qlora"
-    result = runner.train(tiny_cfg(small_data, run, tiny_model, method="qlora", device="cpu", max_steps=10,
+    result = training.train(tiny_cfg(small_data, run, tiny_model, method="qlora", device="cpu", max_steps=10,
                                    save_steps=100), progress=False)
 
     # The base really is 4-bit: all 7 linear layers of both blocks are bnb Linear4bit holding packed NF4

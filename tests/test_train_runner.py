@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from ftassist.config import TrainConfig, load_config
 from ftassist.errors import UserError
 from ftassist.train.planner import Plan
-from ftassist.train.runner import TrainingFailed, build_trainer, train
+from ftassist.train.trainer import TrainingFailed, build_trainer, train
 
 
 def tiny_cfg(data: Path, out: Path, model: Path, **kw) -> TrainConfig:
@@ -138,7 +138,7 @@ def test_out_of_memory_halves_the_micro_batch_and_resumes_from_the_newest_checkp
     the micro-batch halved and the gradient accumulation doubled, and training resumes from checkpoint-2."""
     from transformers import TrainerCallback
 
-    from ftassist.train import runner
+    from ftassist.train import trainer as training
 
     class OutOfMemoryOnce(TrainerCallback):
         raised = False
@@ -148,14 +148,14 @@ def test_out_of_memory_halves_the_micro_batch_and_resumes_from_the_newest_checkp
                 OutOfMemoryOnce.raised = True
                 raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    real = runner.build_trainer
+    real = training.build_trainer
     plans = []
 
     def build(cfg, plan, *args, extra_callbacks=(), **kw):
         plans.append((plan.micro_batch, plan.grad_accum))
         return real(cfg, plan, *args, extra_callbacks=[*extra_callbacks, OutOfMemoryOnce()], **kw)
 
-    monkeypatch.setattr(runner, "build_trainer", build)
+    monkeypatch.setattr(training, "build_trainer", build)
     run = tmp_path / "run"
     result = train(tiny_cfg(small_data, run, tiny_model, max_steps=6, save_steps=2, batch_size=4, grad_accum=1), progress=False)
     assert plans == [(4, 1), (2, 2)] and result.steps == 6

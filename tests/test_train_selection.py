@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from ftassist.config import TrainConfig
-from ftassist.train.runner import train
+from ftassist.train.trainer import train
 from ftassist.train.search import Candidate, search
 
 
@@ -172,3 +172,11 @@ def test_the_time_budget_also_stops_a_run_without_a_validation_split(tiny_model,
     assert (run / "checkpoints" / f"checkpoint-{result.steps}").is_dir()  # resumable from where the clock stopped it
     lrs = [r["lr"] for r in _rows(run) if "loss" in r]
     assert lrs[-1] < 0.1 * max(lrs)  # decayed with the clock, not with the 100,000-step plan
+    counted = [r["elapsed_s"] for r in _rows(run) if "loss" in r]
+    assert counted == sorted(counted) and counted[-1] >= 0.05 * 60  # each row: the training seconds the clock counted
+
+    # Resumed, it counts on from there: the budget is already spent, so one more step and it stops again.
+    again = train(_cfg(small_data, run, tiny_model, max_steps=100_000, save_steps=100_000, logging_steps=1,
+                       task_metric=False, time_budget=0.05), resume=True, progress=False)
+    assert again.steps == result.steps + 1
+    assert _rows(run)[-1]["elapsed_s"] >= counted[-1]

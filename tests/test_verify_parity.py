@@ -66,7 +66,7 @@ def test_verify_through_the_server_is_exact_in_fp32(tmp_path, tiny_model, tiny_a
 
 @pytest.mark.vllm
 def test_verify_fails_on_a_different_served_template(tmp_path, tiny_model, tiny_adapter, small_data, vllm_server, capsys):
-    from ftassist.cli import main
+    from ftassist_cli import main
 
     run = make_run(tmp_path, tiny_model, tiny_adapter, small_data, template=OTHER_TEMPLATE, mergeable=True)
     code = main(["verify", str(run), "--base-url", vllm_server.base_url, "--api-key", vllm_server.api_key,
@@ -93,14 +93,14 @@ def group_members(pgid: int) -> list[int]:
 
 @pytest.mark.vllm
 def test_serve_cli_serves_the_merged_model_and_stops_cleanly(tmp_path, tiny_model, tiny_adapter, small_data):
-    from ftassist.cli import main
+    from ftassist_cli import main
     from serving.preflight import free_port
     from serving.registry import read_server_record
 
     run = make_run(tmp_path, tiny_model, tiny_adapter, small_data, mergeable=True)
     assert main(["merge", str(run), "--out", str(run / "merged")]) == 0
     port = free_port()
-    cmd = [sys.executable, "-m", "ftassist", "serve", "--model", str(run / "merged"), "--port", str(port), "--api-key", "k-1",
+    cmd = [sys.executable, "-m", "ftassist_cli", "serve", "--model", str(run / "merged"), "--port", str(port), "--api-key", "k-1",
            "--dtype", "float32", "--max-model-len", "512", "--enforce-eager", "--log-file", str(tmp_path / "vllm.log"),
            "--record", str(run / "server.json")]
     cli = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

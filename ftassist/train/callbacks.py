@@ -45,8 +45,9 @@ def check_health(history: list[dict], zero_patience: int = 3) -> str | None:
 class MetricsCallback(TrainerCallback):
     """Writes metrics.jsonl rows and status updates; optional tqdm bar in the foreground."""
 
-    def __init__(self, run_dir: str | Path, status=None, progress: bool = False, log=None):
+    def __init__(self, run_dir: str | Path, status=None, progress: bool = False, log=None, clock=None):
         self.path = Path(run_dir) / "metrics.jsonl"
+        self.clock = clock  # a schedule.Clock: each row records the training seconds it has counted (resume reads it)
         self.status = status
         self.progress = progress
         self.log = log
@@ -57,6 +58,8 @@ class MetricsCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._t0 = self._last_t = time.time()
+        if self.clock is not None and not self.clock.started:
+            self.clock.restart()
         self._start_step = state.global_step
         self._last_tokens = None
         if self.status is not None:
@@ -95,6 +98,7 @@ class MetricsCallback(TrainerCallback):
             "eta_s": round(eta, 1) if eta is not None else None,
             "tokens": int(tokens) if tokens is not None else None,  # non-padding tokens trained so far (this session)
             "epoch": round(logs.get("epoch", state.epoch or 0.0), 4),
+            "elapsed_s": round(self.clock.elapsed(), 1) if self.clock is not None and self.clock.started else None,
             "time": round(now, 3),
         }
         with open(self.path, "a", encoding="utf-8") as fh:

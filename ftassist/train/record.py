@@ -1,7 +1,7 @@
 """The run record: `run.json`, what `ftassist train` resolved and how the run ended, with one writer and one reader.
 
 Written by the runner at the start of a run (mergeable false) and again when it ends; read by merge,
-verify, export and the cards (through `serving.run.read_run`), the app, the search and the tracker.
+verify, export and the cards (through `serving.run_folder.read_run`), the app, the search and the tracker.
 Keys this version does not know are kept in `extra` and written back, so an older reader never drops
 a newer writer's facts.
 

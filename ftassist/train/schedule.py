@@ -36,6 +36,10 @@ class Clock:
         """Count this session from now (the start of training)."""
         self._t0 = time.time()
 
+    @property
+    def started(self) -> bool:
+        return self._t0 is not None
+
     def elapsed(self) -> float:
         return self.elapsed_before_s + (time.time() - self._t0 if self._t0 is not None else 0.0)
 
@@ -109,7 +113,7 @@ class BudgetScheduleMixin:
 def budget_stop(clock: Clock):
     """A transformers callback that ends training (with a checkpoint) once `clock` is over: the time budget of a run
     that has no validation split to stop it (the task-metric callback stops the others, after their last score).
-    Such a run keeps no record of its earlier sessions' time: resumed, it gets the budget (and the schedule) again."""
+    A resumed run's clock starts from the seconds its last kept metrics row counted."""
     from transformers import TrainerCallback
 
     class BudgetStop(TrainerCallback):

@@ -106,7 +106,7 @@ def search(cfg: TrainConfig, candidates: tuple[Candidate, ...] = CANDIDATES, *, 
 
     Raises UserError when there is no time budget or no validation split to judge by.
     """
-    from ftassist.train.runner import train
+    from ftassist.train.trainer import train
 
     cfg.validate()
     if cfg.time_budget <= 0:

@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ftassist.config import TrainConfig, load_config
     from ftassist.errors import UserError
-    from ftassist.train.runner import JobCancelled, train
+    from ftassist.train.trainer import JobCancelled, train
 
     handler = logging.StreamHandler(sys.stderr)  # stderr is train.log
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

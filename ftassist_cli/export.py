@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ftassist.cli.args import add_config_args, config_from_args
+from ftassist_cli.args import add_config_args, config_from_args
 from ftassist.config import ExportConfig
 
 

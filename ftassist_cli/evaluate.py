@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from ftassist.cli.args import add_config_args, config_from_args
+from ftassist_cli.args import add_config_args, config_from_args
 from ftassist.config import EvalConfig
 
 EPILOG = """example: base, the LoRA adapter "tuned" (both on one vLLM server), the merged model on a
@@ -37,7 +37,7 @@ def register(subparsers) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     """Run the eval, print the results table, the verdicts and where the report went; returns 0."""
-    from ftassist.evaluation.runner import run_eval
+    from ftassist.evaluation.harness import run_eval
 
     result = run_eval(config_from_args(EvalConfig, args))
     for arm in result.arms:

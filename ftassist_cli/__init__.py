@@ -25,9 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
-            module = importlib.import_module(f"ftassist.cli.{name}")
+            module = importlib.import_module(f"ftassist_cli.{name}")
         except ModuleNotFoundError as exc:
-            if exc.name == f"ftassist.cli.{name}":
+            if exc.name == f"ftassist_cli.{name}":
                 continue  # stage not built in this checkout
             raise
         module.register(sub)

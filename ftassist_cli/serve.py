@@ -7,7 +7,7 @@ import signal
 import time
 from pathlib import Path
 
-from ftassist.cli.args import add_config_args, config_from_args
+from ftassist_cli.args import add_config_args, config_from_args
 from ftassist.config import ServeConfig
 
 

@@ -1,7 +1,7 @@
 """Run an eval: query every arm on the test set through its endpoint, score, and write the report.
 
     from ftassist.config import EvalConfig
-    from ftassist.evaluation.runner import run_eval
+    from ftassist.evaluation.harness import run_eval
     result = run_eval(EvalConfig(base_url="http://127.0.0.1:8000/v1",
                                  models=["base", "tuned", "merged=merged@http://127.0.0.1:8001/v1"],
                                  data="data/test.jsonl", out="evals/tuned", constrained=True))

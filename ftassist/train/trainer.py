@@ -1,6 +1,6 @@
 """`train(cfg)`: fine-tune a LoRA/QLoRA adapter with trl's SFTTrainer and write the run folder.
 
-    from ftassist.train.runner import train
+    from ftassist.train.trainer import train
     result = train(TrainConfig(data="data/", out="runs/first", max_steps=30))
     print(result.summary)
 
@@ -238,20 +238,21 @@ def _train(cfg: TrainConfig, run: Path, status: StatusWriter | None, *, resume: 
 
     retries = 0
     while True:
-        selector, clock, extra = None, Clock(), []
+        # The time a resumed run has already trained (the last kept row's count) and its last evaluation's length.
+        rows = read_jsonl(run / "metrics.jsonl") if (run / "metrics.jsonl").exists() else []
+        counted = [r["elapsed_s"] for r in rows if isinstance(r.get("elapsed_s"), (int, float))]
+        done = eval_rows(rows)
+        clock = Clock(budget.time_budget_s, counted[-1] if counted else 0.0, done[-1]["val_s"] if done else 0.0)
+        selector, extra = None, []
         if prep.val is None and int(os.environ.get("WORLD_SIZE", "1")) == 1 and budget.time_budget_s > 0:
-            clock = Clock(budget.time_budget_s)  # no validation: the clock alone stops it (each session of a resumed run)
-            extra = [budget_stop(clock)]
+            extra = [budget_stop(clock)]  # no validation: the clock alone stops it
         if prep.val is not None and is_main_process():
-            done = eval_rows(read_jsonl(run / "metrics.jsonl")) if (run / "metrics.jsonl").exists() else []
-            clock = Clock(budget.time_budget_s, done[-1]["elapsed_s"] if done else 0.0, done[-1]["val_s"] if done else 0.0)
             selector = TaskMetricCallback(run, prep.val, tokenizer, every=budget.eval_every,
                                           patience=cfg.early_stopping_patience, clock=clock, log=log,
                                           max_eval_share=EVAL_SHARE if cfg.eval_steps == 0 else None)
         trainer, guard = build_trainer(cfg, plan, model_path, tokenizer, dataset, run, status, progress,
                                        epochs=budget.epochs, learning_rate=budget.learning_rate,
-                                       extra_callbacks=[selector] if selector else extra)
-        trainer.budget_clock, trainer.warmup_share = clock, cfg.warmup_ratio
+                                       extra_callbacks=[selector] if selector else extra, clock=clock)
         if selector is not None:  # the task metric reaches the tracker as the loss does
             selector.report = lambda logs, t=trainer: _report(t, logs)
         try:
@@ -317,8 +318,13 @@ def _train(cfg: TrainConfig, run: Path, status: StatusWriter | None, *, resume: 
 
 def build_trainer(cfg: TrainConfig, plan: Plan, model_path: str, tokenizer, dataset, run: Path,
                   status: StatusWriter | None, progress: bool, *, epochs: float | None = None,
-                  learning_rate: float | None = None, extra_callbacks=()):
-    """Load the base model for `plan` and return (SFTTrainer, GuardCallback) ready to train."""
+                  learning_rate: float | None = None, extra_callbacks=(), clock=None):
+    """Load the base model for `plan` and return (SFTTrainer, GuardCallback) ready to train.
+
+    `clock` (a `schedule.Clock`) is the run's time budget: the schedule follows it and every metrics row records
+    the training seconds it has counted, which is what a resumed run starts counting from."""
+    from ftassist.train.schedule import Clock
+
     import torch
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM
@@ -383,11 +389,14 @@ def build_trainer(cfg: TrainConfig, plan: Plan, model_path: str, tokenizer, data
         trust_remote_code=cfg.trust_remote_code,
     )
     guard = GuardCallback()
-    callbacks = [MetricsCallback(run, status, progress=progress, log=log) if is_main_process() else None, guard,
+    clock = clock if clock is not None else Clock()
+    callbacks = [MetricsCallback(run, status, progress=progress, log=log, clock=clock) if is_main_process() else None,
+                 guard,
                  NanInjectionCallback(cfg.debug_nan_at_step) if cfg.debug_nan_at_step else None, *extra_callbacks]
     trainer = _AtomicSFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                                 peft_config=peft_config, callbacks=[c for c in callbacks if c is not None])
     trainer.keep_checkpoints = cfg.save_total_limit
+    trainer.budget_clock, trainer.warmup_share = clock, cfg.warmup_ratio
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # metrics go to metrics.jsonl / train.log / the bar, not stdout
@@ -412,7 +421,7 @@ def _trainer_class():
     return AtomicSFTTrainer
 
 
-def _AtomicSFTTrainer(**kwargs):  # noqa: N802 - builds the class lazily so importing runner stays light
+def _AtomicSFTTrainer(**kwargs):  # noqa: N802 - builds the class lazily so importing this module stays light
     return _trainer_class()(**kwargs)
 
 

@@ -1,6 +1,6 @@
-"""The whole pipeline on the shipped example task: data -> train -> merge -> serve -> eval.
+"""`ftassist demo`: the whole pipeline on the shipped example task: data -> train -> merge -> serve -> eval.
 
-    python -m ftassist demo            # or: make demo
+    ftassist demo            # or: make demo
 
 Each stage is the same library call the CLI and the app make; the demo only chains them and
 prints the base-vs-tuned table at the end, with where every file went.
@@ -8,6 +8,7 @@ prints the base-vs-tuned table at the end, with where every file went.
 
 from __future__ import annotations
 
+import argparse
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,19 @@ from typing import Callable
 
 from ftassist.config import DataConfig, DemoConfig, EvalConfig, MergeConfig, ServeConfig, TrainConfig
 from ftassist.errors import UserError
+from ftassist_cli.args import add_config_args, config_from_args
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("demo", help="Run data -> train -> merge -> serve -> eval on the example task.",
+                            description=DemoConfig.__doc__)
+    add_config_args(parser, DemoConfig)
+    parser.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    run_demo(config_from_args(DemoConfig, args))
+    return 0
 
 
 @dataclass
@@ -31,9 +45,9 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
     Raises `UserError` when a stage cannot run (missing example files, a taken port, ...).
     """
     from ftassist.data.build import build_dataset
-    from ftassist.evaluation.runner import run_eval
+    from ftassist.evaluation.harness import run_eval
     from ftassist.model import resolve_model
-    from ftassist.train.runner import train
+    from ftassist.train.trainer import train
     from serving.launch import start_server
     from serving.merge import merge_adapter
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from ftassist.cli.args import add_config_args, config_from_args
+from ftassist_cli.args import add_config_args, config_from_args
 from ftassist.config import TrainConfig
 
 HIDDEN = ("debug_nan_at_step",)
@@ -65,7 +65,7 @@ def handle(args: argparse.Namespace) -> int:
         print(found.table)
         print(f"winner: {found.winner}; its adapter is in {found.out / 'adapter'} (table: {found.out / 'search.md'})")
         return 0
-    from ftassist.train.runner import train
+    from ftassist.train.trainer import train
 
     result = train(cfg, resume=args.resume, progress=True)
     print(result.summary)

@@ -6,7 +6,7 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ftassist.cli.args import add_config_args
+    from ftassist_cli.args import add_config_args
     from ftassist.config import VerifyConfig
 
     parser = sub.add_parser("verify", help="Check that merged and served models reply like base + adapter.",
@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from ftassist.cli.args import config_from_args
+    from ftassist_cli.args import config_from_args
     from ftassist.config import VerifyConfig
     from serving.verify import verify_run
 
