@@ -26,6 +26,16 @@ def _base_type(tp: Any) -> Any:
     return origin or tp
 
 
+def add_command(sub, name: str, cls: type, handler, *, help: str, skip: tuple[str, ...] = (),  # noqa: A002
+                **parser_kw: Any) -> argparse.ArgumentParser:
+    """The subcommand `name` with one flag per field of its config `cls` (its docstring is the description),
+    run by `handler(args)`."""
+    parser = sub.add_parser(name, help=help, **{"description": cls.__doc__, **parser_kw})
+    add_config_args(parser, cls, skip=skip)
+    parser.set_defaults(handler=handler)
+    return parser
+
+
 def add_config_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
     """Add one flag per field of `cls` (defaults left as SUPPRESS so YAML values are not overridden)."""
     hints = typing.get_type_hints(cls)
@@ -35,9 +45,10 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[str,
             continue
         meta, tp = f.metadata, _base_type(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[operator]
-        help_text = f"{meta.get('help', '')} (default: {default!r})"
+        plain = meta.get("help", "").replace("%", "%%")  # argparse %-formats help text: "10%" would break --help
+        help_text = plain + f" (default: {default!r})".replace("%", "%%")
         if meta.get("positional"):
-            parser.add_argument(f.name, nargs="*" if tp is list else "?", default=argparse.SUPPRESS, help=meta.get("help"))
+            parser.add_argument(f.name, nargs="*" if tp is list else "?", default=argparse.SUPPRESS, help=plain)
             continue
         flag = "--" + meta.get("flag", f.name).replace("_", "-")
         kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}

@@ -13,23 +13,19 @@ from __future__ import annotations
 
 import argparse
 
-from ftassist_cli.args import add_config_args, config_from_args
+from ftassist_cli.args import add_command, config_from_args
 from ftassist.config import DataConfig, EvidenceConfig, InspectConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     data = subparsers.add_parser("data", help="Turn your files into validated train/test chat sets.")
     sub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
-    build = sub.add_parser("build", help="Load, validate, fix, split and export the data with a report.")
-    add_config_args(build, DataConfig)
-    build.set_defaults(handler=run_build)
-    inspect = sub.add_parser("inspect", help="Detect the format of one file and list its findings; writes nothing.")
-    add_config_args(inspect, InspectConfig)
-    inspect.set_defaults(handler=run_inspect)
-    measure = sub.add_parser("measure", help="Before training: what the base model gets on your test rows with a good "
-                             "prompt and examples, and under structured outputs; then the advice, from those figures.")
-    add_config_args(measure, EvidenceConfig)
-    measure.set_defaults(handler=run_measure)
+    add_command(sub, "build", DataConfig, run_build, help="Load, validate, fix, split and export the data with a report.")
+    add_command(sub, "inspect", InspectConfig, run_inspect,
+                help="Detect the format of one file and list its findings; writes nothing.")
+    add_command(sub, "measure", EvidenceConfig, run_measure,
+                help="Before training: what the base model gets on your test rows with a good prompt and examples, "
+                     "and under structured outputs; then the advice, from those figures.")
 
 
 def run_build(args: argparse.Namespace) -> int:

@@ -16,14 +16,11 @@ from typing import Callable
 
 from ftassist.config import DataConfig, DemoConfig, EvalConfig, MergeConfig, ServeConfig, TrainConfig
 from ftassist.errors import UserError
-from ftassist_cli.args import add_config_args, config_from_args
+from ftassist_cli.args import add_command, config_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("demo", help="Run data -> train -> merge -> serve -> eval on the example task.",
-                            description=DemoConfig.__doc__)
-    add_config_args(parser, DemoConfig)
-    parser.set_defaults(handler=handle)
+    add_command(sub, "demo", DemoConfig, handle, help="Run data -> train -> merge -> serve -> eval on the example task.")
 
 
 def handle(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from ftassist_cli.args import add_config_args, config_from_args
+from ftassist_cli.args import add_command, config_from_args
 from ftassist.config import EvalConfig
 
 EPILOG = """example: base, the LoRA adapter "tuned" (both on one vLLM server), the merged model on a
@@ -28,11 +28,8 @@ a hosted model as one more arm: --model gpt=gpt-4o-mini@https://api.openai.com/v
 
 def register(subparsers) -> None:
     """Add the `eval` subcommand."""
-    parser = subparsers.add_parser(
-        "eval", help="Measure JSON compliance of served models (strict, extractable, schema-valid, field accuracy).",
-        description=EvalConfig.__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_args(parser, EvalConfig)
-    parser.set_defaults(handler=handle)
+    add_command(subparsers, "eval", EvalConfig, handle, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+                help="Measure JSON compliance of served models (strict, extractable, schema-valid, field accuracy).")
 
 
 def handle(args: argparse.Namespace) -> int:

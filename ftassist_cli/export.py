@@ -5,15 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ftassist_cli.args import add_config_args, config_from_args
+from ftassist_cli.args import add_command, config_from_args
 from ftassist.config import ExportConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("export", help="Write GGUF files and an Ollama Modelfile, verified with llama.cpp.",
-                            description=ExportConfig.__doc__)
-    add_config_args(parser, ExportConfig)
-    parser.set_defaults(handler=handle)
+    add_command(sub, "export", ExportConfig, handle, help="Write GGUF files and an Ollama Modelfile, verified with llama.cpp.")
 
 
 def handle(args: argparse.Namespace) -> int:

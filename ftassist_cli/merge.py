@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from ftassist_cli.args import add_config_args, config_from_args
+from ftassist_cli.args import add_command, config_from_args
 from ftassist.config import MergeConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("merge", help="Merge a trained adapter into its base model (safetensors).",
-                            description=MergeConfig.__doc__)
-    add_config_args(parser, MergeConfig)
-    parser.set_defaults(handler=handle)
+    add_command(sub, "merge", MergeConfig, handle, help="Merge a trained adapter into its base model (safetensors).")
 
 
 def handle(args: argparse.Namespace) -> int:

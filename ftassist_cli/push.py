@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from ftassist_cli.args import add_config_args, config_from_args
+from ftassist_cli.args import add_command, config_from_args
 from ftassist.config import PushConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("push", help="Upload a run's merged model or adapter to the Hugging Face Hub.",
-                            description=PushConfig.__doc__)
-    add_config_args(parser, PushConfig)
-    parser.set_defaults(handler=handle)
+    add_command(sub, "push", PushConfig, handle, help="Upload a run's merged model or adapter to the Hugging Face Hub.")
 
 
 def handle(args: argparse.Namespace) -> int:

@@ -7,15 +7,12 @@ import signal
 import time
 from pathlib import Path
 
-from ftassist_cli.args import add_config_args, config_from_args
+from ftassist_cli.args import add_command, config_from_args
 from ftassist.config import ServeConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("serve", help="Serve a model (and adapters) through vLLM's OpenAI-compatible API.",
-                            description=ServeConfig.__doc__)
-    add_config_args(parser, ServeConfig)
-    parser.set_defaults(handler=handle)
+    add_command(sub, "serve", ServeConfig, handle, help="Serve a model (and adapters) through vLLM's OpenAI-compatible API.")
 
 
 def usage_text(server) -> str:

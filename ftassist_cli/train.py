@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import argparse
 
-from ftassist_cli.args import add_config_args, config_from_args
+from ftassist_cli.args import add_command, config_from_args
 from ftassist.config import TrainConfig
 
 HIDDEN = ("debug_nan_at_step",)
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("train", help="Fine-tune a model on a built data folder (LoRA / QLoRA).",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_args(parser, TrainConfig, skip=HIDDEN)
+    parser = add_command(subparsers, "train", TrainConfig, handle, skip=HIDDEN, description=__doc__,
+                         formatter_class=argparse.RawDescriptionHelpFormatter,
+                         help="Fine-tune a model on a built data folder (LoRA / QLoRA).")
     parser.add_argument("--detach", action="store_true", help="Run as a background job; follow it with `ftassist jobs follow RUN_DIR`.")
     parser.add_argument("--resume", action="store_true", help="Continue the run in --out from its newest complete checkpoint.")
     parser.add_argument("--search", action="store_true", help="Try a few configurations (learning rate, LoRA rank and "
@@ -27,7 +27,6 @@ def register(subparsers) -> None:
     parser.add_argument("--print-plan", action="store_true", help="Print the accelerate launch command for N GPUs instead of training (see --num-gpus).")
     parser.add_argument("--num-gpus", type=int, default=0, help="With --print-plan: GPUs for the multi-GPU command.")
     parser.add_argument("--strategy", choices=["ddp", "fsdp", "deepspeed"], default="fsdp", help="With --print-plan: data-parallel strategy.")
-    parser.set_defaults(handler=handle)
 
 
 def handle(args: argparse.Namespace) -> int:

@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from ftassist.config import VerifyConfig
+from ftassist_cli.args import add_command, config_from_args
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ftassist_cli.args import add_config_args
-    from ftassist.config import VerifyConfig
-
-    parser = sub.add_parser("verify", help="Check that merged and served models reply like base + adapter.",
-                            description=VerifyConfig.__doc__)
-    add_config_args(parser, VerifyConfig)
-    parser.set_defaults(handler=handle)
+    add_command(sub, "verify", VerifyConfig, handle, help="Check that merged and served models reply like base + adapter.")
 
 
 def handle(args: argparse.Namespace) -> int:
-    from ftassist_cli.args import config_from_args
-    from ftassist.config import VerifyConfig
     from serving.verify import verify_run
 
     cfg = config_from_args(VerifyConfig, args)

@@ -117,3 +117,21 @@ def test_a_saved_config_holds_no_testing_hook_and_reads_back(tmp_path):
     text = (tmp_path / "config.yaml").read_text()
     assert "debug_nan_at_step" not in text and "learning_rate: 0.0005" in text
     assert C.load_config(C.TrainConfig, tmp_path / "config.yaml") == cfg
+
+
+def test_every_command_prints_its_help(capsys):
+    """`--help` of every subcommand prints (argparse %-formats help text: a field's "10%" used to crash `train --help`)."""
+    import argparse
+
+    parser = build_parser()
+    commands = []
+    for action in parser._subparsers._group_actions:  # type: ignore[union-attr]
+        for name, sub in action.choices.items():
+            nested = [a for a in sub._actions if isinstance(a, argparse._SubParsersAction)]
+            commands += [[name, inner] for a in nested for inner in a.choices] or [[name]]
+    assert ["train"] in commands and ["data", "build"] in commands and len(commands) >= 12
+    for argv in commands:
+        with pytest.raises(SystemExit) as done:
+            build_parser().parse_args([*argv, "--help"])
+        assert done.value.code == 0, argv
+        assert "usage: ftassist " + " ".join(argv) in capsys.readouterr().out
