@@ -15,10 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from ftassist.data.checks_length import load_tokenizer
+from ftassist.data.checks import load_tokenizer, validate_records
 from ftassist.data.findings import count_by_check
 from ftassist.data.records import load_records
-from ftassist.data.validation import validate_records
 
 WORDS = ("order parcel refund invoice login password screen battery charger delivery account update broken late "
          "thanks please urgent help again week yesterday price discount coupon email address phone app").split()

@@ -52,10 +52,9 @@ def run_measure(args: argparse.Namespace) -> int:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    from ftassist.data.checks_length import load_tokenizer
+    from ftassist.data.checks import load_tokenizer, validate_records
     from ftassist.data.findings import count_by_severity
     from ftassist.data.records import load_records
-    from ftassist.data.validation import validate_records
 
     cfg = config_from_args(InspectConfig, args)
     loaded = load_records([cfg.file], cfg.column_map)

@@ -6,12 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from ftassist.data.checks_length import load_tokenizer
+from ftassist.data.checks import load_tokenizer, usable_messages, validate_records
 from ftassist.data.findings import count_by_check
 from ftassist.data.fixes import apply_fixes
 from ftassist.data.pii import find_pii, iban_ok, luhn_ok, mask_pii
 from ftassist.data.records import load_records
-from ftassist.data.validation import usable_messages, validate_records
 from ftassist.schema import infer_schema, load_schema
 
 D = Path(__file__).parent / "fixtures" / "data"

@@ -10,7 +10,7 @@ import pytest
 
 from ftassist.data.findings import count_by_check
 from ftassist.data.records import load_records
-from ftassist.data.validation import validate_records
+from ftassist.data.checks import validate_records
 from ftassist.errors import UserError
 
 D = Path(__file__).parent / "fixtures" / "data"

@@ -6,6 +6,6 @@
 
 Modules, each small and pure where it can be: `loaders` (files -> records), `formats`
 (records -> chat messages), `mapping` (column mapping), `documents` (TXT/MD/PDF/DOCX ->
-instruction pairs), `checks_*` (findings), `pii`, `fixes`, `split`, `report`, `build`.
+instruction pairs), `checks` (every finding: format, content, lengths), `pii`, `fixes`, `split`, `report`, `build`.
 Nothing here imports gradio; the UI calls these functions.
 """

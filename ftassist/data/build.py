@@ -20,9 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ftassist.config import DEFAULT_MODEL, DataConfig
-from ftassist.data.checks_content import class_labels, prompt_key, reply
-from ftassist.data.checks_format import valid_messages
-from ftassist.data.checks_length import load_tokenizer
+from ftassist.data.checks import class_labels, load_tokenizer, prompt_key, reply, usable_messages, valid_messages, validate_records
 from ftassist.data.findings import Finding, count_by_severity
 from ftassist.data.fingerprint import FILE as FINGERPRINT_FILE, fingerprint
 from ftassist.data.fixes import apply_fixes
@@ -32,7 +30,6 @@ from ftassist.data.records import DOCUMENT_KINDS, FileInfo, load_records
 from ftassist.data.report import DataReport, build_report, length_stats, write_reports
 from ftassist.schema import is_json_task, parse_json_reply
 from ftassist.data.split import split_rows
-from ftassist.data.validation import usable_messages, validate_records
 from ftassist.errors import UserError
 from ftassist.files import atomic_dir, write_jsonl_atomic, write_json_atomic
 from ftassist.schema import MAJORITY_TOLERANCE, infer_schema, load_schema
