@@ -206,7 +206,8 @@ class TrainConfig(Checked):
     save_steps: int = _f(50, "Save a resumable checkpoint every N steps.")
     seed: int = _f(42, "Random seed.")
     device: str = _f("auto", "auto, cpu or cuda.", choices=["auto", "cpu", "cuda"])
-    dtype: str = _f("auto", "auto, float32, bfloat16 or float16 for the trainable model (auto: bf16 on GPUs that have it, fp32 on CPU).",
+    dtype: str = _f("auto", "auto, float32, bfloat16 or float16 for the trainable model (auto: bf16 on GPUs that have it and on CPUs "
+                    "a matmul probe measures fast at it, with the LoRA weights in fp32; fp32 on other CPUs).",
                     choices=["auto", "float32", "bfloat16", "float16"])
     trust_remote_code: bool = _f(False, "Allow model code from the hub (off by default).")
     save_total_limit: int = _f(2, "Keep only the newest N checkpoints (adapter + optimizer state).")

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
 from tests.tiny import build_tiny_adapter, build_tiny_llama
+
+# Every test trains in the same precision on every host: the bf16 probe (ftassist/train/precision.py) would
+# pick bf16 on hosts with AMX or AVX512-BF16. tests/test_train_precision.py switches it on where it is tested.
+os.environ["FTASSIST_BF16_PROBE"] = "0"
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "support_tickets"

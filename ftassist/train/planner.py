@@ -17,9 +17,11 @@ fit. `shrink_after_oom` is the decision taken when CUDA runs out of memory mid-r
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from ftassist.errors import UserError
+from ftassist.train.precision import MatmulRates, cpu_rates, fast_bf16, probe_enabled
 from ftassist.train.schedule import describe_schedule
 
 GiB = 2**30
@@ -153,11 +155,13 @@ class Hardware:
     budget: int  # bytes available to training
     total: int
     bf16: bool = False
+    rates: MatmulRates | None = None  # CPU only: the bf16 probe's figures (None when it did not run)
 
 
-def detect_hardware(device: str = "auto") -> Hardware:
+def detect_hardware(device: str = "auto", *, probe: Callable[[], MatmulRates] | None = None) -> Hardware:
     """The GPU (free memory, 90 %) when CUDA is usable and allowed, else the RAM (available + this process's own, 80 %).
 
+    On a CPU, `probe` (default: `precision.cpu_rates`, measured once per host) says whether bf16 is fast here.
     Raises UserError when `device` is "cuda" and none is visible.
     """
     import torch
@@ -176,7 +180,9 @@ def detect_hardware(device: str = "auto") -> Hardware:
     except ImportError:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
-    return Hardware("cpu", f"CPU ({os.cpu_count()} cores)", int(available * 0.8), total, False)
+    rates = (probe or cpu_rates)() if probe_enabled() else None
+    return Hardware("cpu", f"CPU ({os.cpu_count()} cores)", int(available * 0.8), total,
+                    rates is not None and fast_bf16(rates), rates)
 
 
 @dataclass
@@ -207,17 +213,20 @@ def resolve_method(method: str, device: str) -> str:
     return ("qlora" if device == "cuda" else "lora") if method == "auto" else method
 
 
-def resolve_dtype(dtype: str, hw: Hardware) -> str:
-    """auto -> bfloat16 on GPUs that have it, float32 elsewhere (bf16 is very slow on most CPUs).
+def resolve_dtype(dtype: str, hw: Hardware, method: str = "lora") -> str:
+    """auto -> bfloat16 on GPUs that have it and on CPUs the probe measured fast at it (LoRA only: QLoRA on a CPU
+    stays float32), float32 on other CPUs (there bf16 is 10-300x slower), float16 on older GPUs.
 
     >>> resolve_dtype("auto", Hardware("cpu", "x", 1, 1))
     'float32'
+    >>> resolve_dtype("auto", Hardware("cpu", "x", 1, 1, bf16=True)), resolve_dtype("auto", Hardware("cpu", "x", 1, 1, bf16=True), "qlora")
+    ('bfloat16', 'float32')
     """
     if dtype != "auto":
         return dtype
     if hw.device == "cuda":
         return "bfloat16" if hw.bf16 else "float16"
-    return "float32"
+    return "bfloat16" if hw.bf16 and method != "qlora" else "float32"
 
 
 def plan_training(shape: ModelShape, hw: Hardware, *, seq_len: int, method: str, dtype: str, lora_r: int,
@@ -263,12 +272,29 @@ def plan_training(shape: ModelShape, hw: Hardware, *, seq_len: int, method: str,
     )
 
 
+def cpu_precision_reason(hw: Hardware, dtype: str) -> str:
+    """Why this precision on this CPU, with the probe's figures.
+
+    >>> cpu_precision_reason(Hardware("cpu", "x", 1, 1, True, MatmulRates(199.0, 877.0)), "bfloat16")
+    ' (bfloat16 autocast, LoRA weights in float32: this CPU multiplies bf16 4.4x as fast as fp32: fp32 199 GFLOP/s, bf16 877.0 GFLOP/s)'
+    """
+    if hw.rates is None:
+        return f" ({dtype}; the bfloat16 probe was off: FTASSIST_BF16_PROBE=0)"
+    ratio = hw.rates.bf16_gflops / max(hw.rates.fp32_gflops, 1e-9)
+    if dtype == "bfloat16":
+        return (f" (bfloat16 autocast, LoRA weights in float32: this CPU multiplies bf16 {ratio:.1f}x as fast as fp32: "
+                f"{hw.rates.describe()})")
+    if hw.bf16:
+        return f" ({dtype} as asked, though this CPU multiplies bf16 {ratio:.1f}x as fast: {hw.rates.describe()})"
+    return f" ({dtype}: this CPU has no fast bfloat16: {hw.rates.describe()})"
+
+
 def explain(shape: ModelShape, hw: Hardware, e: MemoryEstimate, *, method: str, dtype: str, micro: int, accum: int,
             ck: bool, seq_len: int) -> str:
     """One paragraph saying what was chosen and why."""
     g = lambda b: f"{b / GiB:.2f} GiB"  # noqa: E731
     prec = "NF4 4-bit (double quant) base" if method == "qlora" else f"{dtype} base"
-    why_dtype = " (float32: this CPU has no fast bfloat16)" if hw.device == "cpu" and dtype == "float32" else ""
+    why_dtype = cpu_precision_reason(hw, dtype) if hw.device == "cpu" else ""
     return (
         f"{method.upper()} on {hw.name}: {shape.params / 1e6:.0f}M-parameter model, {prec}{why_dtype}. "
         f"Estimated memory {g(e.total)} of {g(hw.budget)} usable (weights {g(e.weights)}, LoRA + grads "

@@ -165,7 +165,8 @@ def prepare_run(cfg: TrainConfig, run: Path | None = None) -> Prepared:
     lengths = [token_length(tokenizer, row) for row in rows]
     seq_len = min(cfg.max_length, max(lengths))
     hw = detect_hardware(cfg.device)
-    method, dtype = resolve_method(cfg.method, hw.device), resolve_dtype(cfg.dtype, hw)
+    method = resolve_method(cfg.method, hw.device)
+    dtype = resolve_dtype(cfg.dtype, hw, method)
     shape = ModelShape.from_config(AutoConfig.from_pretrained(model_path, trust_remote_code=cfg.trust_remote_code))
     plan = plan_training(shape, hw, seq_len=seq_len, method=method, dtype=dtype, lora_r=cfg.lora_r,
                          batch_size=cfg.batch_size, grad_accum=cfg.grad_accum, checkpointing=cfg.gradient_checkpointing,
