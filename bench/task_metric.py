@@ -8,8 +8,8 @@ For each example task (`examples/<task>`: train.jsonl, test.jsonl, schema.json, 
 
 (plain)    the plain trl recipe a user copies from the docs: `SFTTrainer` on the `messages` rows, LoRA
            r=16 / alpha 32 / dropout 0.05 on all linear layers, 2 epochs, every other `SFTConfig` default
-           (learning rate 2e-5, batch 8, loss on every token) except `bf16=False`, which CPUs without fast
-           bfloat16 need (trl's default bf16 is ~300x slower there), and no checkpoints.
+           (learning rate 2e-5, batch 8, loss on every token) but bf16 only where this CPU is fast at it
+           (trl's default bf16 is ~300x slower on one that is not), and no checkpoints (`bench/recipes.py`).
 (ftassist) `ftassist train` with every default: validation split carved from train, the task metric
            scored during training, the best step kept, the planner's epoch budget and `--time-budget`.
 
@@ -48,28 +48,16 @@ def build_data(task: str, out: Path) -> Path:
 
 
 def plain_recipe(model_path: str, data: Path, out: Path) -> float:
-    """Train the plain trl recipe; returns wall seconds. The adapter lands in `out`."""
-    import torch
-    from datasets import Dataset
-    from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
-
+    """Train the plain trl recipe (`bench/recipes.py`) for 2 epochs; returns wall seconds. The adapter lands in `out`."""
+    from bench.recipes import trl_trainer
     from ftassist.files import read_jsonl
 
-    rows = [{"messages": r["messages"]} for r in read_jsonl(data / "train.jsonl")]
-    tok = AutoTokenizer.from_pretrained(model_path)
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
-    args = SFTConfig(output_dir=str(out / "trainer"), num_train_epochs=2, bf16=False, use_cpu=True, save_strategy="no",
-                     report_to="none", disable_tqdm=True, logging_steps=10)
     started = time.time()
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,
-                         peft_config=LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear",
-                                                task_type="CAUSAL_LM"))
+    trainer = trl_trainer(model_path, read_jsonl(data / "train.jsonl"), out / "trainer")
     trainer.train()
     seconds = time.time() - started
     trainer.model.save_pretrained(out / "adapter")
-    tok.save_pretrained(out / "adapter")
+    trainer.processing_class.save_pretrained(out / "adapter")
     return seconds
 
 

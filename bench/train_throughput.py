@@ -1,16 +1,22 @@
-"""Trained tokens/s and peak RSS: the plain recipe against ftassist's trainer, same model and data.
+"""Trained tokens/s, peak RSS and share of the matmul peak: the plain trl recipe against ftassist's trainer.
 
-    python bench/train_throughput.py                      # SmolLM2-135M, example task, 6 steps each
-    python bench/train_throughput.py --steps 8 --batch 8 --model PATH
+    python bench/train_throughput.py                      # SmolLM2-135M, example task, 8 steps each
+    python bench/train_throughput.py --steps 8 --batch 8 --model PATH --recipes trl,ftassist
 
-(a) plain: HF `Trainer` + peft LoRA (all-linear, r=16), every batch padded to max_length=512,
-    fp32, loss on every token - the recipe most tutorials show.
-(b) ftassist: `ftassist.train.trainer.train` - trl SFTTrainer, dynamic padding grouped by length,
-    loss on the reply only (on CPU the model's own cross-entropy, not trl's tiled LM head), fp32,
-    no checkpointing.
-Throughput counts only non-padding tokens and skips the first step of each (warm-up). Both run
-in this one process, one after the other; peak RSS is sampled per phase. Other work on the
-machine slows both alike, but the figures still move with it - rerun on an idle machine.
+(trl)      the plain trl recipe a user copies from the docs (`bench/recipes.py`): `SFTTrainer` with its
+           defaults (dynamic padding, batch 8, loss on every token, trl's tiled LM head), LoRA r=16 on all
+           linear layers, bf16 only where this CPU is fast at it. The baseline.
+(hf)       a second reference: HF `Trainer` + peft LoRA, every batch padded to max_length=512, fp32, loss on
+           every token - the older tutorial recipe (what the first figures in RESULTS.md compared against).
+(ftassist) `ftassist.train.trainer.train`: trl SFTTrainer, dynamic padding grouped by length, loss on the
+           reply only (on CPU the model's own cross-entropy at the reply positions), the planner's precision
+           (bf16 autocast where the probe says this CPU is fast at it), no checkpointing.
+
+All three train the same rows at the same batch size. Throughput counts only non-padding tokens and
+skips the first step of each (warm-up). The share of the peak is 4 N FLOPs per trained token (LoRA:
+forward 2N, backward through the activations 2N) over the fp32 (or bf16) matmul rate measured here
+just before. Every recipe runs in this one process, one after the other; peak RSS is sampled per
+phase. Other work on the machine slows them all, but not alike: rerun on an idle machine.
 """
 
 from __future__ import annotations
@@ -52,7 +58,30 @@ class PeakRSS:
         self._t.join()
 
 
-def plain_recipe(model_path: str, rows: list[dict], steps: int, batch: int, max_length: int = 512) -> dict:
+def trl_recipe(model_path: str, rows: list[dict], steps: int, batch: int) -> dict:
+    """The plain trl recipe for `steps` steps of `batch` rows; tokens from trl's own non-padding count."""
+    from transformers import TrainerCallback
+
+    from bench.recipes import trl_trainer
+
+    marks = []
+
+    class Mark(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kw):
+            if logs and "num_tokens" in logs:
+                marks.append((time.time(), logs["num_tokens"]))
+
+    with tempfile.TemporaryDirectory() as out:
+        trainer = trl_trainer(model_path, rows, Path(out), max_steps=steps, logging_steps=1, batch_size=batch,
+                              callbacks=[Mark()])
+        with PeakRSS() as rss:
+            trainer.train()
+    (t1, n1), (t2, n2) = marks[0], marks[-1]
+    return {"tokens_per_s": (n2 - n1) / (t2 - t1), "peak_rss_gib": rss.peak / 2**30, "start_rss_gib": rss.start / 2**30,
+            "s_per_step": (t2 - t1) / (len(marks) - 1), "bf16": trainer.args.bf16}
+
+
+def hf_recipe(model_path: str, rows: list[dict], steps: int, batch: int, max_length: int = 512) -> dict:
     import torch
     from datasets import Dataset
     from peft import LoraConfig, get_peft_model
@@ -95,14 +124,14 @@ def ftassist_recipe(model_path: str, data_dir: Path, steps: int, batch: int) -> 
 
     with tempfile.TemporaryDirectory() as out:
         cfg = TrainConfig(data=str(data_dir), out=out, model=model_path, max_steps=steps, batch_size=batch, grad_accum=1,
-                          save_steps=10_000)
+                          save_steps=10_000, task_metric=False, report_to="none")
         with PeakRSS() as rss:
-            train(cfg, progress=False)
+            result = train(cfg, progress=False)
         rows = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
     first, last = rows[0], rows[-1]
     return {"tokens_per_s": (last["tokens"] - first["tokens"]) / (last["time"] - first["time"]),
             "peak_rss_gib": rss.peak / 2**30, "start_rss_gib": rss.start / 2**30,
-            "s_per_step": (last["time"] - first["time"]) / (len(rows) - 1)}
+            "s_per_step": (last["time"] - first["time"]) / (len(rows) - 1), "bf16": result.plan.dtype == "bfloat16"}
 
 
 def _trim_heap() -> None:
@@ -119,38 +148,51 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="Model folder (default: SmolLM2-135M-Instruct, prepared offline).")
     parser.add_argument("--data", default=str(ROOT / "examples" / "support_tickets" / "train.jsonl"))
-    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--recipes", default="a,b", help="Which to run: a (plain), b (ftassist) or a,b.")
+    parser.add_argument("--recipes", default="trl,hf,ftassist", help="Any of trl (the baseline), hf, ftassist.")
     args = parser.parse_args()
 
     import torch
+    from transformers import AutoConfig
 
     from ftassist.files import read_jsonl
     from ftassist.model import resolve_model
+    from ftassist.train.planner import ModelShape
+    from ftassist.train.precision import fast_bf16, matmul_gflops, measure_rates
 
     model_path = resolve_model(args.model)
+    params = ModelShape.from_config(AutoConfig.from_pretrained(model_path)).params
     rows = read_jsonl(Path(args.data))[: args.steps * args.batch * 2]
+    rates = measure_rates()
+    peak = {False: matmul_gflops(torch.float32, 1024, 1.0),
+            True: matmul_gflops(torch.bfloat16, 1024, 1.0) if fast_bf16(rates) else rates.bf16_gflops}
+    print(f"model {model_path} ({params / 1e6:.0f}M parameters); {len(rows)} rows; {args.steps} steps x batch "
+          f"{args.batch}; {torch.get_num_threads()} torch threads; matmul peak fp32 {peak[False]:.1f} GFLOP/s, bf16 "
+          f"{peak[True]:.1f} (fast bf16: {fast_bf16(rates)}); load average {os.getloadavg()[0]:.1f}", flush=True)
+    names = {"trl": "plain trl SFTTrainer (defaults)", "hf": "HF Trainer + peft, padded to 512",
+             "ftassist": "ftassist trainer"}
+    results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp)
         (data_dir / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-        print(f"model {model_path}; {len(rows)} rows; {args.steps} steps x batch {args.batch}; "
-              f"{torch.get_num_threads()} torch threads; load average {os.getloadavg()[0]:.1f}", flush=True)
-        plain = ours = None
-        if "a" in args.recipes:
-            plain = plain_recipe(model_path, rows, args.steps, args.batch)
-            print(f"(a) plain HF Trainer + peft, padded to 512: {plain['tokens_per_s']:.1f} trained tokens/s, "
-                  f"{plain['s_per_step']:.1f} s/step, peak RSS {plain['peak_rss_gib']:.2f} GiB "
-                  f"(phase began at {plain['start_rss_gib']:.2f})", flush=True)
+        for name in [n.strip() for n in args.recipes.split(",") if n.strip()]:
+            run = {"trl": lambda: trl_recipe(model_path, rows, args.steps, args.batch),
+                   "hf": lambda: hf_recipe(model_path, rows, args.steps, args.batch),
+                   "ftassist": lambda: ftassist_recipe(model_path, data_dir, args.steps, args.batch)}[name]
+            r = results[name] = run()
+            r["peak_share"] = r["tokens_per_s"] * 4 * params / 1e9 / peak[bool(r.get("bf16"))]
+            print(f"({name}) {names[name]}: {r['tokens_per_s']:.1f} trained tokens/s, {r['s_per_step']:.1f} s/step, "
+                  f"{100 * r['peak_share']:.0f}% of the {'bf16' if r.get('bf16') else 'fp32'} matmul peak, peak RSS "
+                  f"{r['peak_rss_gib']:.2f} GiB (phase began at {r['start_rss_gib']:.2f})", flush=True)
             gc.collect()
             _trim_heap()
-        if "b" in args.recipes:
-            ours = ftassist_recipe(model_path, data_dir, args.steps, args.batch)
-            print(f"(b) ftassist trainer: {ours['tokens_per_s']:.1f} trained tokens/s, {ours['s_per_step']:.1f} s/step, "
-                  f"peak RSS {ours['peak_rss_gib']:.2f} GiB (phase began at {ours['start_rss_gib']:.2f})", flush=True)
-    if plain and ours:
-        print(f"ratio (b)/(a): {ours['tokens_per_s'] / plain['tokens_per_s']:.2f}x tokens/s, "
-              f"{ours['peak_rss_gib'] / plain['peak_rss_gib']:.2f}x peak RSS; load average now {os.getloadavg()[0]:.1f}")
+    base = results.get("trl")
+    for name, r in results.items():
+        if base and name != "trl":
+            print(f"ratio ({name})/(trl): {r['tokens_per_s'] / base['tokens_per_s']:.2f}x tokens/s, "
+                  f"{r['peak_rss_gib'] / base['peak_rss_gib']:.2f}x peak RSS")
+    print(f"load average now {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
