@@ -54,7 +54,7 @@ def main() -> int:
     from serving.gguf import convert
     from serving.launch import start_server
     from serving.llamacpp import start_llama_server
-    from serving.preflight import free_port
+    from ftassist.process import free_port
 
     model = resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct")
     rows = []

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 from ftassist.config import ServeConfig  # noqa: E402
 from ftassist.model import resolve_model  # noqa: E402
 from serving.launch import start_server  # noqa: E402
-from serving.preflight import free_port  # noqa: E402
+from ftassist.process import free_port  # noqa: E402
 
 REPLY = 128
 

@@ -210,6 +210,10 @@ class TrainConfig(Checked):
                     "a matmul probe measures fast at it, with the LoRA weights in fp32; fp32 on other CPUs).",
                     choices=["auto", "float32", "bfloat16", "float16"])
     trust_remote_code: bool = _f(False, "Allow model code from the hub (off by default).")
+    num_processes: int = _f(1, "Train as N processes under `accelerate launch` (one per GPU; on a machine without GPUs, "
+                            "CPU processes over gloo, DDP only); 1 trains in this process.")
+    strategy: str = _f("ddp", "With --num-processes above 1: ddp (a full copy per process), fsdp (sharded; GPUs only) "
+                       "or deepspeed (ZeRO-2; GPUs and the deepspeed package).", choices=["ddp", "fsdp", "deepspeed"])
     save_total_limit: int = _f(2, "Keep only the newest N checkpoints (adapter + optimizer state).")
     debug_nan_at_step: int = _f(0, "Testing only: poison the adapter with NaN at this step to exercise the NaN guard.", hidden=True)
 
@@ -239,6 +243,8 @@ class TrainConfig(Checked):
             problems.append(f"--val-data {self.val_data}: no such file; pass a JSONL in messages format")
         if not 0 <= self.warmup_ratio < 1:
             problems.append(f"--warmup-ratio {self.warmup_ratio:g} must be a fraction in [0, 1) of the run (0.05 is usual)")
+        if self.num_processes < 1:
+            problems.append(f"--num-processes {self.num_processes} must be >= 1 (1 trains in this process)")
         if self.batch_size < 0 or self.grad_accum < 0:
             problems.append("--batch-size and --grad-accum must be >= 0 (0 lets the planner choose)")
         if self.max_length < 16:

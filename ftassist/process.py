@@ -1,6 +1,7 @@
 """Processes and process groups of the long-running children ftassist starts in their own session
 (training workers, vLLM and llama.cpp servers): is a recorded process still the same one, signal a
-whole group, ask whether it still has members, and stop it (`stop_group`, the one stop loop).
+whole group, ask whether it still has members, and stop it (`stop_group`, the one stop loop); and a
+free port for one to listen on (`free_port`).
 
     >>> import os, signal
     >>> group_alive(os.getpgrp())
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable
 
@@ -98,3 +100,10 @@ def stop_group(pgid: int, grace: float, *, running: Callable[[], bool] | None = 
             return False
         time.sleep(poll)
     return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that was free on `host` a moment ago (a server's, or the rendezvous of training ranks)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]

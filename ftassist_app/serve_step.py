@@ -20,7 +20,7 @@ from serving.registry import ServerRecord, write_server_record
 
 def serve_config(model: str, run_dir: str | None, log_dir: Path, port: int | None = None) -> ServeConfig:
     """Base model plus the run's adapter (as "tuned"), loopback, a fresh API key, quick start."""
-    from serving.preflight import free_port
+    from ftassist.process import free_port
 
     adapters = {}
     if run_dir:

@@ -8,6 +8,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 from ftassist_cli.args import add_command, config_from_args
 from ftassist.config import TrainConfig
@@ -24,9 +26,8 @@ def register(subparsers) -> None:
     parser.add_argument("--search", action="store_true", help="Try a few configurations (learning rate, LoRA rank and "
                         "targets) by successive halving within --time-budget, keep the best by the task metric, and "
                         "write OUT/search.md with what was tried.")
-    parser.add_argument("--print-plan", action="store_true", help="Print the accelerate launch command for N GPUs instead of training (see --num-gpus).")
-    parser.add_argument("--num-gpus", type=int, default=0, help="With --print-plan: GPUs for the multi-GPU command.")
-    parser.add_argument("--strategy", choices=["ddp", "fsdp", "deepspeed"], default="fsdp", help="With --print-plan: data-parallel strategy.")
+    parser.add_argument("--print-plan", action="store_true", help="Print the `accelerate launch` command that trains "
+                        "this config as --num-processes ranks (2 when it is 1) with --strategy, instead of training.")
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -39,8 +40,10 @@ def handle(args: argparse.Namespace) -> int:
         from ftassist.train.distributed import write_launch_config
 
         write_launch_config(cfg)
-        print(shlex.join(launch_command(cfg, num_processes=max(2, args.num_gpus), strategy=args.strategy)))
+        print(shlex.join(launch_command(cfg, num_processes=max(2, cfg.num_processes), strategy=cfg.strategy)))
         return 0
+    if cfg.num_processes > 1 and "WORLD_SIZE" not in os.environ and not args.detach:
+        return train_launched(cfg, resume=args.resume, search=args.search)
     if args.detach:
         from ftassist.train.jobs import resume_job, start_job
 
@@ -68,4 +71,25 @@ def handle(args: argparse.Namespace) -> int:
 
     result = train(cfg, resume=args.resume, progress=True)
     print(result.summary)
+    return 0
+
+
+def train_launched(cfg: TrainConfig, *, resume: bool, search: bool) -> int:
+    """`--num-processes N` in the foreground: `accelerate launch` of the worker, its output on this terminal."""
+    import subprocess
+
+    from ftassist.errors import ConfigError, UserError
+    from ftassist.train.distributed import launch_argv, write_launch_config
+
+    if search:
+        raise ConfigError(["--search trains one candidate at a time in one process: drop --num-processes"])
+    write_launch_config(cfg)
+    argv = launch_argv(cfg, resume=resume)
+    print(f"training as {cfg.num_processes} processes ({cfg.strategy}): {' '.join(argv[2:])}", file=sys.stderr, flush=True)
+    code = subprocess.call(argv)
+    if code != 0:
+        raise UserError(f"training as {cfg.num_processes} processes failed (exit {code}); the ranks' output is above, "
+                        f"and `ftassist train --out {cfg.out} --resume --num-processes {cfg.num_processes}` continues "
+                        "from the newest checkpoint")
+    print(f"adapter: {cfg.out}/adapter")
     return 0

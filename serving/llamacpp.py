@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from ftassist.errors import UserError
-from serving.preflight import free_port
+from ftassist.process import free_port
 from serving.server import ServerProcess, wait_ready
 
 

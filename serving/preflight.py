@@ -63,13 +63,6 @@ def port_problem(host: str, port: int) -> str | None:
     return None
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port that was free on `host` a moment ago (for tests and benchmarks)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
 def read_adapter_config(path: Path) -> dict:
     """The parsed adapter_config.json of a peft adapter folder; UserError when unreadable."""
     try:

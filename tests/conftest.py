@@ -67,7 +67,7 @@ def vllm_server(tiny_model, tiny_adapter, tmp_path_factory):
 
     from ftassist.config import ServeConfig
     from serving.launch import start_server
-    from serving.preflight import free_port
+    from ftassist.process import free_port
 
     log = tmp_path_factory.mktemp("vllm") / "server.log"
     cfg = ServeConfig(

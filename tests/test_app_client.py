@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.preflight import free_port
+from ftassist.process import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 LOGIN = ("ada", "s3cret-pass")

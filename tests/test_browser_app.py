@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.preflight import free_port
+from ftassist.process import free_port
 from tests.processes import find_server, stop
 
 ROOT = Path(__file__).resolve().parent.parent

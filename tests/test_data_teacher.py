@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.preflight import free_port
+from ftassist.process import free_port
 
 from ftassist_cli import main as cli_main
 from ftassist.config import DataConfig

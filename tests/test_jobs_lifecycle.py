@@ -100,3 +100,61 @@ def test_cancel_stops_the_whole_process_group_within_30_s(wider_model, small_dat
     with pytest.raises(ProcessLookupError):
         os.killpg(status.pid, 0)
     assert "cancelled" in (run / "train.log").read_text()
+
+
+def test_two_processes_killed_and_resumed_end_with_the_adapter_of_an_uninterrupted_two_process_run(
+        wider_model, small_data, tmp_path, capsys):
+    """`--num-processes 2` (DDP, CPU ranks over gloo) for real: the foreground command trains the reference; the
+    same config as a background job is killed with SIGKILL (the launcher and both ranks), resumed, and ends on
+    the very same adapter. Several ranks train the epoch budget without validation or a clock (the plan says so)."""
+    from ftassist_cli import main
+
+    two = dict(num_processes=2, batch_size=2)
+    ref_cfg = cfg_for(small_data, tmp_path / "ref", wider_model, **two)
+    argv = ["train", "--data", ref_cfg.data, "--out", ref_cfg.out, "--model", ref_cfg.model, "--num-processes", "2"]
+    argv += [a for k in ("max_steps", "save_steps", "batch_size", "grad_accum", "learning_rate", "lora_dropout", "seed",
+                         "eval_steps") for a in (f"--{k.replace('_', '-')}", str(getattr(ref_cfg, k)))]
+    assert main(argv) == 0
+    assert "training as 2 processes (ddp)" in capsys.readouterr().err
+    reference = Path(ref_cfg.out)
+    info = json.loads((reference / "run.json").read_text())
+    assert info["world_size"] == 2 and info["mergeable"] is True and info["selection"] is None
+    assert "multi-process run trains its epoch budget and keeps the last step" in info["validation_note"]
+    assert "wall-clock" not in info["budget"]["explanation"]
+
+    run = start_job(cfg_for(small_data, tmp_path / "job", wider_model, **two))
+    status = wait_for(lambda: (s := read_status(run)).state == "running" and s.step >= 4 and s, timeout=180)
+    assert status.step < 12, "the job finished before it could be killed"
+    group = os.getpgid(status.pid)  # the launcher's session: it and both ranks
+    os.killpg(group, signal.SIGKILL)
+    wait_for(lambda: not group_alive(group), timeout=30)
+    wait_for(lambda: read_status(run).state == "interrupted", timeout=10)
+    assert read_status(run).resumable
+
+    resume_job(run)
+    final = wait_for(lambda: (s := read_status(run)).state not in ("queued", "running") and s, timeout=300, poll=0.2)
+    assert final.state == "completed", (run / "train.log").read_text()[-3000:]
+    rows = read_metrics(run)
+    assert [r["step"] for r in rows if "loss" in r] == list(range(1, 13))
+    assert [r["lr"] for r in rows if "loss" in r] == [r["lr"] for r in read_metrics(reference) if "loss" in r]
+    ref = load_file(reference / "adapter" / "adapter_model.safetensors")
+    got = load_file(run / "adapter" / "adapter_model.safetensors")
+    assert ref.keys() == got.keys()
+    for key in ref:
+        assert torch.equal(got[key], ref[key]), f"{key} differs after kill -9 and resume under DDP"
+
+
+def test_fsdp_and_deepspeed_are_refused_on_a_machine_without_gpus_with_the_reason(small_data, tmp_path, capsys):
+    from ftassist_cli import main
+
+    for strategy in ("fsdp", "deepspeed"):
+        code = main(["train", "--data", str(small_data), "--out", str(tmp_path / strategy), "--num-processes", "2",
+                     "--strategy", strategy])
+        assert code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"ftassist train: error: --strategy {strategy} needs GPUs: accelerate refuses to start "
+                       f"{'FSDP' if strategy == 'fsdp' else 'DeepSpeed'} without an accelerator; on this machine use "
+                       "--strategy ddp (CPU processes over gloo)"]
+        with pytest.raises(UserError, match=f"--strategy {strategy} needs GPUs"):
+            start_job(cfg_for(small_data, tmp_path / f"job-{strategy}", tmp_path, num_processes=2, strategy=strategy))
+        assert not (tmp_path / f"job-{strategy}" / "status.json").exists()  # nothing half-started

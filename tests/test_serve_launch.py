@@ -12,7 +12,8 @@ import pytest
 from ftassist.config import ServeConfig
 from ftassist.errors import ConfigError, UserError
 from serving.launch import build_vllm_argv, compact_ids, kv_cache_gib, serve_dtype, start_server, vllm_env
-from serving.preflight import check_launch, free_port, require_engine, vllm_lora_rank
+from ftassist.process import free_port
+from serving.preflight import check_launch, require_engine, vllm_lora_rank
 
 
 def test_argv_base_only():

@@ -43,7 +43,7 @@ from pathlib import Path
 import pytest
 from packaging.utils import canonicalize_name
 
-from serving.preflight import free_port
+from ftassist.process import free_port
 from tests.processes import stop
 from tests.test_space_requirements import front_matter, read_requirements
 

@@ -94,7 +94,7 @@ def group_members(pgid: int) -> list[int]:
 @pytest.mark.vllm
 def test_serve_cli_serves_the_merged_model_and_stops_cleanly(tmp_path, tiny_model, tiny_adapter, small_data):
     from ftassist_cli import main
-    from serving.preflight import free_port
+    from ftassist.process import free_port
     from serving.registry import read_server_record
 
     run = make_run(tmp_path, tiny_model, tiny_adapter, small_data, mergeable=True)

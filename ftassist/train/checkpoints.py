@@ -80,17 +80,22 @@ class AtomicCheckpointMixin:
         return str(self._staging) if self._staging is not None else super()._get_output_dir(trial)
 
     def _save_checkpoint(self, model, trial):
+        # One staging folder for every rank: each writes its own files into it (rank N its rng_state_N.pth, which
+        # resuming needs for the same dropout masks), and rank 0 moves it into place once all have written.
         root = Path(super()._get_output_dir(trial))
-        staging = root / f"{STAGING}-{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
+        staging = root / f"{STAGING}-{self.state.global_step}"
+        main = self.args.should_save
+        if main:
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+        self.accelerator.wait_for_everyone()
         self._staging = staging
         try:
             super()._save_checkpoint(model, trial)
         finally:
             self._staging = None
-        if not self.args.should_save:
-            shutil.rmtree(staging, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+        if not main:
             return
         name = f"checkpoint-{self.state.global_step}"
         final = root / name

@@ -1,16 +1,23 @@
-"""The `accelerate launch` command that runs the same training on several GPUs (or CPU processes).
+"""Training as several processes: `accelerate launch` runs the same config once per rank.
 
 The run folder's config.yaml is the single source of truth: every rank runs
 `python -m ftassist.train.worker RUN_DIR`, only rank 0 writes status, metrics and the adapter.
+`ftassist train --num-processes N` (and a background job with it) runs `launch_argv(cfg)`;
+`--print-plan` prints the same command for a terminal.
 
     >>> from ftassist.config import TrainConfig
     >>> " ".join(launch_command(TrainConfig(data="d", out="runs/a"), num_processes=4, strategy="deepspeed")[:9])
     'accelerate launch --num_processes 4 --num_machines 1 --use_deepspeed --zero_stage 2'
 
-Strategies: `ddp` (a full copy per GPU: fastest when the model fits), `fsdp` (FSDP full shard,
-transformer-layer wrapping, the way peft documents LoRA + FSDP), `deepspeed` (ZeRO stage 2:
-shards optimizer state and gradients; needs the `deepspeed` package). `cpu=True` (with `ddp`)
-runs the ranks as CPU processes over gloo - how the tests check the command without GPUs.
+Strategies: `ddp` (a full copy per GPU: fastest when the model fits; on a machine without CUDA the
+ranks are CPU processes over gloo), `fsdp` (FSDP full shard, transformer-layer wrapping, the way
+peft documents LoRA + FSDP), `deepspeed` (ZeRO stage 2: shards optimizer state and gradients; needs
+the `deepspeed` package). FSDP and DeepSpeed need GPUs: accelerate's FSDP plugin refuses to start
+without an accelerator ("There are currently no available devices found, must be one of 'XPU',
+'CUDA', 'MLU', 'NPU', 'MUSA', or 'HPU'", accelerate 1.15), so `check_strategy` says so before launching.
+
+Across processes the time budget does not stop training and the learning rate follows the steps
+only: each rank would read its own clock, and ranks whose rates differ train different weights.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ def strategy_flags(strategy: str, *, checkpointing: bool = False) -> list[str]:
 
 
 def launch_command(cfg: TrainConfig, *, num_processes: int, strategy: str = "fsdp", cpu: bool = False,
-                   port: int | None = None) -> list[str]:
+                   port: int | None = None, resume: bool = False) -> list[str]:
     """The argv of `accelerate launch ... -m ftassist.train.worker RUN_DIR` for `cfg`.
 
     Write the config first (`save_config(cfg, RUN_DIR/config.yaml)`); `write_launch_config` does it.
@@ -55,7 +62,44 @@ def launch_command(cfg: TrainConfig, *, num_processes: int, strategy: str = "fsd
         argv += ["--mixed_precision", "bf16"]
     if port:
         argv += ["--main_process_port", str(port)]
-    return argv + ["-m", "ftassist.train.worker", str(Path(cfg.out))]
+    return argv + ["-m", "ftassist.train.worker", str(Path(cfg.out))] + (["--resume"] if resume else [])
+
+
+def check_strategy(strategy: str, *, cuda: bool | None = None) -> None:
+    """Raise UserError when `strategy` cannot run on this machine, naming why and what runs instead."""
+    from ftassist.errors import UserError
+
+    if cuda is None:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    if strategy in ("fsdp", "deepspeed") and not cuda:
+        raise UserError(f"--strategy {strategy} needs GPUs: accelerate refuses to start "
+                        f"{'FSDP' if strategy == 'fsdp' else 'DeepSpeed'} without an accelerator; "
+                        "on this machine use --strategy ddp (CPU processes over gloo)")
+    if strategy == "deepspeed":
+        import importlib.util
+
+        if importlib.util.find_spec("deepspeed") is None:
+            raise UserError("--strategy deepspeed needs the deepspeed package: pip install deepspeed "
+                            "(or use --strategy ddp or fsdp)")
+
+
+def launch_argv(cfg: TrainConfig, *, resume: bool = False) -> list[str]:
+    """What runs `cfg` as `cfg.num_processes` ranks here: accelerate's launcher from this Python, a free port.
+
+    Raises UserError when the strategy cannot run on this machine (`check_strategy`)."""
+    import sys
+
+    import torch
+
+    from ftassist.process import free_port
+
+    cuda = torch.cuda.is_available()
+    check_strategy(cfg.strategy, cuda=cuda)
+    argv = launch_command(cfg, num_processes=cfg.num_processes, strategy=cfg.strategy, cpu=not cuda,
+                          port=free_port(), resume=resume)
+    return [sys.executable, "-m", "accelerate.commands.launch", *argv[2:]]
 
 
 def write_launch_config(cfg: TrainConfig) -> Path:

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from ftassist.config import TrainConfig, save_config
+from ftassist.config import TrainConfig, load_config, save_config
 from ftassist.errors import UserError
 from ftassist.process import group_alive, pid_alive, process_started, stop_group
 from ftassist.train.status import ACTIVE, JobStatus, StatusWriter, read_status
@@ -33,7 +33,15 @@ __all__ = ["start_job", "enqueue_job", "start_waiting", "resume_job", "cancel_jo
 
 
 def worker_argv(run_dir: str | Path, resume: bool = False, search: bool = False) -> list[str]:
-    """The argv that runs a job's worker (what `start_job` executes)."""
+    """The argv that runs a job's worker (what `start_job` executes): `accelerate launch` of it when the run's
+    config asks for several processes (`distributed.launch_argv`), else the worker itself."""
+    cfg = load_config(TrainConfig, Path(run_dir) / "config.yaml", out=str(run_dir))
+    if cfg.num_processes > 1:
+        if search:
+            raise UserError("--search trains one candidate at a time in one process: drop --num-processes")
+        from ftassist.train.distributed import launch_argv
+
+        return launch_argv(cfg, resume=resume)
     return [sys.executable, "-m", "ftassist.train.worker", str(run_dir)] + (["--resume"] if resume else []) + (
         ["--search"] if search else [])
 
@@ -103,10 +111,11 @@ def resume_job(run_dir: str | Path) -> Path:
 
 
 def _spawn(run: Path, resume: bool, search: bool = False) -> Path:
+    argv = worker_argv(run, resume, search)  # refuses a strategy this machine cannot run before anything is written
     StatusWriter(run, state="queued", pid=None, reason=None, mergeable=False).update()
     log = open(run / "train.log", "ab")
     try:
-        proc = subprocess.Popen(worker_argv(run, resume, search), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True, cwd=os.getcwd(), env={**os.environ, "PYTHONUNBUFFERED": "1"})
     finally:
         log.close()

@@ -172,7 +172,9 @@ def prepare_run(cfg: TrainConfig, run: Path | None = None) -> Prepared:
                          batch_size=cfg.batch_size, grad_accum=cfg.grad_accum, checkpointing=cfg.gradient_checkpointing,
                          n_examples=len(rows))
     budget = plan_budget(len(rows), plan.micro_batch * plan.grad_accum, epochs=cfg.epochs, max_steps=cfg.max_steps,
-                         eval_steps=cfg.eval_steps, time_budget_min=cfg.time_budget, validating=val is not None,
+                         eval_steps=cfg.eval_steps, validating=val is not None,
+                         # several ranks: no clock (each would read its own; ranks whose rates differ diverge)
+                         time_budget_min=cfg.time_budget if int(os.environ.get("WORLD_SIZE", "1")) == 1 else 0.0,
                          learning_rate=cfg.learning_rate, params=shape.params, warmup=cfg.warmup_ratio)
     return Prepared(model_path, tokenizer, rows, val, val_note, plan, budget, lengths)
 
@@ -184,7 +186,8 @@ def split_validation(cfg: TrainConfig, rows: list[dict], run: Path | None) -> tu
     if not cfg.task_metric:
         return rows, None, "The task metric is off (--no-task-metric): the last step is kept, judged by nothing but the loss."
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        return rows, None, "Validation scoring runs in single-process training only; this multi-process run keeps the last step."
+        return rows, None, ("Validation scoring and the time budget run in single-process training only: this "
+                            "multi-process run trains its epoch budget and keeps the last step.")
     schema = Path(cfg.data) / "schema.json"
     given = Path(cfg.val_data) if cfg.val_data else Path(cfg.data) / "val.jsonl"
     if cfg.val_data or given.is_file():
@@ -243,9 +246,12 @@ def _train(cfg: TrainConfig, run: Path, status: StatusWriter | None, *, resume: 
         rows = read_jsonl(run / "metrics.jsonl") if (run / "metrics.jsonl").exists() else []
         counted = [r["elapsed_s"] for r in rows if isinstance(r.get("elapsed_s"), (int, float))]
         done = eval_rows(rows)
+        # Several ranks have no time budget (the plan's is 0): each would read its own clock, and ranks whose
+        # learning rates differ train different weights; nor validation, so nothing stops rank 0 alone.
+        alone = int(os.environ.get("WORLD_SIZE", "1")) == 1
         clock = Clock(budget.time_budget_s, counted[-1] if counted else 0.0, done[-1]["val_s"] if done else 0.0)
         selector, extra = None, []
-        if prep.val is None and int(os.environ.get("WORLD_SIZE", "1")) == 1 and budget.time_budget_s > 0:
+        if prep.val is None and alone and budget.time_budget_s > 0:
             extra = [budget_stop(clock)]  # no validation: the clock alone stops it
         if prep.val is not None and is_main_process():
             selector = TaskMetricCallback(run, prep.val, tokenizer, every=budget.eval_every,
@@ -463,7 +469,7 @@ def _claim_run_dir(run: Path, resume: bool) -> None:
     """Refuse a folder a live job is using; on a fresh start clear a previous run's outputs."""
     if (run / "status.json").exists():
         state = read_status(run)
-        if state.state in ACTIVE and state.pid != os.getpid():
+        if state.state in ACTIVE and state.pid not in _own_lineage():
             raise UserError(f"--out {run}: a training job (pid {state.pid}) is still running there; "
                             f"cancel it with `ftassist jobs cancel {run}` or pick another --out")
     run.mkdir(parents=True, exist_ok=True)
@@ -472,6 +478,14 @@ def _claim_run_dir(run: Path, resume: bool) -> None:
             shutil.rmtree(run / name, ignore_errors=True)
         for name in ("metrics.jsonl", "run.json", "val.jsonl"):
             (run / name).unlink(missing_ok=True)
+
+
+def _own_lineage() -> set[int]:
+    """This process and its ancestors: a job's recorded pid is the worker itself, or the launcher of its ranks."""
+    import psutil
+
+    me = psutil.Process()
+    return {me.pid, *(p.pid for p in me.parents())}
 
 
 def _trim_metrics(path: Path, step: int) -> None:
