@@ -12,8 +12,9 @@ own metric, not the loss: the validation split is scored with the eval's scorer 
 plateau or `--time-budget` ends training within the planner's epoch budget; `run.json`'s
 `selection` says which step won and why.
 Speed on CPU comes from what is *not* done: batches are padded only to their own longest
-example and grouped by length (no padding to max_length), the weights stay float32 (bf16 is
-~300x slower on CPUs without native support), gradient checkpointing is off unless memory
+example and grouped by length (no padding to max_length), the precision is the one this CPU is
+fast at (bf16 autocast only where the probe measured it faster, `ftassist.train.precision`; elsewhere
+float32: bf16 is 10-300x slower on CPUs without native support), gradient checkpointing is off unless memory
 needs it, checkpoints hold only the adapter and optimizer state, and the loss is the model's own cross-entropy over full logits rather than trl's
 tiled LM head, which without Triton costs ~4x more (`ftassist.train.loss`). Padding-free packing
 is *not* used: trl documents its position_ids-based flattening for FlashAttention's varlen
