@@ -104,7 +104,7 @@ def cpu_rates(cache: Path | None = None, measure=measure_rates) -> MatmulRates:
         try:
             return MatmulRates(**known[key])
         except TypeError:
-            pass
+            pass  # an entry of another shape (an older probe): measure again below
     rates = measure()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
