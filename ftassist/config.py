@@ -215,6 +215,21 @@ class TrainConfig(Checked):
     strategy: str = _f("ddp", "With --num-processes above 1: ddp (a full copy per process), fsdp (sharded; GPUs only) "
                        "or deepspeed (ZeRO-2; GPUs and the deepspeed package).", choices=["ddp", "fsdp", "deepspeed"])
     save_total_limit: int = _f(2, "Keep only the newest N checkpoints (adapter + optimizer state).")
+    stage: str = _f("sft", "sft (supervised, from the base model); dpo (preference pairs: the SFT adapter's own wrong replies on "
+                    "the training rows against the references) or grpo (reinforcement, the eval's scorer as the reward), "
+                    "both starting from --from RUN_DIR's adapter (its LoRA shape; --lora-* flags do not apply).",
+                    choices=["sft", "dpo", "grpo"])
+    from_run: str | None = _f(None, "With --stage dpo/grpo: the finished SFT run folder to start from (its adapter, base "
+                                    "model and validation split).", flag="from")
+    dpo_beta: float = _f(0.1, "With --stage dpo: how far the model may move from the SFT adapter (trl's default 0.1).")
+    dpo_samples: int = _f(2, "With --stage dpo: replies sampled per training row (temperature 1) besides the greedy one, "
+                             "to find more of the model's mistakes (0: greedy only).")
+    grpo_generations: int = _f(4, "With --stage grpo: replies sampled per prompt, scored and compared within their group.")
+    grpo_beta: float = _f(0.04, "With --stage grpo: weight of the KL penalty to the SFT adapter (0: none, and no "
+                                "reference pass).")
+    reward_weights: dict[str, str] = _f({}, "With --stage grpo: weights of the reward's parts json, schema, fields, exact, "
+                                           "length, one flag each (--reward-weights fields=3 --reward-weights length=1; "
+                                           "default json=1 schema=1 fields=2 exact=1 length=0.5).")
     debug_nan_at_step: int = _f(0, "Testing only: poison the adapter with NaN at this step to exercise the NaN guard.", hidden=True)
 
     def __post_init__(self) -> None:
@@ -253,12 +268,41 @@ class TrainConfig(Checked):
             problems.append("--method qlora with --device cpu needs --dtype float32 or auto: half precision is very slow on this CPU")
         if self.logging_steps < 1 or self.save_steps < 1 or self.save_total_limit < 1:
             problems.append("--logging-steps, --save-steps and --save-total-limit must be >= 1")
+        problems += self._stage_problems()
         from ftassist.tracking import tracker_missing
 
         missing = tracker_missing(self.report_to)
         if missing:
             problems.append(missing)
         _raise(problems)
+
+
+    def _stage_problems(self) -> list[str]:
+        """What is wrong with --stage / --from and the DPO and GRPO settings."""
+        from ftassist.train.reward import check_weights
+
+        problems = check_weights(self.reward_weights)
+        if self.stage == "sft":
+            if self.from_run:
+                problems.append(f"--from {self.from_run} only applies with --stage dpo or grpo: add the stage or drop --from")
+            return problems
+        if not self.from_run:
+            problems.append(f"--stage {self.stage} needs --from RUN_DIR: the finished SFT run whose adapter it improves "
+                            f"(train one first: `ftassist train --data {self.data or 'DATA'} --out runs/sft`)")
+        elif not (Path(self.from_run) / "adapter" / "adapter_config.json").is_file():
+            problems.append(f"--from {self.from_run}: no adapter/adapter_config.json there; pass the folder of a finished "
+                            "`ftassist train` run")
+        elif Path(self.from_run).resolve() == Path(self.out or ".").resolve():
+            problems.append(f"--out {self.out} is the --from run itself: give the {self.stage} stage a folder of its own")
+        if self.num_processes > 1:
+            problems.append(f"--stage {self.stage} trains in one process: drop --num-processes")
+        if self.dpo_beta <= 0 or self.grpo_beta < 0:
+            problems.append("--dpo-beta must be > 0 (0.1 is usual) and --grpo-beta >= 0 (0: no KL penalty)")
+        if not 0 <= self.dpo_samples <= 8:
+            problems.append(f"--dpo-samples {self.dpo_samples} is out of range: use 0 (greedy only) to 8")
+        if not 2 <= self.grpo_generations <= 16:
+            problems.append(f"--grpo-generations {self.grpo_generations} is out of range: GRPO compares 2 to 16 replies per prompt")
+        return problems
 
 
 @dataclass

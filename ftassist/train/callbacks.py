@@ -100,6 +100,7 @@ class MetricsCallback(TrainerCallback):
             "epoch": round(logs.get("epoch", state.epoch or 0.0), 4),
             "elapsed_s": round(self.clock.elapsed(), 1) if self.clock is not None and self.clock.started else None,
             "time": round(now, 3),
+            **stage_metrics(logs),
         }
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(row) + "\n")
@@ -116,9 +117,12 @@ class MetricsCallback(TrainerCallback):
 
 
 class GuardCallback(TrainerCallback):
-    """Stops training on NaN/inf or a dead (all-zero) loss; `reason` says why, else None."""
+    """Stops training on NaN/inf or a dead (all-zero) loss; `reason` says why, else None.
 
-    def __init__(self, zero_patience: int = 3):
+    `zero_patience` None turns the dead-loss check off: GRPO's loss is exactly 0 whenever every reply to a
+    prompt earns the same reward, which is no fault."""
+
+    def __init__(self, zero_patience: int | None = 3):
         self.zero_patience = zero_patience
         self.history: list[dict] = []
         self.reason: str | None = None
@@ -127,7 +131,7 @@ class GuardCallback(TrainerCallback):
         if not logs or "loss" not in logs:
             return
         self.history.append({"step": state.global_step, "loss": logs.get("loss"), "grad_norm": logs.get("grad_norm")})
-        reason = check_health(self.history, self.zero_patience)
+        reason = check_health(self.history, self.zero_patience or 10**9)
         if reason:
             self.reason = reason
             control.should_training_stop = True
@@ -144,6 +148,22 @@ class NanInjectionCallback(TrainerCallback):
         if model is not None and state.global_step + 1 == self.at_step:
             with torch.no_grad():
                 next(p for p in model.parameters() if p.requires_grad).fill_(float("nan"))
+
+
+# What DPO and GRPO log beside the loss (trl's names): the reward and each of its parts, the KL to the SFT
+# adapter, the preference margins and log-probabilities, reply lengths.
+STAGE_KEYS = ("reward", "reward_std", "kl", "entropy", "frac_reward_zero_std")
+STAGE_PREFIXES = ("rewards/", "logps/", "completions/mean_length")
+
+
+def stage_metrics(logs: dict) -> dict:
+    """The DPO/GRPO figures in `logs`, as metrics.jsonl keys ("rewards/fields/mean" -> "rewards_fields_mean").
+
+    >>> stage_metrics({"loss": 1.0, "kl": 0.5, "rewards/fields/mean": 0.25, "rewards/margins": 2.0})
+    {'kl': 0.5, 'rewards_fields_mean': 0.25, 'rewards_margins': 2.0}
+    """
+    return {k.replace("/", "_"): _num(v) for k, v in logs.items()
+            if isinstance(v, (int, float)) and (k in STAGE_KEYS or k.startswith(STAGE_PREFIXES))}
 
 
 def _num(value):

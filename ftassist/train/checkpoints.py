@@ -104,3 +104,13 @@ class AtomicCheckpointMixin:
         os.replace(staging / name, final)
         shutil.rmtree(staging, ignore_errors=True)
         prune(root, self.keep_checkpoints)
+
+
+def save_adapter(model, folder: str | Path) -> None:
+    """Save the trained adapter alone ("default"): trl keeps a frozen reference copy ("ref") beside it in DPO and
+    GRPO stages, which is not part of what was trained."""
+    names = getattr(model, "peft_config", None)
+    if isinstance(names, dict) and len(names) > 1 and "default" in names:
+        model.save_pretrained(folder, selected_adapters=["default"])
+    else:
+        model.save_pretrained(folder)

@@ -59,6 +59,9 @@ class RunRecord:
     finished_at: float | None = None
     train_runtime_s: float | None = None
     steps: int | None = None
+    stage: str = "sft"  # sft, dpo or grpo (`ftassist.train.stages`)
+    from_run: str | None = None  # the SFT run a dpo/grpo stage started from
+    stage_data: dict | None = None  # dpo: the pairs' count and why they were kept; grpo: the reward's weights
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict:

@@ -29,6 +29,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from ftassist.files import atomic_dir, read_jsonl, write_json_atomic
+from ftassist.train.checkpoints import save_adapter
 from ftassist.train.schedule import Clock
 from ftassist.train.validation import TASK_METRICS, ValidationSet, score_model, selection_key
 
@@ -151,7 +152,7 @@ class TaskMetricCallback(TrainerCallback):
             self.report(scalars({k: v for k, v in row.items() if k.startswith("val_")}))
         if previous is None or selection_key(row, self.val.task) > selection_key(previous, self.val.task):
             with atomic_dir(self.run / BEST_DIR) as tmp:
-                model.save_pretrained(tmp)
+                save_adapter(model, tmp)
                 write_json_atomic(tmp / "best.json", row)
         if self.log is not None:
             shown = ", ".join(f"{m} {100 * float(metrics.get(m) or 0):.1f}%" for m in TASK_METRICS[self.val.task])

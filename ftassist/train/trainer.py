@@ -138,6 +138,7 @@ class Prepared:
     plan: Plan
     budget: Budget
     lengths: list[int]
+    source: Any = None  # `stages.Source`: the SFT run a dpo/grpo stage starts from
 
     def explanation(self) -> str:
         """The plan in words: memory, precision, budget and how the run is judged."""
@@ -156,8 +157,13 @@ def prepare_run(cfg: TrainConfig, run: Path | None = None) -> Prepared:
     from ftassist.train.dataset import load_split
 
     rows = load_split(cfg.data)  # fails on bad data before anything heavy loads
-    rows, val, val_note = split_validation(cfg, rows, run)
-    model_path = resolve_model(cfg.model)
+    source = None
+    if cfg.stage != "sft":
+        from ftassist.train.stages import read_source
+
+        source = read_source(cfg)
+    rows, val, val_note = split_validation(cfg, rows, run, source)
+    model_path = source.base_model if source is not None else resolve_model(cfg.model)
     tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=cfg.trust_remote_code)
     if not tokenizer.chat_template:
         raise UserError(f"--model {cfg.model}: the tokenizer has no chat template; use an instruct/chat model")
@@ -172,16 +178,30 @@ def prepare_run(cfg: TrainConfig, run: Path | None = None) -> Prepared:
     plan = plan_training(shape, hw, seq_len=seq_len, method=method, dtype=dtype, lora_r=cfg.lora_r,
                          batch_size=cfg.batch_size, grad_accum=cfg.grad_accum, checkpointing=cfg.gradient_checkpointing,
                          n_examples=len(rows))
-    budget = plan_budget(len(rows), plan.micro_batch * plan.grad_accum, epochs=cfg.epochs, max_steps=cfg.max_steps,
-                         eval_steps=cfg.eval_steps, validating=val is not None,
-                         # several ranks: no clock (each would read its own; ranks whose rates differ diverge)
-                         time_budget_min=cfg.time_budget if int(os.environ.get("WORLD_SIZE", "1")) == 1 else 0.0,
-                         learning_rate=cfg.learning_rate, params=shape.params, warmup=cfg.warmup_ratio)
-    return Prepared(model_path, tokenizer, rows, val, val_note, plan, budget, lengths)
+    budget = stage_budget(cfg, plan, len(rows), validating=val is not None, params=shape.params)
+    return Prepared(model_path, tokenizer, rows, val, val_note, plan, budget, lengths, source)
 
 
-def split_validation(cfg: TrainConfig, rows: list[dict], run: Path | None) -> tuple[list[dict], ValidationSet | None, str]:
-    """(train rows, validation set or None, one sentence saying which): --val-data, DATA/val.jsonl, or carved."""
+def stage_budget(cfg: TrainConfig, plan: Plan, n_items: int, *, validating: bool, params: int) -> Budget:
+    """The budget over `n_items` (training rows; DPO: its pairs): an optimizer step takes micro-batch x grad-accum of
+    them (GRPO: grad-accum prompts, each a group of replies); dpo/grpo have their own epoch and rate defaults."""
+    epochs, lr = (cfg.epochs, cfg.learning_rate)
+    if cfg.stage != "sft":
+        from ftassist.train.stages import defaults
+
+        epochs, lr = defaults(cfg)
+    per_step = plan.grad_accum if cfg.stage == "grpo" else plan.micro_batch * plan.grad_accum
+    return plan_budget(n_items, per_step, epochs=epochs, max_steps=cfg.max_steps, eval_steps=cfg.eval_steps,
+                       validating=validating,
+                       # several ranks: no clock (each would read its own; ranks whose rates differ diverge)
+                       time_budget_min=cfg.time_budget if int(os.environ.get("WORLD_SIZE", "1")) == 1 else 0.0,
+                       learning_rate=lr, params=params, warmup=cfg.warmup_ratio)
+
+
+def split_validation(cfg: TrainConfig, rows: list[dict], run: Path | None,
+                     source=None) -> tuple[list[dict], ValidationSet | None, str]:
+    """(train rows, validation set or None, one sentence saying which): --val-data, DATA/val.jsonl, the split the
+    `--from` SFT run carved (its rows are not trained on here either), or carved."""
     from ftassist.train.validation import carve_validation, load_validation
 
     if not cfg.task_metric:
@@ -193,6 +213,12 @@ def split_validation(cfg: TrainConfig, rows: list[dict], run: Path | None) -> tu
     given = Path(cfg.val_data) if cfg.val_data else Path(cfg.data) / "val.jsonl"
     if cfg.val_data or given.is_file():
         val = load_validation(given, schema, f"{given}")
+    elif source is not None and source.val_file is not None:
+        from ftassist.train.dataset import to_prompt_completion
+        from ftassist.train.stages import exclude_rows
+
+        rows = exclude_rows(rows, [to_prompt_completion(r) for r in read_jsonl(source.val_file)])
+        val = load_validation(source.val_file, schema, f"the validation split of {source.run}")
     else:
         rows, held = carve_validation(rows, cfg.val_size, cfg.seed)
         if not held:
@@ -221,14 +247,31 @@ def _train(cfg: TrainConfig, run: Path, status: StatusWriter | None, *, resume: 
     plan, budget, tokenizer, model_path = prep.plan, prep.budget, prep.tokenizer, prep.model_path
     if plan.method == "qlora":
         _require_bitsandbytes()
-    dataset = as_dataset(prep.train_rows)
+    dataset = as_dataset(prep.train_rows) if cfg.stage == "sft" else None
+    pairs: list[dict] = []
+    stage_data = None
+    if cfg.stage == "dpo":
+        from ftassist.train.stages import ensure_pairs
+
+        pairs, stage_data = ensure_pairs(cfg, plan, model_path, tokenizer, prep.train_rows, _validator(cfg, prep),
+                                         prep.source, run, resume)
+        budget = prep.budget = stage_budget(cfg, plan, len(pairs), validating=prep.val is not None,
+                                            params=ModelShape.from_config(_model_config(cfg, model_path)).params)
+    elif cfg.stage == "grpo":
+        from ftassist.train.reward import describe_weights, resolve_weights
+
+        weights = resolve_weights(cfg.reward_weights)
+        stage_data = {"reward_weights": weights, "reward": describe_weights(weights), "generations": cfg.grpo_generations,
+                      "beta": cfg.grpo_beta}
     log.info("plan: %s", prep.explanation())
-    info = run_info(cfg, model_path, plan, n_examples=len(dataset), longest=max(prep.lengths),
+    info = run_info(cfg, model_path, plan, n_examples=len(pairs) if pairs else len(prep.train_rows), longest=max(prep.lengths),
                     truncated=sum(n > cfg.max_length for n in prep.lengths), budget=budget.to_dict(),
                     validation={"rows": len(prep.val), "task": prep.val.task, "source": prep.val.source}
                     if prep.val is not None else None, validation_note=prep.val_note,
                     data_fingerprint=(read_fingerprint(cfg.data) or {}).get("id"),  # None: not from `data build`
-                    tracking=tracking.prepare(run, cfg.report_to) if is_main_process() else None)
+                    tracking=tracking.prepare(run, cfg.report_to) if is_main_process() else None,
+                    stage=cfg.stage, from_run=str(prep.source.run) if prep.source is not None else None,
+                    stage_data=stage_data)
     ckdir = run / "checkpoints"
     if is_main_process():
         save_config(cfg, run / "config.yaml")
@@ -258,9 +301,20 @@ def _train(cfg: TrainConfig, run: Path, status: StatusWriter | None, *, resume: 
             selector = TaskMetricCallback(run, prep.val, tokenizer, every=budget.eval_every,
                                           patience=cfg.early_stopping_patience, clock=clock, log=log,
                                           max_eval_share=EVAL_SHARE if cfg.eval_steps == 0 else None)
-        trainer, guard = build_trainer(cfg, plan, model_path, tokenizer, dataset, run, status, progress,
-                                       epochs=budget.epochs, learning_rate=budget.learning_rate,
-                                       extra_callbacks=[selector] if selector else extra, clock=clock)
+        common: dict[str, Any] = dict(epochs=budget.epochs, learning_rate=budget.learning_rate,
+                      extra_callbacks=[selector] if selector else extra, clock=clock)
+        if cfg.stage == "dpo":
+            from ftassist.train.stages import build_dpo_trainer
+
+            trainer, guard = build_dpo_trainer(cfg, plan, model_path, tokenizer, pairs, prep.source, run, status,
+                                               progress, **common)
+        elif cfg.stage == "grpo":
+            from ftassist.train.stages import build_grpo_trainer
+
+            trainer, guard = build_grpo_trainer(cfg, plan, model_path, tokenizer, prep.train_rows, _validator(cfg, prep),
+                                                prep.source, run, status, progress, **common)
+        else:
+            trainer, guard = build_trainer(cfg, plan, model_path, tokenizer, dataset, run, status, progress, **common)
         if selector is not None:  # the task metric reaches the tracker as the loss does
             selector.report = lambda logs, t=trainer: _report(t, logs)
         try:
@@ -298,7 +352,7 @@ def _train(cfg: TrainConfig, run: Path, status: StatusWriter | None, *, resume: 
                     if item.name != "best.json":
                         shutil.copy2(item, tmp / item.name)
             else:
-                trainer.model.save_pretrained(tmp)
+                checkpoints.save_adapter(trainer.model, tmp)
             tokenizer.save_pretrained(tmp)
             # The exact template the prompts were rendered with, also as a plain file for servers.
             (tmp / "chat_template.jinja").write_text(tokenizer.chat_template, encoding="utf-8")
@@ -331,14 +385,35 @@ def build_trainer(cfg: TrainConfig, plan: Plan, model_path: str, tokenizer, data
 
     `clock` (a `schedule.Clock`) is the run's time budget: the schedule follows it and every metrics row records
     the training seconds it has counted, which is what a resumed run starts counting from."""
-    from ftassist.train.schedule import Clock
-
-    import torch
     from peft import LoraConfig
-    from transformers import AutoModelForCausalLM
     from trl import SFTConfig
 
-    from ftassist.train.callbacks import GuardCallback, MetricsCallback, NanInjectionCallback
+    model = load_base(cfg, plan, model_path)
+    targets = cfg.target_modules if cfg.target_modules == "all-linear" else [
+        t.strip() for t in cfg.target_modules.split(",") if t.strip()]
+    peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha or 2 * cfg.lora_r, lora_dropout=cfg.lora_dropout,
+                             target_modules=targets, bias="none", task_type="CAUSAL_LM")
+    args = SFTConfig(
+        **common_args(cfg, plan, run, epochs=epochs,
+                      learning_rate=learning_rate or cfg.learning_rate or plan_learning_rate(ModelShape.from_config(model.config).params)),
+        max_length=cfg.max_length,
+        packing=False,
+        padding_free=False,
+        completion_only_loss=True,
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+        trust_remote_code=cfg.trust_remote_code,
+    )
+    guard, callbacks, clock = run_callbacks(cfg, run, status, progress, extra_callbacks, clock)
+    trainer = _AtomicSFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                                peft_config=peft_config, callbacks=callbacks)
+    finish_trainer(trainer, cfg, plan, clock)
+    return trainer, guard
+
+
+def load_base(cfg: TrainConfig, plan: Plan, model_path: str):
+    """The base model as `plan` holds it (its dtype; 4-bit NF4 for QLoRA, prepared for k-bit training)."""
+    import torch
+    from transformers import AutoModelForCausalLM
 
     torch_dtype = getattr(torch, plan.dtype)
     kwargs = {"dtype": torch_dtype, "trust_remote_code": cfg.trust_remote_code}
@@ -351,21 +426,24 @@ def build_trainer(cfg: TrainConfig, plan: Plan, model_path: str, tokenizer, data
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))} if plan.device == "cuda" else {"": "cpu"}
     model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
     model.config.use_cache = False
-    ck_kwargs = {"use_reentrant": False}
     if plan.method == "qlora":
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=plan.checkpointing,
-                                                gradient_checkpointing_kwargs=ck_kwargs)
-    targets = cfg.target_modules if cfg.target_modules == "all-linear" else [
-        t.strip() for t in cfg.target_modules.split(",") if t.strip()]
-    peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha or 2 * cfg.lora_r, lora_dropout=cfg.lora_dropout,
-                             target_modules=targets, bias="none", task_type="CAUSAL_LM")
-    args = SFTConfig(
+                                                gradient_checkpointing_kwargs=CHECKPOINTING_KWARGS)
+    return model
+
+
+CHECKPOINTING_KWARGS = {"use_reentrant": False}
+
+
+def common_args(cfg: TrainConfig, plan: Plan, run: Path, *, epochs: float | None, learning_rate: float) -> dict:
+    """The `TrainingArguments` every stage shares (SFT, DPO, GRPO): batch, schedule, checkpoints, precision, device."""
+    return dict(
         output_dir=str(run / "checkpoints"),
         per_device_train_batch_size=plan.micro_batch,
         gradient_accumulation_steps=plan.grad_accum,
-        learning_rate=learning_rate or cfg.learning_rate or plan_learning_rate(ModelShape.from_config(model.config).params),
+        learning_rate=learning_rate,
         num_train_epochs=epochs if epochs is not None else (cfg.epochs or 2.0),
         max_steps=cfg.max_steps,
         warmup_steps=cfg.warmup_ratio,  # the schedule itself is `schedule.budget_lambda` (BudgetScheduleMixin)
@@ -381,39 +459,43 @@ def build_trainer(cfg: TrainConfig, plan: Plan, model_path: str, tokenizer, data
         fp16=plan.dtype == "float16",
         use_cpu=plan.device == "cpu",
         gradient_checkpointing=plan.checkpointing,
-        gradient_checkpointing_kwargs=ck_kwargs if plan.checkpointing else None,
+        gradient_checkpointing_kwargs=CHECKPOINTING_KWARGS if plan.checkpointing else None,
         optim="paged_adamw_8bit" if plan.device == "cuda" else "adamw_torch",
-        max_length=cfg.max_length,
-        packing=False,
-        padding_free=False,
-        completion_only_loss=True,
-        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         dataloader_num_workers=0,
         dataloader_pin_memory=plan.device == "cuda",
         report_to=cfg.report_to,
         project=tracking.PROJECT,
         run_name=run.name,
         disable_tqdm=True,
-        trust_remote_code=cfg.trust_remote_code,
     )
-    guard = GuardCallback()
+
+
+def run_callbacks(cfg: TrainConfig, run: Path, status: StatusWriter | None, progress: bool, extra_callbacks, clock):
+    """(guard, every callback of a run, the clock): metrics rows, the NaN guard, the test-only NaN injection, extras."""
+    from ftassist.train.callbacks import GuardCallback, MetricsCallback, NanInjectionCallback
+    from ftassist.train.schedule import Clock
+
+    guard = GuardCallback(zero_patience=None if cfg.stage == "grpo" else 3)  # GRPO: equal rewards give a 0 loss
     clock = clock if clock is not None else Clock()
     callbacks = [MetricsCallback(run, status, progress=progress, log=log, clock=clock) if is_main_process() else None,
                  guard,
                  NanInjectionCallback(cfg.debug_nan_at_step) if cfg.debug_nan_at_step else None, *extra_callbacks]
-    trainer = _AtomicSFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                                peft_config=peft_config, callbacks=[c for c in callbacks if c is not None])
-    trainer.keep_checkpoints = cfg.save_total_limit
-    trainer.budget_clock, trainer.warmup_share = clock, cfg.warmup_ratio
+    return guard, [c for c in callbacks if c is not None], clock
+
+
+def finish_trainer(trainer, cfg: TrainConfig, plan: Plan, clock) -> None:
+    """What every stage's trainer gets after construction: checkpoint rotation, the budget clock, no stdout printer,
+    and fp32 adapters for QLoRA on a CPU."""
     from transformers.trainer_callback import PrinterCallback
 
+    trainer.keep_checkpoints = cfg.save_total_limit
+    trainer.budget_clock, trainer.warmup_share = clock, cfg.warmup_ratio
     trainer.remove_callback(PrinterCallback)  # metrics go to metrics.jsonl / train.log / the bar, not stdout
     if plan.method == "qlora" and plan.dtype == "float32":
         # trl casts QLoRA adapters to bf16 (the paper's recipe); on CPU bf16 is very slow, keep fp32.
         for p in trainer.model.parameters():
             if p.requires_grad:
                 p.data = p.data.float()
-    return trainer, guard
 
 
 def _trainer_class():
@@ -431,6 +513,25 @@ def _trainer_class():
 
 def _AtomicSFTTrainer(**kwargs):  # noqa: N802 - builds the class lazily so importing this module stays light
     return _trainer_class()(**kwargs)
+
+
+def _validator(cfg: TrainConfig, prep: Prepared):
+    """The schema validator the reward stages score training replies with: the validation split's, else DATA's
+    schema.json, else one inferred from the training references."""
+    if prep.val is not None and prep.val.validator is not None:
+        return prep.val.validator
+    from ftassist.evaluation.metrics import make_validator
+    from ftassist.schema import infer_schema, load_schema
+    from ftassist.train.stages import references
+
+    path = Path(cfg.data) / "schema.json"
+    return make_validator(load_schema(path) if path.is_file() else infer_schema(references(prep.train_rows)))
+
+
+def _model_config(cfg: TrainConfig, model_path: str):
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(model_path, trust_remote_code=cfg.trust_remote_code)
 
 
 def token_length(tokenizer, row: dict) -> int:
@@ -477,7 +578,7 @@ def _claim_run_dir(run: Path, resume: bool) -> None:
     if not resume:
         for name in ("checkpoints", "adapter", "best"):
             shutil.rmtree(run / name, ignore_errors=True)
-        for name in ("metrics.jsonl", "run.json", "val.jsonl"):
+        for name in ("metrics.jsonl", "run.json", "val.jsonl", "pairs.jsonl", "pairs.json"):
             (run / name).unlink(missing_ok=True)
 
 

@@ -128,8 +128,10 @@ def max_reply_tokens(tokenizer, examples: list[Example]) -> int:
 
 
 def generate_replies(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int,
-                     batch_size: int = GENERATION_BATCH, logits_processors=None) -> list[str]:
-    """Greedy replies of `model` to chat `prompts`, left-padded batches of similar length, in prompt order.
+                     batch_size: int = GENERATION_BATCH, logits_processors=None, do_sample: bool = False,
+                     temperature: float = 1.0) -> list[str]:
+    """Replies of `model` to chat `prompts`, greedy (or sampled at `temperature` with `do_sample`), left-padded
+    batches of similar length, in prompt order.
 
     `logits_processors`, when given, is called once per batch for a fresh list of logits processors
     (e.g. `ftassist.evidence.schema_constraint`: structured outputs)."""
@@ -148,8 +150,9 @@ def generate_replies(model, tokenizer, prompts: list[list[dict]], max_new_tokens
         ids = torch.tensor([[pad] * (width - len(encoded[i])) + encoded[i] for i in idx], device=device)
         mask = torch.tensor([[0] * (width - len(encoded[i])) + [1] * len(encoded[i]) for i in idx], device=device)
         extra = {"logits_processor": logits_processors()} if logits_processors is not None else {}
-        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
-                             eos_token_id=eos, pad_token_id=pad, use_cache=True, **extra)
+        sampling = {"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": 0} if do_sample else {"do_sample": False}
+        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, eos_token_id=eos,
+                             pad_token_id=pad, use_cache=True, **sampling, **extra)
         for row, i in enumerate(idx):
             replies[i] = tokenizer.decode(out[row, width:], skip_special_tokens=True)
     return replies
