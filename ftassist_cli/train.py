@@ -32,6 +32,11 @@ def register(subparsers) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     cfg = config_from_args(TrainConfig, args)
+    if args.search and cfg.stage != "sft":
+        from ftassist.errors import ConfigError
+
+        raise ConfigError([f"--search tries SFT configurations; --stage {cfg.stage} starts from the run it found: run "
+                           f"`ftassist train --search` first, then --stage {cfg.stage} --from its --out"])
     if args.print_plan:
         import shlex
 

@@ -1,0 +1,188 @@
+"""The reward stages after SFT (--stage dpo|grpo --from RUN_DIR) on a tiny model that half-knows a toy JSON task."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ftassist.config import TrainConfig
+from ftassist.errors import ConfigError, UserError
+from ftassist.evaluation.metrics import make_validator, score_reply
+from ftassist.train.reward import DEFAULT_WEIGHTS, reward_funcs, reward_parts, total_reward
+from ftassist.train.trainer import train
+from tests.tiny import build_tiny_llama
+
+SCHEMA = {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "string"}}, "required": ["a", "b"],
+          "additionalProperties": False}
+
+
+def _row(i: int) -> dict:
+    return {"messages": [{"role": "user", "content": f"item {i}"},
+                         {"role": "assistant", "content": json.dumps({"a": i % 3, "b": "x"})}]}
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory) -> dict:
+    """A tiny model with sharp logits, trained 20 steps on 40 rows of `{"a": i % 3, "b": "x"}`: it has the format
+    and some of the values (greedy right on some rows, wrong on others; sampled replies vary)."""
+    root = tmp_path_factory.mktemp("toy")
+    model = build_tiny_llama(root / "model", init_std=0.3)
+    data = root / "data"
+    data.mkdir()
+    (data / "train.jsonl").write_text("".join(json.dumps(_row(i)) + "\n" for i in range(48)), encoding="utf-8")
+    (data / "schema.json").write_text(json.dumps(SCHEMA), encoding="utf-8")
+    sft = train(TrainConfig(data=str(data), out=str(root / "sft"), model=str(model), max_steps=20, eval_steps=20,
+                            batch_size=8, grad_accum=1, learning_rate=1e-2, lora_dropout=0.0, seed=7, report_to="none"),
+                progress=False)
+    return {"root": root, "model": model, "data": data, "sft": sft.run_dir}
+
+
+def _stage(toy: dict, out: Path, stage: str, **kw) -> TrainConfig:
+    base = dict(data=str(toy["data"]), out=str(out), model=str(toy["model"]), stage=stage, from_run=str(toy["sft"]),
+                max_steps=4, save_steps=2, eval_steps=2, batch_size=4, grad_accum=1, seed=7, report_to="none")
+    return TrainConfig(**{**base, **kw})
+
+
+def _rows(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def _changed(a: Path, b: Path) -> list[str]:
+    """The adapter tensors that differ between two adapter folders (same keys asserted)."""
+    x, y = load_file(a / "adapter_model.safetensors"), load_file(b / "adapter_model.safetensors")
+    assert x.keys() == y.keys()
+    return [k for k in x if not torch.equal(x[k], y[k])]
+
+
+def test_the_reward_scores_fixed_replies_exactly():
+    v = make_validator(SCHEMA)
+    ref = {"a": 2, "b": "x"}
+    assert reward_parts("I cannot help with that.", ref, v) == dict.fromkeys(DEFAULT_WEIGHTS, 0.0)
+    # Valid JSON, wrong schema (a string where an integer belongs): parses, fails the schema, half the fields right.
+    assert reward_parts('{"a": "2", "b": "x"}', ref, v) == {"json": 1.0, "schema": 0.0, "fields": 0.5, "exact": 0.0, "length": 0.0}
+    assert reward_parts('{"a": 1, "b": "x"}', ref, v) == {"json": 1.0, "schema": 1.0, "fields": 0.5, "exact": 0.0, "length": 0.0}
+    right = reward_parts('{"a": 2, "b": "x"}', ref, v)
+    assert right == {"json": 1.0, "schema": 1.0, "fields": 1.0, "exact": 1.0, "length": 0.0}
+    assert total_reward(right, DEFAULT_WEIGHTS) == 5.0
+    # A right object followed by chatter: an 18-character reference, a 26-character reply: 26/18 - 1 - 0.25 over.
+    long = reward_parts('{"a": 2, "b": "x"} Thanks!', ref, v)
+    assert long["exact"] == 1.0 and long["length"] == pytest.approx(-(26 / 18 - 1.25))
+    assert reward_parts('{"a": 2, "b": "x"}' + " and more" * 40, ref, v)["length"] == -1.0
+    # trl's side: one named function per weighted part, reading the `reference` column; weight 0 drops a part.
+    funcs, weights = reward_funcs(v, {**DEFAULT_WEIGHTS, "length": 0.0})
+    assert [f.__name__ for f in funcs] == ["json", "schema", "fields", "exact"] and weights == [1.0, 1.0, 2.0, 1.0]
+    completions = [[{"role": "assistant", "content": '{"a": 1, "b": "x"}'}], [{"role": "assistant", "content": "no"}]]
+    fields = funcs[2](prompts=[[], []], completions=completions, reference=[json.dumps(ref)] * 2)
+    assert fields == [0.5, 0.0]
+
+
+def test_stage_flags_are_checked_before_anything_loads(toy, tmp_path):
+    with pytest.raises(ConfigError, match="--stage dpo needs --from RUN_DIR"):
+        TrainConfig(data="d", out="o", stage="dpo").validate()
+    with pytest.raises(ConfigError, match="--from .* only applies with --stage dpo or grpo"):
+        TrainConfig(data="d", out="o", from_run=str(toy["sft"])).validate()
+    with pytest.raises(ConfigError, match="no adapter/adapter_config.json there"):
+        TrainConfig(data="d", out="o", stage="grpo", from_run=str(tmp_path)).validate()
+    with pytest.raises(ConfigError, match=r"--reward-weights fieldz: unknown part.*--reward-weights exact=-1 must be >= 0"):
+        TrainConfig(data="d", out="o", stage="grpo", from_run=str(toy["sft"]),
+                    reward_weights={"fieldz": "1", "exact": "-1"}).validate()
+    with pytest.raises(ConfigError, match="is the --from run itself"):
+        TrainConfig(data="d", out=str(toy["sft"]), stage="dpo", from_run=str(toy["sft"])).validate()
+    # A stage cannot start from another stage: the chain is SFT -> one reward stage.
+    dpo = tmp_path / "dpo"
+    train(_stage(toy, dpo, "dpo", max_steps=1), progress=False)
+    with pytest.raises(UserError, match="is itself a dpo stage"):
+        train(_stage(toy, tmp_path / "again", "grpo", from_run=str(dpo)), progress=False)
+
+
+def test_dpo_pairs_are_built_only_from_wrong_replies(toy):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ftassist.train.dataset import load_split
+    from ftassist.train.stages import build_pairs
+    from ftassist.train.validation import generate_replies
+
+    tokenizer = AutoTokenizer.from_pretrained(toy["model"])
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(toy["model"]), str(toy["sft"] / "adapter"))
+    rows = load_split(toy["data"])[:24]
+    v = make_validator(SCHEMA)
+    greedy = generate_replies(model.eval(), tokenizer, [r["prompt"] for r in rows], 32)
+    wrong = {i + 1 for i, (reply, r) in enumerate(zip(greedy, rows))
+             if not score_reply(reply, json.loads(r["completion"][0]["content"]), v)["exact"]}
+    assert 0 < len(wrong) < len(rows), "the toy model should answer some rows right and some wrong"
+
+    pairs, summary = build_pairs(model, tokenizer, rows, v, samples=0, seed=0)
+    assert {p["why"]["row"] for p in pairs} == wrong and len(pairs) == len(wrong) == summary["pairs"]
+    for p in pairs:
+        row = rows[p["why"]["row"] - 1]
+        assert p["prompt"] == row["prompt"] and p["chosen"] == row["completion"] and p["why"]["source"] == "greedy"
+        score = score_reply(p["rejected"][0]["content"], json.loads(row["completion"][0]["content"]), v)
+        assert not score["exact"] and p["why"]["wrong_fields"] == [k for k, ok in score["fields"].items() if not ok]
+    assert summary["rows_with_mistakes"] == len(wrong) and summary["replies"] == len(rows)
+
+    # Sampled replies find more mistakes; a row's identical wrong replies count once, and none is right.
+    sampled, more = build_pairs(model, tokenizer, rows, v, samples=3, seed=0)
+    assert more["replies"] == 4 * len(rows) and len(sampled) >= len(pairs)
+    keys = [(p["why"]["row"], p["rejected"][0]["content"]) for p in sampled]
+    assert len(set(keys)) == len(keys)
+    assert all(not score_reply(p["rejected"][0]["content"], json.loads(p["chosen"][0]["content"]), v)["exact"] for p in sampled)
+
+
+def test_dpo_steps_change_the_sft_adapter_and_log_the_preference_figures(toy, tmp_path):
+    run = tmp_path / "dpo"
+    result = train(_stage(toy, run, "dpo"), progress=False)
+    info = json.loads((run / "run.json").read_text())
+    assert info["stage"] == "dpo" and info["from_run"] == str(toy["sft"]) and info["mergeable"] is True
+    pairs = [json.loads(line) for line in (run / "pairs.jsonl").read_text().splitlines()]
+    assert info["stage_data"]["pairs"] == len(pairs) == info["n_examples"] > 0
+    assert all(p["why"]["failures"] or p["why"]["wrong_fields"] for p in pairs)
+    # The SFT run's validation rows are neither trained on nor made into pairs; they judge this stage too.
+    held = {json.loads(line)["messages"][0]["content"] for line in (toy["sft"] / "val.jsonl").read_text().splitlines()}
+    assert held and not held & {p["prompt"][0]["content"] for p in pairs}
+    assert info["validation"]["source"] == f"the validation split of {toy['sft']}"
+    rows = _rows(run)
+    losses = [r for r in rows if "loss" in r]
+    assert [r["step"] for r in losses] == [1, 2, 3, 4]
+    assert all({"rewards_margins", "rewards_accuracies", "logps_chosen", "logps_rejected"} <= r.keys() for r in losses)
+    assert [r["step"] for r in rows if "val_rows" in r] == [2, 4]
+    assert _changed(toy["sft"] / "adapter", result.adapter_dir), "DPO left the SFT adapter as it was"
+    # Only the trained adapter is saved: trl's frozen reference copy is not in the folder.
+    assert not (result.adapter_dir / "ref").exists() and not (run / "best" / "ref").exists()
+
+
+def test_grpo_steps_change_the_sft_adapter_and_log_the_reward_parts_and_kl(toy, tmp_path):
+    run = tmp_path / "grpo"
+    result = train(_stage(toy, run, "grpo", grpo_generations=4, reward_weights={"fields": "3", "length": "0"}),
+                   progress=False)
+    info = json.loads((run / "run.json").read_text())
+    assert info["stage"] == "grpo" and info["stage_data"]["reward_weights"] == {**DEFAULT_WEIGHTS, "fields": 3.0, "length": 0.0}
+    assert info["stage_data"]["reward"] == "json 1 + schema 1 + fields 3 + exact 1"
+    losses = [r for r in _rows(run) if "loss" in r]
+    assert [r["step"] for r in losses] == [1, 2, 3, 4]
+    for r in losses:
+        assert {"reward", "kl", "rewards_json_mean", "rewards_schema_mean", "rewards_fields_mean", "rewards_exact_mean"} <= r.keys()
+        assert "rewards_length_mean" not in r  # weight 0: not computed
+        assert 0.0 <= r["rewards_fields_mean"] <= 1.0
+    # The total is the weighted sum of the parts' means.
+    r = losses[0]
+    assert r["reward"] == pytest.approx(r["rewards_json_mean"] + r["rewards_schema_mean"] + 3 * r["rewards_fields_mean"]
+                                        + r["rewards_exact_mean"], abs=1e-4)
+    assert any(r["rewards_fields_std"] > 0 for r in losses), "no group had replies of different reward"
+    assert _changed(toy["sft"] / "adapter", result.adapter_dir), "GRPO left the SFT adapter as it was"
+    assert not (result.adapter_dir / "ref").exists()
+
+
+def test_the_cli_refuses_a_stage_without_its_sft_run_and_a_search_of_a_stage(toy, tmp_path, capsys):
+    from ftassist_cli import main
+
+    assert main(["train", "--stage", "dpo", "--data", str(toy["data"]), "--out", str(tmp_path / "x")]) == 2
+    assert "--stage dpo needs --from RUN_DIR" in capsys.readouterr().err
+    assert main(["train", "--stage", "grpo", "--from", str(toy["sft"]), "--data", str(toy["data"]),
+                 "--out", str(tmp_path / "y"), "--search"]) == 2
+    assert "--search tries SFT configurations" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
