@@ -158,3 +158,36 @@ def test_fsdp_and_deepspeed_are_refused_on_a_machine_without_gpus_with_the_reaso
         with pytest.raises(UserError, match=f"--strategy {strategy} needs GPUs"):
             start_job(cfg_for(small_data, tmp_path / f"job-{strategy}", tmp_path, num_processes=2, strategy=strategy))
         assert not (tmp_path / f"job-{strategy}" / "status.json").exists()  # nothing half-started
+
+
+def test_a_dpo_stage_killed_with_sigkill_resumes_to_the_adapter_of_an_uninterrupted_one(wider_model, small_data, tmp_path):
+    """The reward stages run through the same job machinery: a DPO stage job killed after a checkpoint resumes,
+    reads its pairs back instead of generating them again, and ends on the uninterrupted stage's adapter."""
+    # No validation here (the SFT kill test covers its rows across a resume): the pairs and the steps are the point.
+    sft = train(cfg_for(small_data, tmp_path / "sft", wider_model, max_steps=3, task_metric=False), progress=False)
+    stage = dict(stage="dpo", from_run=str(sft.run_dir), dpo_samples=0, batch_size=2, learning_rate=1e-4,
+                 task_metric=False)
+    reference = train(cfg_for(small_data, tmp_path / "ref", wider_model, **stage), progress=False)
+
+    run = start_job(cfg_for(small_data, tmp_path / "job", wider_model, **stage))
+    status = wait_for(lambda: (s := read_status(run)).state == "running" and s.step >= 4 and s, timeout=180)
+    assert status.step < 12, "the job finished before it could be killed"
+    pairs = (run / "pairs.jsonl").read_bytes()
+    written = (run / "pairs.jsonl").stat().st_mtime_ns
+    os.kill(status.pid, signal.SIGKILL)
+    wait_for(lambda: read_status(run).state == "interrupted", timeout=10)
+    assert read_status(run).resumable
+
+    resume_job(run)
+    final = wait_for(lambda: (s := read_status(run)).state not in ("queued", "running") and s, timeout=240, poll=0.2)
+    assert final.state == "completed", (run / "train.log").read_text()[-3000:]
+    assert (run / "pairs.jsonl").read_bytes() == pairs == (reference.run_dir / "pairs.jsonl").read_bytes()
+    assert (run / "pairs.jsonl").stat().st_mtime_ns == written  # read back, not generated again
+    rows = read_metrics(run)
+    assert [r["step"] for r in rows if "loss" in r] == list(range(1, 13))
+    assert [r["rewards_margins"] for r in rows if "loss" in r] == [r["rewards_margins"] for r in read_metrics(reference.run_dir) if "loss" in r]
+    ref = load_file(reference.adapter_dir / "adapter_model.safetensors")
+    got = load_file(run / "adapter" / "adapter_model.safetensors")
+    assert ref.keys() == got.keys()
+    for key in ref:
+        assert torch.equal(got[key], ref[key]), f"{key} differs after kill -9 and resume of the DPO stage"
