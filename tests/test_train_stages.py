@@ -34,6 +34,7 @@ def toy(tmp_path_factory) -> dict:
     data = root / "data"
     data.mkdir()
     (data / "train.jsonl").write_text("".join(json.dumps(_row(i)) + "\n" for i in range(48)), encoding="utf-8")
+    (data / "test.jsonl").write_text("".join(json.dumps(_row(i)) + "\n" for i in range(48, 54)), encoding="utf-8")
     (data / "schema.json").write_text(json.dumps(SCHEMA), encoding="utf-8")
     sft = train(TrainConfig(data=str(data), out=str(root / "sft"), model=str(model), max_steps=20, eval_steps=20,
                             batch_size=8, grad_accum=1, learning_rate=1e-2, lora_dropout=0.0, seed=7, report_to="none"),
@@ -153,6 +154,11 @@ def test_dpo_steps_change_the_sft_adapter_and_log_the_preference_figures(toy, tm
     assert _changed(toy["sft"] / "adapter", result.adapter_dir), "DPO left the SFT adapter as it was"
     # Only the trained adapter is saved: trl's frozen reference copy is not in the folder.
     assert not (result.adapter_dir / "ref").exists() and not (run / "best" / "ref").exists()
+    # The parity gate covers the stage's adapter like any other: merged, it answers as base + adapter does.
+    from serving.verify import verify_run
+
+    report = verify_run(run, limit=2, max_new_tokens=12)
+    assert report.passed and report.agreement == {"merged_hf": 1.0}
 
 
 def test_grpo_steps_change_the_sft_adapter_and_log_the_reward_parts_and_kl(toy, tmp_path):
