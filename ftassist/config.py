@@ -222,7 +222,7 @@ class TrainConfig(Checked):
     from_run: str | None = _f(None, "With --stage dpo/grpo: the finished SFT run folder to start from (its adapter, base "
                                     "model and validation split).", flag="from")
     dpo_beta: float = _f(0.1, "With --stage dpo: how far the model may move from the SFT adapter (trl's default 0.1).")
-    dpo_samples: int = _f(2, "With --stage dpo: replies sampled per training row (temperature 1) besides the greedy one, "
+    dpo_samples: int = _f(1, "With --stage dpo: replies sampled per training row (temperature 1) besides the greedy one, "
                              "to find more of the model's mistakes (0: greedy only).")
     grpo_generations: int = _f(4, "With --stage grpo: replies sampled per prompt, scored and compared within their group.")
     grpo_beta: float = _f(0.04, "With --stage grpo: weight of the KL penalty to the SFT adapter (0: none, and no "

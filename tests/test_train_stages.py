@@ -150,8 +150,12 @@ def test_dpo_steps_change_the_sft_adapter_and_log_the_preference_figures(toy, tm
     losses = [r for r in rows if "loss" in r]
     assert [r["step"] for r in losses] == [1, 2, 3, 4]
     assert all({"rewards_margins", "rewards_accuracies", "logps_chosen", "logps_rejected"} <= r.keys() for r in losses)
-    assert [r["step"] for r in rows if "val_rows" in r] == [2, 4]
-    assert _changed(toy["sft"] / "adapter", result.adapter_dir), "DPO left the SFT adapter as it was"
+    # Step 0 is the SFT adapter itself, scored on the same rows when that run ended: the stage has to beat it.
+    evals = [r for r in rows if "val_rows" in r]
+    assert [r["step"] for r in evals] == [0, 2, 4]
+    sft_best = json.loads((toy["sft"] / "run.json").read_text())["selection"]["metrics"]
+    assert {k: v for k, v in evals[0].items() if k.startswith("val_")} == sft_best
+    assert _changed(toy["sft"] / "adapter", run / "checkpoints" / "checkpoint-4"), "DPO left the SFT adapter as it was"
     # Only the trained adapter is saved: trl's frozen reference copy is not in the folder.
     assert not (result.adapter_dir / "ref").exists() and not (run / "best" / "ref").exists()
     # The parity gate covers the stage's adapter like any other: merged, it answers as base + adapter does.
@@ -159,6 +163,23 @@ def test_dpo_steps_change_the_sft_adapter_and_log_the_preference_figures(toy, tm
 
     report = verify_run(run, limit=2, max_new_tokens=12)
     assert report.passed and report.agreement == {"merged_hf": 1.0}
+
+
+def test_a_stage_that_never_beats_the_sft_adapter_leaves_the_sft_adapter(toy, tmp_path):
+    # An SFT run whose kept step scored perfectly (a copy of the toy's, its record saying so): no step can beat it.
+    import shutil
+
+    sft = tmp_path / "sft"
+    shutil.copytree(toy["sft"], sft)
+    info = json.loads((sft / "run.json").read_text())
+    info["selection"]["metrics"].update(val_field_accuracy=1.0, val_exact=1.0, val_schema_valid=1.0, val_loss=0.0)
+    (sft / "run.json").write_text(json.dumps(info))
+    run = tmp_path / "dpo"
+    result = train(_stage(toy, run, "dpo", from_run=str(sft)), progress=False)
+    assert result.selection["step"] == 0 and result.selection["last_step"] == 4
+    assert "no step of the dpo stage beat the SFT adapter it started from" in result.selection["summary"]
+    assert not _changed(sft / "adapter", result.adapter_dir)  # the SFT adapter, as it was
+    assert _changed(sft / "adapter", run / "checkpoints" / "checkpoint-4")  # though the stage did train
 
 
 def test_grpo_steps_change_the_sft_adapter_and_log_the_reward_parts_and_kl(toy, tmp_path):
@@ -179,7 +200,7 @@ def test_grpo_steps_change_the_sft_adapter_and_log_the_reward_parts_and_kl(toy, 
     assert r["reward"] == pytest.approx(r["rewards_json_mean"] + r["rewards_schema_mean"] + 3 * r["rewards_fields_mean"]
                                         + r["rewards_exact_mean"], abs=1e-4)
     assert any(r["rewards_fields_std"] > 0 for r in losses), "no group had replies of different reward"
-    assert _changed(toy["sft"] / "adapter", result.adapter_dir), "GRPO left the SFT adapter as it was"
+    assert _changed(toy["sft"] / "adapter", run / "checkpoints" / "checkpoint-4"), "GRPO left the SFT adapter as it was"
     assert not (result.adapter_dir / "ref").exists()
 
 

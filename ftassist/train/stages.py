@@ -75,6 +75,32 @@ def defaults(cfg: TrainConfig) -> tuple[float, float]:
     return cfg.epochs or STAGE_EPOCHS[cfg.stage], cfg.learning_rate or STAGE_LR[cfg.stage]
 
 
+def seed_from_sft(run: Path, source: Source) -> dict | None:
+    """Start the stage's selection from the SFT adapter itself: its validation row (the same rows, the same scorer)
+    becomes step 0 of RUN/metrics.jsonl and its adapter the best so far, so a stage whose steps never beat it
+    leaves the SFT adapter, never a worse one. Returns the row, or None when the SFT run kept no scored step."""
+    import shutil
+
+    from ftassist.files import atomic_dir, write_json_atomic
+    from ftassist.train.record import read_run_record
+    from ftassist.train.selection import BEST_DIR
+
+    record = read_run_record(source.run)
+    metrics = (record.selection or {}).get("metrics") if record is not None else None
+    if not metrics or "val_loss" not in metrics:
+        return None
+    row = {"step": 0, "epoch": 0.0, **metrics, "elapsed_s": 0.0, "time": round(time.time(), 3),
+           "note": f"the SFT adapter this stage starts from ({source.run}, its step {record.selection['step']})"}
+    with open(run / "metrics.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(row) + "\n")
+    with atomic_dir(run / BEST_DIR) as tmp:
+        for item in source.adapter.iterdir():
+            if item.is_file():
+                shutil.copy2(item, tmp / item.name)
+        write_json_atomic(tmp / "best.json", row)
+    return row
+
+
 def exclude_rows(rows: list[dict], held: list[dict]) -> list[dict]:
     """`rows` without those whose prompt and completion equal a held-out row's (the SFT run's validation split).
 

@@ -283,6 +283,10 @@ def _train(cfg: TrainConfig, run: Path, status: StatusWriter | None, *, resume: 
         log.info("resuming from %s", resume_from)
     elif is_main_process():
         shutil.rmtree(run / BEST_DIR, ignore_errors=True)
+        if prep.source is not None and prep.val is not None and prep.source.val_file is not None and not cfg.val_data:
+            from ftassist.train.stages import seed_from_sft
+
+            seed_from_sft(run, prep.source)  # judged on the SFT run's own split: its adapter is step 0
 
     retries = 0
     while True:
@@ -359,6 +363,8 @@ def _train(cfg: TrainConfig, run: Path, status: StatusWriter | None, *, resume: 
         if best is not None and selector is not None and prep.val is not None:
             reason = selector.stop_reason or f"epoch budget done at step {trainer.state.global_step}"
             kept = describe_choice(best, {"step": trainer.state.global_step}, prep.val.task, reason)
+            if best["step"] == 0:
+                kept = f"no step of the {cfg.stage} stage beat the SFT adapter it started from, which is kept: {kept}"
             info.selection = {"step": best["step"], "last_step": trainer.state.global_step, "stopped": reason,
                                  "metrics": {k: v for k, v in best.items() if k.startswith("val_")}, "summary": kept}
         elapsed = time.time() - started
