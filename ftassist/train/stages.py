@@ -86,11 +86,12 @@ def seed_from_sft(run: Path, source: Source) -> dict | None:
     from ftassist.train.selection import BEST_DIR
 
     record = read_run_record(source.run)
-    metrics = (record.selection or {}).get("metrics") if record is not None else None
+    selection = (record.selection if record is not None else None) or {}
+    metrics = selection.get("metrics")
     if not metrics or "val_loss" not in metrics:
         return None
     row = {"step": 0, "epoch": 0.0, **metrics, "elapsed_s": 0.0, "time": round(time.time(), 3),
-           "note": f"the SFT adapter this stage starts from ({source.run}, its step {record.selection['step']})"}
+           "note": f"the SFT adapter this stage starts from ({source.run}, its step {selection.get('step')})"}
     with open(run / "metrics.jsonl", "a", encoding="utf-8") as fh:
         fh.write(json.dumps(row) + "\n")
     with atomic_dir(run / BEST_DIR) as tmp:
