@@ -187,6 +187,29 @@ def run_data_dir(run_dir: str | Path) -> str | None:
     return data if (Path(data) / "train.jsonl").exists() else None
 
 
+STAGES = {"dpo": "DPO on the model's own mistakes", "grpo": "GRPO with the eval's scorer as the reward"}
+
+
+def propose_stage(ws: Any, run_id: str, stage: str) -> TrainConfig:
+    """The config of a reward stage (`stage`: dpo or grpo) that starts from one of the workspace's finished SFT runs.
+
+    Raises UserError (no run picked, not this workspace's, not finished, itself a stage, its data gone)."""
+    from ftassist.train.stages import read_source
+
+    if stage not in STAGES:
+        raise UserError(f"pick a reward stage: {', '.join(STAGES)}")
+    if not run_id:
+        raise UserError("pick the finished training run to improve in the Run list first")
+    run = ws.run(run_id)
+    data = run_data_dir(run)
+    if data is None:
+        raise UserError(f"the data run {run_id} was trained on is gone: build it again, then train")
+    cfg = TrainConfig(data=data, out=str(new_run_dir(ws.jobs_dir)), model=ws.model, stage=stage, from_run=str(run))
+    cfg.validate()
+    read_source(cfg)  # finished, and an SFT run: said now rather than by a failed job
+    return cfg
+
+
 def cancel_training(run_dir: str | Path) -> None:
     from ftassist.train.jobs import cancel_job
 

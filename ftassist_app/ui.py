@@ -167,6 +167,10 @@ def build_app(settings: AppSettings) -> gr.Blocks:
                     t_cancel = gr.Button("Cancel", size="sm", variant="stop")
                     t_resume = gr.Button("Resume", size="sm")
                     t_download = gr.Button("Download adapter + reports", size="sm")
+                with gr.Row():
+                    t_stage = gr.Radio([(f"{k}: {v}", k) for k, v in train_step.STAGES.items()], value="dpo",
+                                       label="After SFT: a reward stage that learns from the model's own mistakes")
+                    t_stage_go = gr.Button("Improve the picked run with this stage", size="sm", elem_id="stage-go")
                 t_status = gr.Markdown(elem_id="run-status")
                 t_file = gr.File(label="Download", visible=False, interactive=False)
                 t_plot = gr.LinePlot(x="step", y="loss", title="Training loss", height=240)
@@ -396,11 +400,23 @@ def build_app(settings: AppSettings) -> gr.Blocks:
         def on_download(run_id: str | None, tok: str | None, request: gr.Request, profile: gr.OAuthProfile | None = None):
             return gr.update(value=run_archive(who(tok, request, profile), run_id or ""), visible=True)
 
+        @guard
+        def on_stage(run_id: str | None, stage: str, tok: str | None, s: Session | None, request: gr.Request,
+                     profile: gr.OAuthProfile | None = None):
+            ws = who(tok, request, profile)
+            s = state(s, ws)
+            cfg = train_step.propose_stage(ws, run_id or "", stage)
+            for s in conversation.start_job_in_chat(s, ws, cfg):
+                pass
+            return [*render(s, ws), gr.update(choices=[Path(cfg.out).name], value=Path(cfg.out).name)]
+
         train_form = [t_lora_r, t_lr, t_epochs, t_steps, t_maxlen]
         t_plan.click(on_plan, [token, session, *train_form], [session, t_explain], concurrency_id="chat", **private)
         t_start.click(on_start, [token, session, *train_form], [*chat_outputs, t_run], concurrency_id="train", **private)
         t_search.click(on_search, [token, session, *train_form], [*chat_outputs, t_run], concurrency_id="train", **private)
         t_refresh.click(on_refresh, [token], [t_jobs, t_run], concurrency_id="poll", api_name="jobs")
+        t_stage_go.click(on_stage, [t_run, t_stage, token, session], [*chat_outputs, t_run], concurrency_id="train",
+                         **private)
         timer.tick(on_run_tick, [t_run, token], [t_status, t_plot, t_metric_plot], concurrency_id="poll",
                    show_progress="hidden", **private)
         t_cancel.click(on_run_cancel, [t_run, token], None, concurrency_id="train", **private)

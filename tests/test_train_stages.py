@@ -213,3 +213,38 @@ def test_the_cli_refuses_a_stage_without_its_sft_run_and_a_search_of_a_stage(toy
                  "--out", str(tmp_path / "y"), "--search"]) == 2
     assert "--search tries SFT configurations" in capsys.readouterr().err
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_the_app_starts_a_reward_stage_from_a_finished_run_of_the_workspace(toy, tmp_path):
+    import dataclasses
+    import shutil
+    import time
+
+    from ftassist_app import conversation, train_step
+    from ftassist_app.settings import AppSettings
+    from ftassist_app.workspace import workspace_for
+
+    ws = workspace_for(AppSettings(runs_dir=tmp_path / "runs", model=str(toy["model"])), username="ada")
+    ws.jobs_dir.mkdir(parents=True, exist_ok=True)
+    with pytest.raises(UserError, match="pick the finished training run"):
+        train_step.propose_stage(ws, "", "dpo")
+    with pytest.raises(UserError):
+        train_step.propose_stage(ws, "not-mine", "dpo")
+    shutil.copytree(toy["sft"], ws.jobs_dir / "20261202-sft")
+    cfg = train_step.propose_stage(ws, "20261202-sft", "dpo")
+    assert cfg.stage == "dpo" and cfg.from_run == str(ws.jobs_dir / "20261202-sft") and cfg.data == str(toy["data"])
+    s = conversation.new_session()
+    for s in conversation.start_job_in_chat(s, ws, dataclasses.replace(cfg, max_steps=2, eval_steps=2, report_to="none")):
+        pass
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        s, status, _ = conversation.poll(s, ws)
+        if status.state not in train_step.ACTIVE:
+            break
+        time.sleep(1)
+    assert status.state == "completed", (Path(s.run_dir) / "train.log").read_text()[-2000:]
+    info = json.loads((Path(s.run_dir) / "run.json").read_text())
+    assert info["stage"] == "dpo" and info["stage_data"]["pairs"] > 0
+    # A stage is not a starting point for another.
+    with pytest.raises(UserError, match="is itself a dpo stage"):
+        train_step.propose_stage(ws, Path(s.run_dir).name, "grpo")
