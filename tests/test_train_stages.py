@@ -248,3 +248,41 @@ def test_the_app_starts_a_reward_stage_from_a_finished_run_of_the_workspace(toy,
     # A stage is not a starting point for another.
     with pytest.raises(UserError, match="is itself a dpo stage"):
         train_step.propose_stage(ws, Path(s.run_dir).name, "grpo")
+
+
+def test_the_plain_head_gives_what_trls_fused_head_gives_on_cpu(toy):
+    """`ftassist.train.head` replaces trl's tiled head on CPU: the same per-token fields, loss and gradients."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+    from trl.trainer.utils import add_fused_lm_head
+
+    from ftassist.train.head import use_plain_head
+
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(toy["model"]), str(toy["sft"] / "adapter"),
+                                      is_trainable=True)
+    torch.manual_seed(0)
+    ids = torch.randint(0, model.config.vocab_size, (4, 40))
+    mask = torch.ones_like(ids)
+    labels = ids.clone()
+    labels[:, :28] = -100  # the prompt
+    labels[1, -5:], mask[1, -5:] = -100, 0  # a shorter row, padded
+    fields = ("log_probs", "entropy", "mean_logits", "is_top1", "log_sum_sq_probs", "loss", "label_mask")
+    add_fused_lm_head(model.get_base_model(), outputs=fields[:5])
+
+    def once():
+        model.zero_grad()
+        out = model(input_ids=ids, attention_mask=mask, labels=labels, fused_lm_head=True)
+        out.log_probs.sum().backward()
+        return out, [p.grad.clone() for p in model.parameters() if p.requires_grad]
+
+    trl_out, trl_grads = once()
+    assert use_plain_head(model.get_base_model())
+    out, grads = once()
+    for name in fields:
+        a, b = getattr(trl_out, name), getattr(out, name)
+        assert a.dtype == b.dtype and a.shape == b.shape, name
+        assert torch.allclose(a.float(), b.float(), atol=1e-5), name
+    assert (out.log_probs[:, :27] == 0).all() and (out.log_probs[:, 27:34] != 0).all()  # only the reply positions
+    assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(trl_grads, grads))
+    # Without fused_lm_head the model is the plain model (generation is unchanged).
+    assert model(input_ids=ids, attention_mask=mask).logits.shape == (4, 40, model.config.vocab_size)

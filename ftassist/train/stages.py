@@ -34,6 +34,7 @@ from typing import Any
 from ftassist.config import TrainConfig
 from ftassist.errors import UserError
 from ftassist.files import read_jsonl, write_jsonl_atomic
+from ftassist.train.head import use_plain_head
 
 log = logging.getLogger("ftassist.train")
 
@@ -240,6 +241,7 @@ def build_dpo_trainer(cfg: TrainConfig, plan, model_path: str, tokenizer, pairs:
     unwrapped = trainer.accelerator.unwrap_model(trainer.model)
     if "ref" in getattr(unwrapped, "peft_config", {}):
         unwrapped.delete_adapter("ref")
+    use_plain_head(unwrapped.get_base_model())  # CPU: the replies' logits only (`ftassist.train.head`)
     finish_trainer(trainer, cfg, plan, clock)
     return trainer, guard
 
@@ -270,6 +272,7 @@ def build_grpo_trainer(cfg: TrainConfig, plan, model_path: str, tokenizer, rows:
     guard, callbacks, clock = run_callbacks(cfg, run, status, progress, extra_callbacks, clock)
     trainer = _stage_class("grpo")(model=model, reward_funcs=funcs, args=args, train_dataset=dataset,
                                    processing_class=tokenizer, callbacks=callbacks)
+    use_plain_head(trainer.accelerator.unwrap_model(trainer.model).get_base_model(), temperature=SAMPLE_TEMPERATURE)
     finish_trainer(trainer, cfg, plan, clock)
     return trainer, guard
 
