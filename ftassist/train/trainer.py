@@ -191,7 +191,13 @@ def stage_budget(cfg: TrainConfig, plan: Plan, n_items: int, *, validating: bool
 
         epochs, lr = defaults(cfg)
     per_step = plan.grad_accum if cfg.stage == "grpo" else plan.micro_batch * plan.grad_accum
-    return plan_budget(n_items, per_step, epochs=epochs, max_steps=cfg.max_steps, eval_steps=cfg.eval_steps,
+    eval_steps = cfg.eval_steps
+    if cfg.stage != "sft" and not eval_steps:
+        from ftassist.train.stages import STAGE_EVALS
+
+        total = cfg.max_steps if cfg.max_steps > 0 else int(-(-epochs * -(-n_items // per_step) // 1))
+        eval_steps = max(1, total // STAGE_EVALS)
+    return plan_budget(n_items, per_step, epochs=epochs, max_steps=cfg.max_steps, eval_steps=eval_steps,
                        validating=validating,
                        # several ranks: no clock (each would read its own; ranks whose rates differ diverge)
                        time_budget_min=cfg.time_budget if int(os.environ.get("WORLD_SIZE", "1")) == 1 else 0.0,
