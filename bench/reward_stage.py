@@ -81,8 +81,8 @@ def main() -> None:
     parser.add_argument("--stages", default="dpo,grpo", help="Reward stages after SFT: any of dpo, grpo.")
     parser.add_argument("--time-budget", type=float, default=30.0, help="SFT's --time-budget in minutes.")
     parser.add_argument("--stage-budget", type=float, default=15.0, help="Each reward stage's --time-budget in minutes.")
-    parser.add_argument("--sft", default=None, help="Start from this finished SFT run instead of training one (its "
-                                                    "--data must be the task's).")
+    parser.add_argument("--sft", default=None, help="Start from this finished SFT run of the task instead of training "
+                                                    "one (the stages train on the data it trained on).")
     parser.add_argument("--keep", default=None, help="Keep the run folders here (default: a temporary folder).")
     args = parser.parse_args()
 
@@ -97,7 +97,12 @@ def main() -> None:
         root = work / task
         if not args.sft:
             shutil.rmtree(root, ignore_errors=True)
-        data = build_data(task, root / "data") if not (root / "data" / "train.jsonl").is_file() else root / "data"
+        if args.sft:  # the data that run trained on (its validation rows are held out of the stages too)
+            import yaml
+
+            data = Path(yaml.safe_load((Path(args.sft) / "config.yaml").read_text(encoding="utf-8"))["data"])
+        else:
+            data = build_data(task, root / "data")
         table = ["| arm | strict | schema-valid | field accuracy | whole object | wall time |", "|---|---|---|---|---|---|"]
         PER_FIELD.clear()
         notes: list[str] = []
