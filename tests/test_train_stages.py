@@ -286,3 +286,14 @@ def test_the_plain_head_gives_what_trls_fused_head_gives_on_cpu(toy):
     assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(trl_grads, grads))
     # Without fused_lm_head the model is the plain model (generation is unchanged).
     assert model(input_ids=ids, attention_mask=mask).logits.shape == (4, 40, model.config.vocab_size)
+
+
+def test_the_nan_guard_stops_a_stage_and_marks_it_not_mergeable(toy, tmp_path):
+    from ftassist.train.trainer import TrainingFailed
+
+    run = tmp_path / "nan"
+    with pytest.raises(TrainingFailed, match="loss is nan|grad_norm is nan"):
+        train(_stage(toy, run, "dpo", debug_nan_at_step=2, eval_steps=10), progress=False)
+    info = json.loads((run / "run.json").read_text())
+    assert info["mergeable"] is False and info["stage"] == "dpo" and "nan" in info["failure"]
+    assert not (run / "adapter").exists()

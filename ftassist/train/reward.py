@@ -65,7 +65,7 @@ def reward_parts(reply: str, reference: Any, validator: Any) -> dict[str, float]
     ref_len = max(1, len(json.dumps(reference, ensure_ascii=False)))
     excess = len(reply.strip()) / ref_len - 1.0 - LENGTH_SLACK
     return {"json": 1.0, "schema": float(score["schema_valid"]), "fields": float(score["field_accuracy"]),
-            "exact": float(score["exact"]), "length": -min(1.0, max(0.0, excess))}
+            "exact": float(score["exact"]), "length": 0.0 - min(1.0, max(0.0, excess))}
 
 
 def total_reward(parts: dict[str, float], weights: dict[str, float]) -> float:

@@ -143,7 +143,7 @@ def load_policy(cfg: TrainConfig, plan, model_path: str, adapter: Path):
     """The base model as `plan` holds it with the SFT adapter on top, trainable."""
     from peft import PeftModel
 
-    from ftassist.train.trainer import load_base
+    from ftassist.train.assembly import load_base
 
     return PeftModel.from_pretrained(load_base(cfg, plan, model_path), str(adapter), is_trainable=True)
 
@@ -230,7 +230,7 @@ def build_dpo_trainer(cfg: TrainConfig, plan, model_path: str, tokenizer, pairs:
     from datasets import Dataset
     from trl import DPOConfig
 
-    from ftassist.train.trainer import common_args, finish_trainer, run_callbacks
+    from ftassist.train.assembly import common_args, finish_trainer, run_callbacks
 
     model = load_policy(cfg, plan, model_path, source.adapter)
     args = DPOConfig(**common_args(cfg, plan, run, epochs=epochs, learning_rate=learning_rate), beta=cfg.dpo_beta,
@@ -258,7 +258,7 @@ def build_grpo_trainer(cfg: TrainConfig, plan, model_path: str, tokenizer, rows:
 
     from ftassist.evaluation.testset import Example
     from ftassist.train.reward import resolve_weights, reward_funcs
-    from ftassist.train.trainer import common_args, finish_trainer, run_callbacks
+    from ftassist.train.assembly import common_args, finish_trainer, run_callbacks
     from ftassist.train.validation import max_reply_tokens
 
     references(rows)  # a JSON task, or a clear error before the model loads
