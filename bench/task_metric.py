@@ -12,6 +12,8 @@ For each example task (`examples/<task>`: train.jsonl, test.jsonl, schema.json, 
            (trl's default bf16 is ~300x slower on one that is not), and no checkpoints (`bench/recipes.py`).
 (ftassist) `ftassist train` with every default: validation split carved from train, the task metric
            scored during training, the best step kept, the planner's epoch budget and `--time-budget`.
+(search)   `ftassist train --search`: successive halving over a few learning rates and LoRA shapes within
+           the same `--time-budget`, the winner kept (`ftassist/train/search.py`).
 
 Both adapters are scored on the test split with the eval's own scorer (`score_reply`), greedy, in
 transformers (no server), and the report states both arms: strict JSON, schema-valid, field accuracy,
@@ -69,6 +71,16 @@ def ftassist_recipe(model_path: str, data: Path, out: Path, time_budget: float) 
     started = time.time()
     train(TrainConfig(data=str(data), out=str(out), model=model_path, time_budget=time_budget), progress=False)
     return time.time() - started, json.loads((out / "run.json").read_text(encoding="utf-8"))
+
+
+def search_recipe(model_path: str, data: Path, out: Path, time_budget: float) -> tuple[float, str]:
+    """`ftassist train --search` with every other default; returns (wall seconds, the search's table)."""
+    from ftassist.config import TrainConfig
+    from ftassist.train.search import search
+
+    started = time.time()
+    result = search(TrainConfig(data=str(data), out=str(out), model=model_path, time_budget=time_budget))
+    return time.time() - started, result.table
 
 
 def score_adapter(model_path: str, adapter: Path | None, data: Path) -> dict:
@@ -129,7 +141,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="Model folder (default: SmolLM2-135M-Instruct, prepared offline).")
     parser.add_argument("--tasks", default=",".join(TASKS))
-    parser.add_argument("--arms", default="base,plain,ftassist", help="Any of base, plain, ftassist.")
+    parser.add_argument("--arms", default="base,plain,ftassist", help="Any of base, plain, ftassist, search.")
     parser.add_argument("--time-budget", type=float, default=30.0, help="ftassist's --time-budget in minutes.")
     parser.add_argument("--keep", default=None, help="Keep the run folders here (default: a temporary folder).")
     args = parser.parse_args()
@@ -158,6 +170,12 @@ def main() -> None:
             print(f"[{task}] ftassist: {seconds:.0f} s, {m}", flush=True)
             notes = [f"ftassist's parts, on its validation split ({info['validation']['rows']} rows):",
                      *parts_added(root / "ftassist", info)]
+        if "search" in arms:
+            seconds, tried = search_recipe(model_path, data, root / "search", args.time_budget)
+            m = score_adapter(model_path, root / "search" / "adapter", data)
+            table.append(line("ftassist train --search (defaults)", m, seconds))
+            print(f"[{task}] search: {seconds:.0f} s, {m}", flush=True)
+            notes += ["", "What the search tried (validation split):", tried]
         if "plain" in arms:
             seconds = plain_recipe(model_path, data, root / "plain")
             m = score_adapter(model_path, root / "plain" / "adapter", data)

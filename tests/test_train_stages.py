@@ -73,6 +73,10 @@ def test_the_reward_scores_fixed_replies_exactly():
     long = reward_parts('{"a": 2, "b": "x"} Thanks!', ref, v)
     assert long["exact"] == 1.0 and long["length"] == pytest.approx(-(26 / 18 - 1.25))
     assert reward_parts('{"a": 2, "b": "x"}' + " and more" * 40, ref, v)["length"] == -1.0
+    # The length part measures against the reference as the data wrote it: copying a pretty-printed one costs nothing.
+    pretty = json.dumps(ref, indent=2)
+    assert reward_parts(pretty, ref, v, pretty)["length"] == 0.0
+    assert reward_parts(pretty, ref, v)["length"] < 0  # against compact JSON the same reply runs on
     # trl's side: one named function per weighted part, reading the `reference` column; weight 0 drops a part.
     funcs, weights = reward_funcs(v, {**DEFAULT_WEIGHTS, "length": 0.0})
     assert [f.__name__ for f in funcs] == ["json", "schema", "fields", "exact"] and weights == [1.0, 1.0, 2.0, 1.0]
@@ -88,9 +92,12 @@ def test_stage_flags_are_checked_before_anything_loads(toy, tmp_path):
         TrainConfig(data="d", out="o", from_run=str(toy["sft"])).validate()
     with pytest.raises(ConfigError, match="no adapter/adapter_config.json there"):
         TrainConfig(data="d", out="o", stage="grpo", from_run=str(tmp_path)).validate()
-    with pytest.raises(ConfigError, match=r"--reward-weights fieldz: unknown part.*--reward-weights exact=-1 must be >= 0"):
+    with pytest.raises(ConfigError, match=r"--reward-weights fieldz: unknown part.*--reward-weights exact=-1 must be a finite number >= 0"):
         TrainConfig(data="d", out="o", stage="grpo", from_run=str(toy["sft"]),
                     reward_weights={"fieldz": "1", "exact": "-1"}).validate()
+    for bad in ("nan", "inf"):
+        with pytest.raises(ConfigError, match=f"--reward-weights fields={bad} must be a finite number"):
+            TrainConfig(data="d", out="o", stage="grpo", from_run=str(toy["sft"]), reward_weights={"fields": bad}).validate()
     with pytest.raises(ConfigError, match="is the --from run itself"):
         TrainConfig(data="d", out=str(toy["sft"]), stage="dpo", from_run=str(toy["sft"])).validate()
     # A stage cannot start from another stage: the chain is SFT -> one reward stage.
@@ -180,6 +187,46 @@ def test_a_stage_that_never_beats_the_sft_adapter_leaves_the_sft_adapter(toy, tm
     assert "no step of the dpo stage beat the SFT adapter it started from" in result.selection["summary"]
     assert not _changed(sft / "adapter", result.adapter_dir)  # the SFT adapter, as it was
     assert _changed(sft / "adapter", run / "checkpoints" / "checkpoint-4")  # though the stage did train
+
+
+def test_a_stage_resumed_after_its_best_was_lost_keeps_what_it_holds_and_its_rows_once(toy, tmp_path):
+    import shutil
+
+    sft = tmp_path / "sft"  # step 0 (the SFT adapter) scored perfectly: it stays the best
+    shutil.copytree(toy["sft"], sft)
+    info = json.loads((sft / "run.json").read_text())
+    info["selection"]["metrics"].update(val_field_accuracy=1.0, val_exact=1.0, val_schema_valid=1.0, val_loss=0.0)
+    (sft / "run.json").write_text(json.dumps(info))
+    run = tmp_path / "dpo"
+    cfg = _stage(toy, run, "dpo", from_run=str(sft))
+    train(cfg, progress=False)
+    # Killed after step 3, where best/ had been saved past the last checkpoint (2): on resume that best/ belongs to
+    # steps that train again and is dropped; the SFT adapter of step 0 must come back, not a crash at the end.
+    shutil.rmtree(run / "checkpoints" / "checkpoint-4")
+    (run / "best" / "best.json").write_text(json.dumps({"step": 3}))
+    result = train(cfg, resume=True, progress=False)
+    assert result.selection["step"] == 0 and not _changed(sft / "adapter", result.adapter_dir)
+    assert [r["step"] for r in _rows(run) if "val_rows" in r] == [0, 2, 4]
+    # Killed before its first checkpoint: it starts over, and the rows of before are not counted twice.
+    shutil.rmtree(run / "checkpoints")
+    result = train(cfg, resume=True, progress=False)
+    assert [r["step"] for r in _rows(run) if "val_rows" in r] == [0, 2, 4]
+    assert [r["step"] for r in _rows(run) if "loss" in r] == [1, 2, 3, 4]
+    assert result.selection["step"] == 0 and not _changed(sft / "adapter", result.adapter_dir)
+
+
+def test_a_stage_judged_on_another_split_still_never_trains_on_the_sft_runs_and_has_no_step_0(toy, tmp_path):
+    other = tmp_path / "other.jsonl"
+    other.write_text("".join(json.dumps(_row(i)) + "\n" for i in range(60, 66)), encoding="utf-8")
+    run = tmp_path / "dpo"
+    train(_stage(toy, run, "dpo", val_data=str(other), max_steps=2), progress=False)
+    held = {json.loads(line)["messages"][0]["content"] for line in (toy["sft"] / "val.jsonl").read_text().splitlines()}
+    pairs = [json.loads(line) for line in (run / "pairs.jsonl").read_text().splitlines()]
+    assert held and not held & {p["prompt"][0]["content"] for p in pairs}
+    n_train = 48 - len(held)
+    assert json.loads((run / "pairs.json").read_text())["rows"] == n_train
+    # The SFT figures were measured on other rows: they are no step 0 here.
+    assert [r["step"] for r in _rows(run) if "val_rows" in r] == [2]
 
 
 def test_grpo_steps_change_the_sft_adapter_and_log_the_reward_parts_and_kl(toy, tmp_path):

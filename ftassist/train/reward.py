@@ -26,6 +26,7 @@ A reply earns, part by part (each weighted, weights settable with `--reward-weig
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Callable
 
 from ftassist.evaluation.metrics import score_reply
@@ -43,8 +44,9 @@ def check_weights(weights: dict[str, Any]) -> list[str]:
         problems.append(f"--reward-weights {', '.join(unknown)}: unknown part; the parts are {', '.join(PARTS)}")
     for key in set(weights) & set(PARTS):
         try:
-            if float(weights[key]) < 0:
-                problems.append(f"--reward-weights {key}={weights[key]} must be >= 0 (0 turns the part off)")
+            value = float(weights[key])
+            if not math.isfinite(value) or value < 0:
+                problems.append(f"--reward-weights {key}={weights[key]} must be a finite number >= 0 (0 turns the part off)")
         except (TypeError, ValueError):
             problems.append(f"--reward-weights {key}={weights[key]!r} is not a number, e.g. {key}=1")
     if not problems and not any(w > 0 for w in resolve_weights(weights).values()):
@@ -57,12 +59,17 @@ def resolve_weights(weights: dict[str, Any]) -> dict[str, float]:
     return {k: float(weights.get(k, DEFAULT_WEIGHTS[k])) for k in PARTS}
 
 
-def reward_parts(reply: str, reference: Any, validator: Any) -> dict[str, float]:
-    """Each part of the reward of `reply` against `reference` (see the module docstring), before weighting."""
+def reward_parts(reply: str, reference: Any, validator: Any, reference_text: str | None = None) -> dict[str, float]:
+    """Each part of the reward of `reply` against `reference` (see the module docstring), before weighting.
+
+    The length part measures against `reference_text` (the reference as the data wrote it, so a reply that copies
+    a pretty-printed reference costs nothing), else the reference as compact JSON.
+    """
     score = score_reply(reply, reference, validator)
     if not score["extractable"]:
         return dict.fromkeys(PARTS, 0.0)
-    ref_len = max(1, len(json.dumps(reference, ensure_ascii=False)))
+    written = reference_text.strip() if reference_text is not None else json.dumps(reference, ensure_ascii=False)
+    ref_len = max(1, len(written))
     excess = len(reply.strip()) / ref_len - 1.0 - LENGTH_SLACK
     return {"json": 1.0, "schema": float(score["schema_valid"]), "fields": float(score["field_accuracy"]),
             "exact": float(score["exact"]), "length": 0.0 - min(1.0, max(0.0, excess))}
@@ -90,7 +97,7 @@ def reward_funcs(validator: Any, weights: dict[str, float]) -> tuple[list[Callab
             continue
 
         def func(prompts, completions, reference, _part=part, **_):
-            return [reward_parts(_text(c), json.loads(r), validator)[_part] for c, r in zip(completions, reference)]
+            return [reward_parts(_text(c), json.loads(r), validator, r)[_part] for c, r in zip(completions, reference)]
 
         func.__name__ = part
         funcs.append(func)

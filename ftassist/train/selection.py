@@ -54,6 +54,21 @@ def best_row(rows: list[dict], task: str) -> dict | None:
     return best
 
 
+def drop_stale_best(run: Path, rows: list[dict] | None = None) -> int | None:
+    """A best/ saved after the checkpoint a run resumes from belongs to steps that run again: drop it. Returns the
+    step whose adapter best/ holds afterwards, or None."""
+    if rows is None:
+        rows = eval_rows(read_jsonl(run / "metrics.jsonl")) if (run / "metrics.jsonl").exists() else []
+    record = run / BEST_DIR / "best.json"
+    if not record.exists():
+        return None
+    step = json.loads(record.read_text(encoding="utf-8")).get("step")
+    if any(r["step"] == step for r in rows):
+        return step
+    shutil.rmtree(run / BEST_DIR, ignore_errors=True)
+    return None
+
+
 def evals_since_best(rows: list[dict], task: str) -> int:
     """How many evaluations came after the best one (0 when the newest is the best)."""
     evals, best = eval_rows(rows), best_row(rows, task)
@@ -88,15 +103,12 @@ class TaskMetricCallback(TrainerCallback):
         self.stop_reason: str | None = None
         self.report: Callable[[dict], None] | None = None  # called with each row's figures, for the experiment tracker (set by the runner)
         self.eval_seconds = 0.0  # spent scoring in this session
-        self._drop_stale_best()
-
-    def _drop_stale_best(self) -> None:
-        """A best/ saved after the checkpoint a run resumes from belongs to steps that run again: drop it."""
-        record = self.run / BEST_DIR / "best.json"
-        if record.exists():
-            step = json.loads(record.read_text(encoding="utf-8")).get("step")
-            if not any(r["step"] == step for r in self.rows):
-                shutil.rmtree(self.run / BEST_DIR, ignore_errors=True)
+        held = drop_stale_best(self.run, self.rows)
+        best = self.best
+        if best is not None and best["step"] != held:
+            # The adapter of the best surviving row is gone (a later best replaced it, then was dropped with the steps
+            # the run trains again): only the row best/ holds can be kept, so selection goes on from that one.
+            self.rows = [r for r in self.rows if r["step"] == held]
 
     def elapsed(self) -> float:
         """Training seconds spent on this run so far, earlier sessions of a resumed run included."""

@@ -56,6 +56,7 @@ class Source:
     adapter: Path
     base_model: str  # the folder or hub id that run loaded
     val_file: Path | None  # its carved validation split, when it had one
+    val_source: str | None = None  # how that run named the split it was judged on (run.json's validation.source)
 
 
 def read_source(cfg: TrainConfig) -> Source:
@@ -70,8 +71,25 @@ def read_source(cfg: TrainConfig) -> Source:
     if record.stage != "sft":
         raise UserError(f"--from {run} is itself a {record.stage} stage; start --stage {cfg.stage} from the SFT run "
                         f"it came from ({record.from_run})")
+    from ftassist.model import resolve_model
+
+    try:
+        base = resolve_model(record.base_model)
+    except UserError as exc:
+        raise UserError(f"--from {run}: its base model {record.base_model} cannot be loaded ({exc}); put it back "
+                        "where that run found it, or train SFT again from a model that is here") from None
     val = run / "val.jsonl"
-    return Source(run, run / "adapter", record.base_model, val if val.is_file() else None)
+    return Source(run, run / "adapter", base, val if val.is_file() else None,
+                  (record.validation or {}).get("source"))
+
+
+def same_split(source: Source, val_source: str) -> bool:
+    """Whether the stage is judged on the rows the SFT run was judged on (then its figures are a fair step 0)."""
+    return val_source == carved_split_name(source) if source.val_file is not None else val_source == source.val_source
+
+
+def carved_split_name(source: Source) -> str:
+    return f"the validation split of {source.run}"
 
 
 def defaults(cfg: TrainConfig) -> tuple[float, float]:
@@ -82,22 +100,29 @@ def defaults(cfg: TrainConfig) -> tuple[float, float]:
 def seed_from_sft(run: Path, source: Source) -> dict | None:
     """Start the stage's selection from the SFT adapter itself: its validation row (the same rows, the same scorer)
     becomes step 0 of RUN/metrics.jsonl and its adapter the best so far, so a stage whose steps never beat it
-    leaves the SFT adapter, never a worse one. Returns the row, or None when the SFT run kept no scored step."""
+    leaves the SFT adapter, never a worse one. Idempotent: a resumed stage keeps its step-0 row, and gets the SFT
+    adapter back as best/ when a later best was dropped with the steps it came from. Returns the row, or None when
+    the SFT run kept no scored step."""
     import shutil
 
     from ftassist.files import atomic_dir, write_json_atomic
     from ftassist.train.record import read_run_record
     from ftassist.train.selection import BEST_DIR
 
-    record = read_run_record(source.run)
-    selection = (record.selection if record is not None else None) or {}
-    metrics = selection.get("metrics")
-    if not metrics or "val_loss" not in metrics:
-        return None
-    row = {"step": 0, "epoch": 0.0, **metrics, "elapsed_s": 0.0, "time": round(time.time(), 3),
-           "note": f"the SFT adapter this stage starts from ({source.run}, its step {selection.get('step')})"}
-    with open(run / "metrics.jsonl", "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(row) + "\n")
+    path = run / "metrics.jsonl"
+    row = next((r for r in (read_jsonl(path) if path.exists() else []) if r.get("step") == 0 and "val_loss" in r), None)
+    if row is None:  # a resumed stage has it already
+        record = read_run_record(source.run)
+        selection = (record.selection if record is not None else None) or {}
+        metrics = selection.get("metrics")
+        if not metrics or "val_loss" not in metrics:
+            return None
+        row = {"step": 0, "epoch": 0.0, **metrics, "elapsed_s": 0.0, "time": round(time.time(), 3),
+               "note": f"the SFT adapter this stage starts from ({source.run}, its step {selection.get('step')})"}
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row) + "\n")
+    if (run / BEST_DIR).exists():
+        return row  # a later step's adapter is the best so far
     with atomic_dir(run / BEST_DIR) as tmp:
         for item in source.adapter.iterdir():
             if item.is_file():
@@ -207,6 +232,7 @@ def ensure_pairs(cfg: TrainConfig, plan, model_path: str, tokenizer, rows: list[
     summary_path = run / "pairs.json"
     if resume and path.is_file() and summary_path.is_file():
         return read_jsonl(path), json.loads(summary_path.read_text(encoding="utf-8"))
+    references(rows)  # a JSON task, or a clear error before the model loads
     model = load_policy(cfg, plan, model_path, source.adapter)
     pairs, summary = build_pairs(model, tokenizer, rows, validator, samples=cfg.dpo_samples, seed=cfg.seed)
     del model

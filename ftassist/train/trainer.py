@@ -157,7 +157,7 @@ def prepare_run(cfg: TrainConfig, run: Path | None = None) -> Prepared:
     model_path = source.base_model if source is not None else resolve_model(cfg.model)
     tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=cfg.trust_remote_code)
     if not tokenizer.chat_template:
-        raise UserError(f"--model {cfg.model}: the tokenizer has no chat template; use an instruct/chat model")
+        raise UserError(f"--model {model_path}: the tokenizer has no chat template; use an instruct/chat model")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     lengths = [token_length(tokenizer, row) for row in rows]
@@ -208,14 +208,17 @@ def split_validation(cfg: TrainConfig, rows: list[dict], run: Path | None,
                             "multi-process run trains its epoch budget and keeps the last step.")
     schema = Path(cfg.data) / "schema.json"
     given = Path(cfg.val_data) if cfg.val_data else Path(cfg.data) / "val.jsonl"
-    if cfg.val_data or given.is_file():
-        val = load_validation(given, schema, f"{given}")
-    elif source is not None and source.val_file is not None:
+    if source is not None and source.val_file is not None:  # whichever split judges the stage, never train on these
         from ftassist.train.dataset import to_prompt_completion
         from ftassist.train.stages import exclude_rows
 
         rows = exclude_rows(rows, [to_prompt_completion(r) for r in read_jsonl(source.val_file)])
-        val = load_validation(source.val_file, schema, f"the validation split of {source.run}")
+    if cfg.val_data or given.is_file():
+        val = load_validation(given, schema, f"{given}")
+    elif source is not None and source.val_file is not None:
+        from ftassist.train.stages import carved_split_name
+
+        val = load_validation(source.val_file, schema, carved_split_name(source))
     else:
         rows, held = carve_validation(rows, cfg.val_size, cfg.seed)
         if not held:
@@ -237,7 +240,7 @@ def _train(cfg: TrainConfig, run: Path, status: StatusWriter | None, *, resume: 
 
     from ftassist.train.dataset import as_dataset
     from ftassist.train.schedule import Clock, budget_stop
-    from ftassist.train.selection import BEST_DIR, EVAL_SHARE, TaskMetricCallback, describe_choice, eval_rows
+    from ftassist.train.selection import BEST_DIR, EVAL_SHARE, TaskMetricCallback, describe_choice, drop_stale_best, eval_rows
 
     started = time.time()
     prep = prepare_run(cfg, run)
@@ -277,12 +280,15 @@ def _train(cfg: TrainConfig, run: Path, status: StatusWriter | None, *, resume: 
     resume_from = checkpoints.newest_checkpoint(ckdir) if resume else None
     if resume_from is not None and is_main_process():
         _trim_metrics(run / "metrics.jsonl", checkpoints.checkpoint_step(resume_from))
+        drop_stale_best(run)
         log.info("resuming from %s", resume_from)
-    elif is_main_process():
+    elif is_main_process():  # from scratch (a resume with no checkpoint yet too): no row or best/ of before counts
         shutil.rmtree(run / BEST_DIR, ignore_errors=True)
-        if prep.source is not None and prep.val is not None and prep.source.val_file is not None and not cfg.val_data:
-            from ftassist.train.stages import seed_from_sft
+        _trim_metrics(run / "metrics.jsonl", -1)
+    if prep.source is not None and prep.val is not None and is_main_process():
+        from ftassist.train.stages import same_split, seed_from_sft
 
+        if same_split(prep.source, prep.val.source):
             seed_from_sft(run, prep.source)  # judged on the SFT run's own split: its adapter is step 0
 
     retries = 0
