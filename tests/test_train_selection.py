@@ -105,7 +105,7 @@ def test_search_respects_its_time_budget_and_writes_its_table(tiny_model, small_
     out = tmp_path / "search"
     cands = (Candidate("slow", {"learning_rate": 1e-5}), Candidate("fast", {"learning_rate": 3e-3}),
              Candidate("mid", {"learning_rate": 5e-4}))
-    budget_min = 1.5
+    budget_min = 2.0
     result = search(_cfg(small_data, out, tiny_model, max_steps=200, eval_steps=2, save_steps=100, time_budget=budget_min),
                     cands)
     record = json.loads((out / "search.json").read_text())
@@ -118,6 +118,27 @@ def test_search_respects_its_time_budget_and_writes_its_table(tiny_model, small_
     table = (out / "search.md").read_text()
     assert all(name in table for name in ("slow", "fast", "mid")) and "winner" in table
     assert (out / "adapter" / "adapter_model.safetensors").is_file() and (out / "run.json").is_file()
+
+
+def test_a_search_whose_calls_cost_more_than_the_budget_affords_cuts_its_field_and_gives_the_rest_to_the_first(
+        tiny_model, small_data, tmp_path, monkeypatch):
+    import ftassist.train.search as search_module
+
+    # Demand that each rung-0 share be 1000x a call's measured cost: no field of 2 or more affords that.
+    monkeypatch.setattr(search_module, "MIN_SHARE_OF_OVERHEAD", 1000.0)
+    out = tmp_path / "search"
+    cands = (Candidate("first", {"learning_rate": 1e-3}), Candidate("second", {"learning_rate": 5e-4}),
+             Candidate("third", {"learning_rate": 2e-4}))
+    budget_min = 1.0
+    result = search(_cfg(small_data, out, tiny_model, max_steps=400, eval_steps=2, save_steps=100, time_budget=budget_min),
+                    cands)
+    record = json.loads((out / "search.json").read_text())
+    assert record["not_tried"] == ["second", "third"] and result.winner == "first"
+    # The first setting trains on with what is left (resumed), rather than the search stopping with time unspent.
+    assert [(r["name"], r["rung"]) for r in record["rows"]] == [("first", 0), ("first", 1)]
+    assert record["rows"][1]["steps"] > record["rows"][0]["steps"]
+    assert record["wall_s"] <= budget_min * 60 + 20
+    assert "Not tried: second, third" in (out / "search.md").read_text()
 
 
 def test_the_measuring_copy_answers_like_the_adapter_and_leaves_its_weights_alone(tiny_model, small_data):

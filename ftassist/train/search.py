@@ -10,7 +10,10 @@ metric on the same validation split and keeps its best step. Rung 0 gives every 
 equal share of the first part of the budget (what a call costs beyond its share, loading the
 model and the last evaluation, is measured and kept out of the later shares); the better half (by `selection_key` of its best
 validation row) resumes from its checkpoint with the next share, and so on until one is left
-or the budget is spent. The winner's run folder is copied to OUT (adapter, config, metrics),
+or the budget is spent. A call costs more than its share (on 2 CPU cores ~145 s for a purchase-order
+validation pass and loading): once the first call has measured that, the field is cut to what the budget
+affords (`field_size`; the planner's own setting is tried first), and time no full rung can use goes to
+the leader alone, so the search never stops with budget unspent. The winner's run folder is copied to OUT (adapter, config, metrics),
 so `ftassist merge OUT` works as after a plain run, and `OUT/search.json` / `search.md`
 record every candidate, rung and figure. Each rung's learning rate decays to zero with the time
 it was given (`schedule.budget_lambda`): candidates are compared settled, as a plain run ends, and a
@@ -24,6 +27,7 @@ takes LoRA adapters, and a full copy of the weights per candidate would not fit 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import shutil
 import time
@@ -37,10 +41,16 @@ from ftassist.markdown import table
 from ftassist.train.selection import best_row
 from ftassist.train.validation import TASK_METRICS, selection_key
 
+log = logging.getLogger("ftassist.train")
+
 
 # What one candidate's call costs beyond its training share before any has been measured (loading the model and
 # tokenizer, tokenizing the rows, the evaluation at the end of its share); replaced by the measured cost.
 FIRST_OVERHEAD_S = 10.0
+# Measured on purchase_orders at 30 min: six candidates, ~215 s a call of which ~70 s trained, and no room left for
+# rung 1 (bench/RESULTS.md). After the first call has measured that cost, the field is cut to as many candidates
+# as can each train for at least this share of it in rung 0.
+MIN_SHARE_OF_OVERHEAD = 0.5
 
 
 @dataclass(frozen=True)
@@ -51,10 +61,11 @@ class Candidate:
     overrides: dict = field(default_factory=dict)
 
 
+# The planner's own setting first: a field the budget cuts short keeps it (see `field_size`).
 CANDIDATES = (
-    Candidate("lr2e-4-r16", {"learning_rate": 2e-4, "lora_r": 16, "lora_alpha": 32}),
-    Candidate("lr5e-4-r16", {"learning_rate": 5e-4, "lora_r": 16, "lora_alpha": 32}),
     Candidate("lr1e-3-r16", {"learning_rate": 1e-3, "lora_r": 16, "lora_alpha": 32}),
+    Candidate("lr5e-4-r16", {"learning_rate": 5e-4, "lora_r": 16, "lora_alpha": 32}),
+    Candidate("lr2e-4-r16", {"learning_rate": 2e-4, "lora_r": 16, "lora_alpha": 32}),
     Candidate("lr5e-4-r64", {"learning_rate": 5e-4, "lora_r": 64, "lora_alpha": 64}),
     Candidate("lr1e-3-r16-attn", {"learning_rate": 1e-3, "lora_r": 16, "lora_alpha": 32,
                                   "target_modules": "q_proj,k_proj,v_proj,o_proj"}),
@@ -85,6 +96,24 @@ def rung_shares(n: int, budget_s: float) -> list[tuple[int, float]]:
         sizes.append(math.ceil(sizes[-1] / 2))
     part = budget_s / len(sizes)
     return [(k, part / k) for k in sizes]
+
+
+def field_size(n: int, budget_s: float, overhead_s: float) -> int:
+    """How many of `n` candidates successive halving within `budget_s` affords when every call costs `overhead_s`
+    beyond its share (loading, tokenizing, the validation pass that ends it): the most whose rung-0 share is at
+    least `MIN_SHARE_OF_OVERHEAD` of that cost; 1 when none is (the first candidate alone gets the budget).
+
+    >>> field_size(6, 1800, 145)  # purchase_orders on 2 CPU cores: a call cost ~145 s beyond its share
+    3
+    >>> field_size(6, 1800, 10), field_size(6, 300, 145)
+    (6, 1)
+    """
+    for k in range(n, 1, -1):
+        sizes = [size for size, _ in rung_shares(k, 1.0)]
+        training = budget_s - overhead_s * sum(sizes)
+        if training / len(sizes) / k >= MIN_SHARE_OF_OVERHEAD * overhead_s:
+            return k
+    return 1
 
 
 def render_table(rows: list[dict], task: str, winner: str) -> str:
@@ -122,7 +151,10 @@ def search(cfg: TrainConfig, candidates: tuple[Candidate, ...] = CANDIDATES, *, 
     rows: list[dict] = []
     task = "json"
     extra: list[float] = []  # what each call cost beyond its share (loading, tokenizing, the last evaluation)
-    for rung in range(len(shares)):
+    dropped: list[str] = []  # settings the budget left no room to try
+    rung = -1
+    while rung + 1 < len(shares):
+        rung += 1
         overhead = max(extra) if extra else FIRST_OVERHEAD_S
         calls_left = sum(k for k, _ in shares[rung:])
         remaining = cfg.time_budget * 60 - (time.time() - started) - overhead * calls_left
@@ -130,11 +162,18 @@ def search(cfg: TrainConfig, candidates: tuple[Candidate, ...] = CANDIDATES, *, 
             need = overhead * calls_left + 10 * len(alive)
             raise UserError(f"--time-budget {cfg.time_budget:g} min is too short to search {len(alive)} settings: each "
                             f"call costs about {overhead:.0f} s before it trains; give at least {need / 60:.1f} min")
-        if remaining <= 0:
-            break
+        if remaining <= 0 and rung > 0:
+            # No room for this rung's calls: what is left goes to the leader alone, as the last rung would.
+            alive, shares = alive[:1], shares[:rung] + [(1, 0.0)]
+            remaining = cfg.time_budget * 60 - (time.time() - started) - overhead
+            if remaining < MIN_SHARE_OF_OVERHEAD * overhead:
+                break
         seconds = remaining / (len(shares) - rung) / len(alive)
         results = {}
-        for cand in alive:
+        i = 0
+        while i < len(alive):
+            cand = alive[i]
+            i += 1
             spent[cand.name] += seconds
             run_cfg = dataclasses.replace(cfg, out=str(root / cand.name), time_budget=spent[cand.name] / 60,
                                           early_stopping_patience=0, **cand.overrides)
@@ -147,14 +186,21 @@ def search(cfg: TrainConfig, candidates: tuple[Candidate, ...] = CANDIDATES, *, 
             results[cand.name] = best
             rows.append({"name": cand.name, "rung": rung, "overrides": cand.overrides, "seconds": time.time() - t0,
                          "share_s": seconds, "steps": result.steps, "best": best, "kept": False, "last": False})
+            if rung == 0 and i == 1 and len(alive) > 1:
+                k = field_size(len(alive), cfg.time_budget * 60, extra[0])
+                if k < len(alive):  # the rest of rung 0 trains as long as the first did, for a fair comparison
+                    log.info("search: a call costs %.0f s beyond its share; %d of %d settings fit %g min", extra[0],
+                             k, len(alive), cfg.time_budget)
+                    dropped.extend(c.name for c in alive[k:])
+                    alive = alive[:k]
+                    # one setting left: it goes on alone with the rest of the budget (rung 1)
+                    shares = rung_shares(k, cfg.time_budget * 60) if k > 1 else [(1, 0.0), (1, 0.0)]
         ranked = sorted(alive, key=lambda c: selection_key(results[c.name] or {}, task), reverse=True)
         keep = shares[rung + 1][0] if rung + 1 < len(shares) else 1
         alive = ranked[:keep]
         for r in rows:
             if r["rung"] == rung:
                 r["kept"] = any(c.name == r["name"] for c in alive)
-        if len(ranked) == 1:
-            break
     winner = alive[0].name
     for r in rows:
         r["last"] = r["name"] == winner and r["rung"] == max(x["rung"] for x in rows if x["name"] == winner)
@@ -162,10 +208,13 @@ def search(cfg: TrainConfig, candidates: tuple[Candidate, ...] = CANDIDATES, *, 
     table = render_table(rows, task, winner)
     record = {"winner": winner, "time_budget_min": cfg.time_budget, "wall_s": round(time.time() - started, 1),
               "rungs": [{"candidates": k, "seconds_each": round(s, 1)} for k, s in shares], "rows": rows,
+              "not_tried": dropped,
               "metric": list(TASK_METRICS[task])}
     write_json_atomic(out / "search.json", record)
+    skipped = (f"Not tried: {', '.join(dropped)} (each call costs {extra[0]:.0f} s beyond its share; give a longer "
+               "--time-budget to try them).\n\n" if dropped else "")
     write_text_atomic(out / "search.md", f"# Search\n\nWinner: `{winner}` after {record['wall_s']:.0f} s "
-                                         f"(budget {cfg.time_budget:g} min).\n\n{table}\n")
+                                         f"(budget {cfg.time_budget:g} min).\n\n{skipped}{table}\n")
     return SearchResult(out, winner, rows, table)
 
 
