@@ -129,7 +129,7 @@ def test_a_search_whose_calls_cost_more_than_the_budget_affords_cuts_its_field_a
     out = tmp_path / "search"
     cands = (Candidate("first", {"learning_rate": 1e-3}), Candidate("second", {"learning_rate": 5e-4}),
              Candidate("third", {"learning_rate": 2e-4}))
-    budget_min = 1.0
+    budget_min = 1.5
     result = search(_cfg(small_data, out, tiny_model, max_steps=400, eval_steps=2, save_steps=100, time_budget=budget_min),
                     cands)
     record = json.loads((out / "search.json").read_text())
