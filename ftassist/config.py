@@ -44,7 +44,7 @@ class Checked:
     >>> TrainConfig(data="d", out="o", method="qlor", lora_r="eight")
     Traceback (most recent call last):
     ...
-    ftassist.errors.ConfigError: method 'qlor' is not one of auto, lora, qlora; lora_r 'eight' is not an integer (e.g. 16)
+    ftassist.errors.ConfigError: method 'qlor' is not one of auto, lora, qlora, full; lora_r 'eight' is not an integer (e.g. 16)
     """
 
     def __post_init__(self) -> None:
@@ -173,7 +173,9 @@ class TrainConfig(Checked):
     data: str = _f("", "Data folder from `ftassist data build` (train.jsonl, optional test.jsonl).")
     out: str = _f("", "Run folder: adapter, tokenizer, config.yaml, metrics.jsonl, status.json.")
     model: str = _f(DEFAULT_MODEL, "Base model: a local folder, a hub id, or the default SmolLM2-135M-Instruct.")
-    method: str = _f("auto", "lora, qlora (bitsandbytes NF4), or auto (qlora on CUDA, lora otherwise).", choices=["auto", "lora", "qlora"])
+    method: str = _f("auto", "lora, qlora (bitsandbytes NF4), full (every weight trained; the run leaves model/ instead of "
+                     "adapter/, for small models), or auto (qlora on CUDA, lora otherwise).",
+                     choices=["auto", "lora", "qlora", "full"])
     lora_r: int = _f(16, "LoRA rank.")
     lora_alpha: int | None = _f(None, "LoRA alpha (default: 2 x lora_r).")
     lora_dropout: float = _f(0.05, "LoRA dropout.")
@@ -266,6 +268,9 @@ class TrainConfig(Checked):
             problems.append(f"--max-length {self.max_length} is too small: use at least 16")
         if self.method == "qlora" and self.device == "cpu" and self.dtype in ("bfloat16", "float16"):
             problems.append("--method qlora with --device cpu needs --dtype float32 or auto: half precision is very slow on this CPU")
+        if self.method == "full" and self.stage != "sft":
+            problems.append(f"--method full applies to --stage sft only: the {self.stage} stage trains the LoRA adapter of "
+                            "its --from run; drop --method")
         if self.logging_steps < 1 or self.save_steps < 1 or self.save_total_limit < 1:
             problems.append("--logging-steps, --save-steps and --save-total-limit must be >= 1")
         problems += self._stage_problems()
@@ -289,6 +294,9 @@ class TrainConfig(Checked):
         if not self.from_run:
             problems.append(f"--stage {self.stage} needs --from RUN_DIR: the finished SFT run whose adapter it improves "
                             f"(train one first: `ftassist train --data {self.data or 'DATA'} --out runs/sft`)")
+        elif (Path(self.from_run) / "model" / "config.json").is_file():
+            problems.append(f"--from {self.from_run} is a full fine-tuning run (model/, no adapter): the {self.stage} stage "
+                            "trains a LoRA adapter on an SFT adapter; start it from a --method lora run")
         elif not (Path(self.from_run) / "adapter" / "adapter_config.json").is_file():
             problems.append(f"--from {self.from_run}: no adapter/adapter_config.json there; pass the folder of a finished "
                             "`ftassist train` run")

@@ -348,7 +348,7 @@ def start_server_in_chat(s: Session, ws: Workspace) -> Iterator[Session]:
             s.quick = [START_SERVER]
             yield s
             return
-        s.say("Starting vLLM with `base` and `tuned` (about 40-60 s)…")
+        s.say(f"Starting vLLM with {serve_step.served_models(s.run_dir)} (about 40-60 s)…")
         s.quick = []
         yield s
         try:

@@ -15,22 +15,37 @@ from ftassist.config import ServeConfig
 from ftassist.errors import UserError
 from ftassist.markdown import table
 from ftassist.snippets import cli_command, curl_snippet, python_snippet
-from serving.registry import ServerRecord, write_server_record
+from serving.registry import TUNED_NAME, ServerRecord, write_server_record
 
 
 def serve_config(model: str, run_dir: str | None, log_dir: Path, port: int | None = None) -> ServeConfig:
-    """Base model plus the run's adapter (as "tuned"), loopback, a fresh API key, quick start."""
+    """Base model plus the run's adapter (as "tuned"), loopback, a fresh API key, quick start. A full fine-tuning
+    run's model is served alone as "tuned" (one vLLM server serves one model; its adapters share that base)."""
     from ftassist.process import free_port
+    from ftassist.train.weights import FULL_DIR, trained_weights
 
-    adapters = {}
+    adapters, served = {}, "base"
     if run_dir:
-        adapter = Path(run_dir) / "adapter"
-        if not adapter.is_dir():
+        weights = trained_weights(Path(run_dir))
+        if weights is None:
             raise UserError(f"run {Path(run_dir).name} has no adapter yet: wait until training completes")
-        adapters["tuned"] = str(adapter)
-    return ServeConfig(model=model, adapters=adapters, served_name="base", port=port or free_port(),
+        if weights.name == FULL_DIR:
+            model, served = str(weights), TUNED_NAME
+        else:
+            adapters[TUNED_NAME] = str(weights)
+    return ServeConfig(model=model, adapters=adapters, served_name=served, port=port or free_port(),
                        api_key="ft-" + secrets.token_urlsafe(12), enforce_eager=True, dtype="auto",
                        log_file=str(log_dir / "server.log"))
+
+
+def served_models(run_dir: str | None) -> str:
+    """What `serve_config` serves for `run_dir`, in words."""
+    from ftassist.train.weights import FULL_DIR, trained_weights
+
+    weights = trained_weights(Path(run_dir)) if run_dir else None
+    if weights is not None and weights.name == FULL_DIR:
+        return "the fully fine-tuned model as `tuned` (one model per server: `base` is not served beside it)"
+    return "`base` and `tuned`"
 
 
 def start_serving(cfg: ServeConfig, record: Path, run_dir: str | None = None) -> ServerRecord:

@@ -204,11 +204,14 @@ def run_archive(ws: Workspace, run_id: str) -> str:
     metrics, eval reports; written to the temp folder, from where gradio sends it as the handler's output."""
     import zipfile
 
+    from ftassist.train.weights import trained_weights
+
     run = ws.run(run_id)
-    parts = [p for p in [run / "adapter", run / "run.json", run / "config.yaml", run / "metrics.jsonl", run / "search.md",
-                         run / "eval"] if p.exists()]
-    if not (run / "adapter").is_dir():
+    weights = trained_weights(run)  # adapter/, or model/ for a full fine-tuning run
+    if weights is None:
         raise UserError(f"run {run.name} has no adapter yet: wait until training completes")
+    parts = [p for p in [weights, run / "run.json", run / "config.yaml", run / "metrics.jsonl", run / "search.md",
+                         run / "eval"] if p.exists()]
     dst = Path(tempfile.mkdtemp(prefix="ftassist-download-")) / f"{run.name}.zip"
     with zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as zf:
         for part in parts:

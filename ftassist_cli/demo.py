@@ -88,7 +88,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
     timings["merge"] = time.perf_counter() - t
 
     t = stage("serve: vLLM with the base model and the adapter side by side")
-    serve_cfg = ServeConfig(model=base, adapters={"tuned": str(result.adapter_dir)}, served_name="base",
+    serve_cfg = ServeConfig(model=base, adapters={"tuned": str(result.weights_dir)}, served_name="base",
                             port=cfg.port, enforce_eager=True, log_file=str(out / "vllm.log"))
     with start_server(serve_cfg) as server:
         log(f"serving at {server.base_url} (models: base, tuned)")

@@ -70,7 +70,9 @@ def handle(args: argparse.Namespace) -> int:
 
         found = search(cfg, progress=True)
         print(found.table)
-        print(f"winner: {found.winner}; its adapter is in {found.out / 'adapter'} (table: {found.out / 'search.md'})")
+        from ftassist.train.weights import trained_weights
+
+        print(f"winner: {found.winner}; its weights are in {trained_weights(found.out)} (table: {found.out / 'search.md'})")
         return 0
     from ftassist.train.trainer import train
 
@@ -96,5 +98,7 @@ def train_launched(cfg: TrainConfig, *, resume: bool, search: bool) -> int:
         raise UserError(f"training as {cfg.num_processes} processes failed (exit {code}); the ranks' output is above, "
                         f"and `ftassist train --out {cfg.out} --resume --num-processes {cfg.num_processes}` continues "
                         "from the newest checkpoint")
-    print(f"adapter: {cfg.out}/adapter")
+    from ftassist.train.weights import weights_folder_name
+
+    print(f"{weights_folder_name(cfg.method)}: {cfg.out}/{weights_folder_name(cfg.method)}")
     return 0

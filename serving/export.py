@@ -127,7 +127,7 @@ def export_gguf(cfg: ExportConfig, progress=None) -> ExportReport:
     quants = list(dict.fromkeys(["f16", *cfg.quants]))  # f16: the quantiser's source, and the gate unless f32 is asked for
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(run.adapter_dir)
+    tokenizer = AutoTokenizer.from_pretrained(run.weights_dir)
     files: dict[str, Path] = {}
     with tempfile.TemporaryDirectory(prefix="ftassist-export-") as tmp:
         merged = run.run_dir / "merged"

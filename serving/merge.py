@@ -1,4 +1,5 @@
-"""Fold a run's LoRA adapter into a full-precision copy of its base model: a folder vLLM serves as is.
+"""Fold a run's LoRA adapter into a full-precision copy of its base model: a folder vLLM serves as is (a full
+fine-tuning run's model is saved again in the asked precision, with the same card and checks).
 
     ftassist merge runs/first --out runs/first/merged
 
@@ -27,26 +28,20 @@ def merge_adapter(cfg: MergeConfig) -> Path:
     mergeable, or a base model that cannot be found.
     """
     import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from ftassist.model import resolve_model
 
     cfg.validate()
     run = read_run(cfg.run_dir, for_merge=True)
     out = Path(cfg.out).expanduser()
-    if out.resolve() in (run.run_dir.resolve(), run.adapter_dir.resolve()):
+    if out.resolve() in (run.run_dir.resolve(), run.weights_dir.resolve()):
         raise UserError(f"--out {out} would overwrite the run itself: name a new folder, e.g. {run.run_dir}/merged")
-    base = resolve_model(run.base_ref)
+    base = str(run.weights_dir) if run.full else resolve_model(run.base_ref)
     dtype = getattr(torch, cfg.dtype)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, use_safetensors=True, trust_remote_code=False)
-    except OSError as exc:
-        raise UserError(f"base model {base} cannot be loaded from safetensors ({exc}); convert it to safetensors first") from exc
-    model = PeftModel.from_pretrained(model, run.adapter_dir, is_trainable=False).merge_and_unload()
-    model.eval()
+    model = run.load_model(dtype)  # a full run's model is saved again in cfg.dtype, with the same card and checks
     # The training tokenizer carries the chat template the adapter learned; the base's may differ.
-    tokenizer = AutoTokenizer.from_pretrained(run.adapter_dir)
+    tokenizer = AutoTokenizer.from_pretrained(run.weights_dir)
     gen = model.generation_config
     if tokenizer.eos_token_id is not None and gen.eos_token_id is None:
         gen.eos_token_id = tokenizer.eos_token_id

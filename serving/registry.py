@@ -32,6 +32,9 @@ from ftassist.process import pid_alive, stop_group
 SERVER_FILE = "server.json"
 
 
+# The name the app serves a run's trained model under (beside "base" when it is an adapter).
+TUNED_NAME = "tuned"
+
 @dataclass
 class ServerRecord:
     """A running server as stored in server.json."""
@@ -50,7 +53,10 @@ class ServerRecord:
 
     @property
     def tuned(self) -> str | None:
-        return self.models[1] if len(self.models) > 1 else None
+        """The trained model's served name: the adapter beside the base, or a fully fine-tuned model served alone."""
+        if len(self.models) > 1:
+            return self.models[1]
+        return self.models[0] if self.models == [TUNED_NAME] else None
 
     @classmethod
     def of(cls, server, *, command: str = "", run_dir: str | None = None) -> "ServerRecord":

@@ -2,6 +2,7 @@
 
 A run folder written by `ftassist train` holds:
     adapter/       the peft adapter, the tokenizer and the chat template used in training
+                   (model/ instead, the whole model, for a `--method full` run: `ftassist.train.weights`)
     config.yaml    the TrainConfig (`model` is the base, `data` the data folder)
     run.json       the run record (`ftassist.train.record`): the base model resolved, mergeable or why not
     eval/report.json   optional evaluation figures
@@ -11,12 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from ftassist.errors import ConfigError, UserError
 from ftassist.evaluation.report import EvalReport, read_report
 from ftassist.train.record import RunRecord, read_run_record
+from ftassist.train.weights import FULL_DIR, trained_weights
 
 
 @dataclass
@@ -24,9 +27,35 @@ class RunInfo:
     """The parts of a run folder that merge and verify use."""
 
     run_dir: Path
-    adapter_dir: Path
+    weights_dir: Path  # adapter/ (a LoRA run) or model/ (full fine-tuning); the training tokenizer either way
     train: dict  # config.yaml as written by training
     record: RunRecord | None = None  # run.json (None when absent)
+
+    @property
+    def full(self) -> bool:
+        """True for a full fine-tuning run: weights_dir is the whole model, there is no adapter to merge or serve."""
+        return self.weights_dir.name == FULL_DIR
+
+    def load_model(self, dtype, *, merged: bool = True):
+        """The trained model in `dtype` (a torch dtype), eval mode: the full run's model, or the base with the adapter
+        (folded in when `merged`, else a PeftModel). UserError when the base cannot be loaded from safetensors."""
+        from transformers import AutoModelForCausalLM
+
+        from ftassist.model import resolve_model
+
+        source = self.weights_dir if self.full else resolve_model(self.base_ref)
+        model: Any
+        try:
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, use_safetensors=True, trust_remote_code=False)
+        except OSError as exc:
+            raise UserError(f"model {source} cannot be loaded from safetensors ({exc}); convert it to safetensors first") from exc
+        if not self.full:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, self.weights_dir, is_trainable=False)
+            if merged:
+                model = model.merge_and_unload()
+        return model.eval()
 
     @property
     def base_ref(self) -> str:
@@ -65,10 +94,10 @@ def read_run(run_dir: str | Path, *, for_merge: bool = True) -> RunInfo:
     if not run_dir.is_dir():
         raise UserError(f"{run_dir}: no such run folder; pass the folder written by `ftassist train` (it holds adapter/ and config.yaml)")
     problems = []
-    adapter = run_dir / "adapter"
-    if not (adapter / "adapter_config.json").exists():
-        problems.append(f"{run_dir}: adapter/adapter_config.json is missing; the run has not finished "
-                        "(check `ftassist jobs status`) or the folder is not a training run")
+    weights = trained_weights(run_dir)
+    if weights is None:
+        problems.append(f"{run_dir}: adapter/adapter_config.json is missing (a full fine-tuning run has model/config.json "
+                        "instead); the run has not finished (check `ftassist jobs status`) or the folder is not a training run")
     train: dict = {}
     cfg_path = run_dir / "config.yaml"
     if not cfg_path.exists():
@@ -89,7 +118,8 @@ def read_run(run_dir: str | Path, *, for_merge: bool = True) -> RunInfo:
         reason = record.failure or "training did not finish cleanly"
         raise UserError(f"{run_dir}: the run is marked not mergeable ({reason}); fix the cause and train again, "
                         "or resume it with `ftassist jobs resume`")
-    info = RunInfo(run_dir=run_dir, adapter_dir=adapter, train=train, record=record)
+    assert weights is not None  # a missing one is a problem above
+    info = RunInfo(run_dir=run_dir, weights_dir=weights, train=train, record=record)
     if not info.base_ref:
         raise UserError(f"{cfg_path}: no `model` field; the base model of this run is unknown")
     return info

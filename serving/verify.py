@@ -114,19 +114,15 @@ class Reference:
 def load_reference(run: RunInfo, *, limit: int = 8, max_new_tokens: int = 32) -> Reference:
     """Load base + adapter of `run` and generate its greedy replies to the probe set."""
     import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    from ftassist.model import resolve_model
-
-    tokenizer = AutoTokenizer.from_pretrained(run.adapter_dir)
+    tokenizer = AutoTokenizer.from_pretrained(run.weights_dir)
     probes = probe_set(run.test_path, limit=limit)
     encoded: list[Any] = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=False)
                           for p in probes]
     prompts: list[list[int]] = [list(p["input_ids"] if isinstance(p, dict) else p) for p in encoded]
-    base = AutoModelForCausalLM.from_pretrained(resolve_model(run.base_ref), dtype=torch.float32, use_safetensors=True)
-    model = PeftModel.from_pretrained(base, run.adapter_dir).eval()
-    eos = eos_token_ids(tokenizer, base)
+    model = run.load_model(torch.float32, merged=False)  # base + adapter unmerged, or the full run's model
+    eos = eos_token_ids(tokenizer, model)
     return Reference(tokenizer, model, probes, prompts, eos, hf_generate(model, tokenizer, prompts, max_new_tokens, eos))
 
 
@@ -236,7 +232,9 @@ def find_served(target: Endpoint, run: RunInfo, merged: Path, *, adapter_name: s
     models = target.models() or []
     names = {m["id"] for m in models}
     found: dict[str, str] = {}
-    for path, name, folder in (("merged_vllm", merged_name, merged), ("adapter_vllm", adapter_name, run.adapter_dir)):
+    for path, name, folder in (("merged_vllm", merged_name, merged), ("adapter_vllm", adapter_name, run.weights_dir)):
+        if path == "adapter_vllm" and run.full and not name:
+            continue  # a full run has no adapter to serve
         if name:
             if name not in names:
                 raise UserError(f"{target.base_url} does not serve {name!r}; it serves {sorted(names)}")

@@ -56,27 +56,65 @@ def tiny_adapter(tiny_model, tmp_path_factory) -> Path:
     return build_tiny_adapter(tiny_model, tmp_path_factory.mktemp("tiny_adapter") / "adapter")
 
 
+class SessionServer:
+    """The session's vLLM server, started on first use and started again when it has died (a crash then fails the
+    test it happened in, with the exit code and the log's end, instead of every later test that needs a server)."""
+
+    def __init__(self, tiny_model, tiny_adapter, root: Path):
+        self.tiny_model, self.tiny_adapter, self.root = tiny_model, tiny_adapter, root
+        self.server = None
+        self.starts = 0
+
+    def get(self):
+        if self.server is None or not self.server.alive():
+            self.server = self._start()
+        return self.server
+
+    def _start(self):
+        import os
+
+        from ftassist.config import ServeConfig
+        from ftassist.process import free_port
+        from serving.launch import start_server
+
+        self.starts += 1
+        log = self.root / f"server-{self.starts}.log"
+        cfg = ServeConfig(
+            model=str(self.tiny_model), adapters={"tuned": str(self.tiny_adapter)}, port=free_port(),
+            api_key="sk-ftassist-test", dtype="float32", max_model_len=512, max_lora_rank=16, enforce_eager=True,
+            startup_timeout=300, log_file=str(log),
+        )
+        return start_server(cfg, env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"})
+
+    def stop(self):
+        if self.server is not None:
+            self.server.stop()
+
+
 @pytest.fixture(scope="session")
-def vllm_server(tiny_model, tiny_adapter, tmp_path_factory):
-    """The real vLLM CPU server, started once per session: `tiny_model` as "base", the adapter as "tuned".
+def _session_server(tiny_model, tiny_adapter, tmp_path_factory):
+    holder = SessionServer(tiny_model, tiny_adapter, tmp_path_factory.mktemp("vllm"))
+    try:
+        yield holder
+    finally:
+        holder.stop()
+
+
+@pytest.fixture()
+def vllm_server(_session_server):
+    """The real vLLM CPU server, shared by the session: `tiny_model` as "base", the adapter as "tuned".
 
     Yields a `serving.server.ServerProcess`: `base_url` (ends in /v1), `api_key`, `base_name`,
-    `adapter_name`, `log_path`. Stopped (whole process group) when the session ends.
+    `adapter_name`, `log_path`. Stopped (whole process group) when the session ends. A server that dies during a
+    test fails that test's teardown with its exit code and the end of its log; the next test gets a new one.
     """
-    import os
+    server = _session_server.get()
+    yield server
+    code = server.process.poll()
+    if code is not None:
+        from serving.server import log_tail
 
-    from ftassist.config import ServeConfig
-    from serving.launch import start_server
-    from ftassist.process import free_port
-
-    log = tmp_path_factory.mktemp("vllm") / "server.log"
-    cfg = ServeConfig(
-        model=str(tiny_model), adapters={"tuned": str(tiny_adapter)}, port=free_port(), api_key="sk-ftassist-test",
-        dtype="float32", max_model_len=512, max_lora_rank=16, enforce_eager=True, startup_timeout=300,
-        log_file=str(log),
-    )
-    server = start_server(cfg, env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"})
-    try:
-        yield server
-    finally:
-        server.stop()
+        how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+        pytest.fail(f"vLLM server {how} during this test (SIGKILL with no Python traceback in its log is usually the "
+                    f"kernel's out-of-memory killer); the end of its log ({server.log_path}):\n{log_tail(server.log_path)}",
+                    pytrace=False)

@@ -104,7 +104,7 @@ def test_yaml_strings_are_coerced_and_bad_values_fail_in_one_line(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 3 and all(line.startswith("ftassist train: error: ") for line in lines)  # one line per problem
-    for part in ("method 'qlor' is not one of auto, lora, qlora", "dtype 'bf16' is not one of", "epochs 'lots' is not a number"):
+    for part in ("method 'qlor' is not one of auto, lora, qlora, full", "dtype 'bf16' is not one of", "epochs 'lots' is not a number"):
         assert part in proc.stderr
     # The same checks hold for Python callers and the app, not only argparse.
     with pytest.raises(ConfigError, match="method 'qlor'"):

@@ -79,7 +79,7 @@ def test_kill_9_then_resume_ends_with_the_same_adapter_as_an_uninterrupted_run(w
     assert [r["val_loss"] for r in got_rows] == [r["val_loss"] for r in ref_rows]
     assert json.loads((run / "run.json").read_text())["selection"]["step"] == reference.selection["step"]
 
-    ref = load_file(reference.adapter_dir / "adapter_model.safetensors")
+    ref = load_file(reference.weights_dir / "adapter_model.safetensors")
     got = load_file(run / "adapter" / "adapter_model.safetensors")
     assert ref.keys() == got.keys()
     for key in ref:
@@ -186,7 +186,7 @@ def test_a_dpo_stage_killed_with_sigkill_resumes_to_the_adapter_of_an_uninterrup
     rows = read_metrics(run)
     assert [r["step"] for r in rows if "loss" in r] == list(range(1, 13))
     assert [r["rewards_margins"] for r in rows if "loss" in r] == [r["rewards_margins"] for r in read_metrics(reference.run_dir) if "loss" in r]
-    ref = load_file(reference.adapter_dir / "adapter_model.safetensors")
+    ref = load_file(reference.weights_dir / "adapter_model.safetensors")
     got = load_file(run / "adapter" / "adapter_model.safetensors")
     assert ref.keys() == got.keys()
     for key in ref:

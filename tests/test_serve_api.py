@@ -12,7 +12,7 @@ pytestmark = pytest.mark.vllm
 HI = [{"role": "user", "content": "Hi, my order F12345 has not arrived."}]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture()
 def client(vllm_server) -> OpenAI:
     return OpenAI(base_url=vllm_server.base_url, api_key=vllm_server.api_key, max_retries=0, timeout=60)
 

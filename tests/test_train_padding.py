@@ -101,7 +101,7 @@ def runs(tiny_model, tmp_path_factory):
         mp.undo()
     (trainer,) = built
     tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32),
-                                      out.adapter_dir)
+                                      out.weights_dir)
     result["ftassist"] = {"held": heldout_losses(tuned, tok, held), "trainer": trainer,
                           "widths": {b["input_ids"].shape[1] for b in trainer.get_train_dataloader()}}
     return result

@@ -60,7 +60,7 @@ def test_train_writes_the_run_folder_learns_and_leaves_the_base_untouched(tiny_m
     result = train(cfg, progress=False)
     assert result.selection is None
 
-    assert result.run_dir == run and result.adapter_dir == run / "adapter"
+    assert result.run_dir == run and result.weights_dir == run / "adapter"
     assert sorted(p.name for p in run.iterdir()) == [
         "adapter", "checkpoints", "config.yaml", "metrics.jsonl", "run.json", "status.json", "train.log"]
     adapter_files = {p.name for p in (run / "adapter").iterdir()}

@@ -164,7 +164,7 @@ def test_dpo_steps_change_the_sft_adapter_and_log_the_preference_figures(toy, tm
     assert {k: v for k, v in evals[0].items() if k.startswith("val_")} == sft_best
     assert _changed(toy["sft"] / "adapter", run / "checkpoints" / "checkpoint-4"), "DPO left the SFT adapter as it was"
     # Only the trained adapter is saved: trl's frozen reference copy is not in the folder.
-    assert not (result.adapter_dir / "ref").exists() and not (run / "best" / "ref").exists()
+    assert not (result.weights_dir / "ref").exists() and not (run / "best" / "ref").exists()
     # The parity gate covers the stage's adapter like any other: merged, it answers as base + adapter does.
     from serving.verify import verify_run
 
@@ -185,7 +185,7 @@ def test_a_stage_that_never_beats_the_sft_adapter_leaves_the_sft_adapter(toy, tm
     result = train(_stage(toy, run, "dpo", from_run=str(sft)), progress=False)
     assert result.selection["step"] == 0 and result.selection["last_step"] == 4
     assert "no step of the dpo stage beat the SFT adapter it started from" in result.selection["summary"]
-    assert not _changed(sft / "adapter", result.adapter_dir)  # the SFT adapter, as it was
+    assert not _changed(sft / "adapter", result.weights_dir)  # the SFT adapter, as it was
     assert _changed(sft / "adapter", run / "checkpoints" / "checkpoint-4")  # though the stage did train
 
 
@@ -205,14 +205,14 @@ def test_a_stage_resumed_after_its_best_was_lost_keeps_what_it_holds_and_its_row
     shutil.rmtree(run / "checkpoints" / "checkpoint-4")
     (run / "best" / "best.json").write_text(json.dumps({"step": 3}))
     result = train(cfg, resume=True, progress=False)
-    assert result.selection["step"] == 0 and not _changed(sft / "adapter", result.adapter_dir)
+    assert result.selection["step"] == 0 and not _changed(sft / "adapter", result.weights_dir)
     assert [r["step"] for r in _rows(run) if "val_rows" in r] == [0, 2, 4]
     # Killed before its first checkpoint: it starts over, and the rows of before are not counted twice.
     shutil.rmtree(run / "checkpoints")
     result = train(cfg, resume=True, progress=False)
     assert [r["step"] for r in _rows(run) if "val_rows" in r] == [0, 2, 4]
     assert [r["step"] for r in _rows(run) if "loss" in r] == [1, 2, 3, 4]
-    assert result.selection["step"] == 0 and not _changed(sft / "adapter", result.adapter_dir)
+    assert result.selection["step"] == 0 and not _changed(sft / "adapter", result.weights_dir)
 
 
 def test_a_stage_judged_on_another_split_still_never_trains_on_the_sft_runs_and_has_no_step_0(toy, tmp_path):
@@ -248,7 +248,7 @@ def test_grpo_steps_change_the_sft_adapter_and_log_the_reward_parts_and_kl(toy, 
                                         + r["rewards_exact_mean"], abs=1e-4)
     assert any(r["rewards_fields_std"] > 0 for r in losses), "no group had replies of different reward"
     assert _changed(toy["sft"] / "adapter", run / "checkpoints" / "checkpoint-4"), "GRPO left the SFT adapter as it was"
-    assert not (result.adapter_dir / "ref").exists()
+    assert not (result.weights_dir / "ref").exists()
 
 
 def test_the_cli_refuses_a_stage_without_its_sft_run_and_a_search_of_a_stage(toy, tmp_path, capsys):

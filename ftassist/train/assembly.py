@@ -43,11 +43,13 @@ def build_trainer(cfg: TrainConfig, plan: Plan, model_path: str, tokenizer, data
     model = load_base(cfg, plan, model_path)
     targets = cfg.target_modules if cfg.target_modules == "all-linear" else [
         t.strip() for t in cfg.target_modules.split(",") if t.strip()]
-    peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha or 2 * cfg.lora_r, lora_dropout=cfg.lora_dropout,
-                             target_modules=targets, bias="none", task_type="CAUSAL_LM")
+    peft_config = None if plan.method == "full" else LoraConfig(
+        r=cfg.lora_r, lora_alpha=cfg.lora_alpha or 2 * cfg.lora_r, lora_dropout=cfg.lora_dropout,
+        target_modules=targets, bias="none", task_type="CAUSAL_LM")
     args = SFTConfig(
         **common_args(cfg, plan, run, epochs=epochs,
-                      learning_rate=learning_rate or cfg.learning_rate or plan_learning_rate(ModelShape.from_config(model.config).params)),
+                      learning_rate=learning_rate or cfg.learning_rate or plan_learning_rate(
+                          ModelShape.from_config(model.config).params, plan.method)),
         max_length=cfg.max_length,
         packing=False,
         padding_free=False,
@@ -63,12 +65,13 @@ def build_trainer(cfg: TrainConfig, plan: Plan, model_path: str, tokenizer, data
 
 
 def load_base(cfg: TrainConfig, plan: Plan, model_path: str):
-    """The base model as `plan` holds it (its dtype; 4-bit NF4 for QLoRA, prepared for k-bit training)."""
+    """The base model as `plan` holds it (its dtype; 4-bit NF4 for QLoRA, prepared for k-bit training; float32 for full
+    fine-tuning, whose half-precision compute is autocast: updates to half-precision weights would round away)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     torch_dtype = getattr(torch, plan.dtype)
-    kwargs = {"dtype": torch_dtype, "trust_remote_code": cfg.trust_remote_code}
+    kwargs = {"dtype": torch.float32 if plan.method == "full" else torch_dtype, "trust_remote_code": cfg.trust_remote_code}
     if plan.method == "qlora":
         from transformers import BitsAndBytesConfig
 

@@ -5,7 +5,8 @@ looks real but is not. `AtomicCheckpointMixin` makes the Trainer write each chec
 hidden staging folder and rename it into place only when every file is written; a folder
 named `checkpoint-N` is therefore always complete. `newest_checkpoint` still checks the files
 (belt and braces) and skips anything partial. A checkpoint holds the adapter, optimizer,
-scheduler, RNG state and trainer state - never the base model.
+scheduler, RNG state and trainer state - never the base model (a full fine-tuning run's checkpoint holds its
+whole model, which is what it trains).
 """
 
 from __future__ import annotations
@@ -15,16 +16,19 @@ import re
 import shutil
 from pathlib import Path
 
-# Files without which a checkpoint cannot be resumed exactly.
-REQUIRED = ("adapter_model.safetensors", "adapter_config.json", "optimizer.pt", "scheduler.pt", "trainer_state.json")
+# Files without which a checkpoint cannot be resumed exactly, besides its weights (an adapter, or for full
+# fine-tuning the whole model: `ftassist.train.weights`).
+REQUIRED = ("optimizer.pt", "scheduler.pt", "trainer_state.json")
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 STAGING = ".staging"
 
 
 def is_complete(path: Path) -> bool:
     """True when `path` is a `checkpoint-N` folder holding every file needed to resume."""
+    from ftassist.train.weights import holds_adapter, holds_full_model
+
     return bool(_NAME.match(path.name)) and path.is_dir() and all((path / f).is_file() for f in REQUIRED) and (
-        any(path.glob("rng_state*.pth")))
+        any(path.glob("rng_state*.pth"))) and (holds_adapter(path) or holds_full_model(path))
 
 
 def list_checkpoints(root: str | Path) -> list[Path]:
@@ -108,7 +112,7 @@ class AtomicCheckpointMixin:
 
 def save_adapter(model, folder: str | Path) -> None:
     """Save the trained adapter alone ("default"): trl keeps a frozen reference copy ("ref") beside it in DPO and
-    GRPO stages, which is not part of what was trained."""
+    GRPO stages, which is not part of what was trained. A model without adapters (`--method full`) saves whole."""
     names = getattr(model, "peft_config", None)
     if isinstance(names, dict) and len(names) > 1 and "default" in names:
         model.save_pretrained(folder, selected_adapters=["default"])

@@ -31,6 +31,9 @@ TARGET_EFFECTIVE_BATCH_CPU = 8
 # LoRA learning rates: small models took 1e-3 well and learned the values far faster than at 2e-4 on a CPU budget
 # (SmolLM2-135M on the support-ticket task, bench/RESULTS.md); 2e-4 is the usual rate for bigger ones.
 SMALL_MODEL_PARAMS, SMALL_MODEL_LR, LARGE_MODEL_LR = 1_000_000_000, 1e-3, 2e-4
+# Full fine-tuning moves every weight: rates an order below LoRA's (the usual 1e-5 for big models, 1e-4 for small
+# ones on a short CPU budget). Not measured on the example tasks as LoRA's were; `--search` tries it beside them.
+SMALL_FULL_LR, LARGE_FULL_LR = 1e-4, 1e-5
 MAX_OOM_RETRIES = 3
 
 
@@ -117,7 +120,7 @@ HEAD_TILE_TOKENS, HEAD_TILE_VOCAB, HEAD_TILES_CUDA = 4096, 32768, 2
 
 def estimate_memory(shape: ModelShape, *, seq_len: int, micro_batch: int, lora_r: int, weight_bytes: float,
                     compute_bytes: int, checkpointing: bool = False, optimizer_bytes: int = 8,
-                    overhead: int = GiB // 2, device: str = "cpu") -> MemoryEstimate:
+                    overhead: int = GiB // 2, device: str = "cpu", full: bool = False) -> MemoryEstimate:
     """Return the memory one step needs on `device` ("cpu": peak RSS; "cuda": peak allocated).
 
     weight_bytes: bytes per frozen base weight (4 fp32, 2 bf16, ~0.53 NF4 double-quant; embeddings
@@ -128,6 +131,8 @@ def estimate_memory(shape: ModelShape, *, seq_len: int, micro_batch: int, lora_r
     lm_head: on CPU the full float32 logits and the loss's copies of them (LOGITS_COPIES_CPU); on CUDA
     trl's tiled log-prob head (HEAD_*), which does not grow past 4096 tokens a micro-batch.
     overhead: the Python/torch/transformers runtime (~0.5 GiB RSS measured before the first step).
+    full: every weight trains (`--method full`): the weights are held in float32 whatever the compute precision, and
+    the `lora` part is their gradients (4 bytes each) and the optimizer's state covers all of them.
     """
     h, i = shape.hidden, shape.intermediate
     embed = shape.vocab * h * (1 if shape.tied_embeddings else 2)
@@ -142,7 +147,11 @@ def estimate_memory(shape: ModelShape, *, seq_len: int, micro_batch: int, lora_r
         lm_head = HEAD_TILES_CUDA * min(tokens, HEAD_TILE_TOKENS) * min(shape.vocab, HEAD_TILE_VOCAB) * 4
     else:
         lm_head = LOGITS_COPIES_CPU * tokens * shape.vocab * 4
-    return MemoryEstimate(weights=weights, lora=lora_n * 8, optimizer=lora_n * optimizer_bytes,
+    if full:
+        weights, lora_bytes, trainable = shape.params * 4, shape.params * 4, shape.params
+    else:
+        lora_bytes, trainable = lora_n * 8, lora_n
+    return MemoryEstimate(weights=weights, lora=lora_bytes, optimizer=trainable * optimizer_bytes,
                           activations=activations, lm_head=lm_head, overhead=overhead)
 
 
@@ -255,7 +264,7 @@ def plan_training(shape: ModelShape, hw: Hardware, *, seq_len: int, method: str,
     def est(m: int, ck: bool) -> MemoryEstimate:
         return estimate_memory(shape, seq_len=seq_len, micro_batch=m, lora_r=lora_r, weight_bytes=weight_bytes,
                                compute_bytes=compute_bytes, checkpointing=ck, optimizer_bytes=opt_bytes,
-                               device=hw.device)
+                               device=hw.device, full=method == "full")
 
     for m, ck in order:
         e = est(m, ck)
@@ -293,11 +302,13 @@ def explain(shape: ModelShape, hw: Hardware, e: MemoryEstimate, *, method: str, 
             ck: bool, seq_len: int) -> str:
     """One paragraph saying what was chosen and why."""
     g = lambda b: f"{b / GiB:.2f} GiB"  # noqa: E731
-    prec = "NF4 4-bit (double quant) base" if method == "qlora" else f"{dtype} base"
+    prec = {"qlora": "NF4 4-bit (double quant) base", "full": f"every weight trained, float32 weights, {dtype} compute"}.get(
+        method, f"{dtype} base")
     why_dtype = cpu_precision_reason(hw, dtype) if hw.device == "cpu" else ""
     return (
         f"{method.upper()} on {hw.name}: {shape.params / 1e6:.0f}M-parameter model, {prec}{why_dtype}. "
-        f"Estimated memory {g(e.total)} of {g(hw.budget)} usable (weights {g(e.weights)}, LoRA + grads "
+        f"Estimated memory {g(e.total)} of {g(hw.budget)} usable (weights {g(e.weights)}, "
+        f"{'gradients' if method == 'full' else 'LoRA + grads'} "
         f"{g(e.lora)}, optimizer {g(e.optimizer)}, activations {g(e.activations)}, LM head + loss {g(e.lm_head)}, "
         f"runtime {g(e.overhead)}) for micro-batch {micro} x {seq_len} tokens (longest example). "
         f"Gradient accumulation {accum} keeps the effective batch at {micro * accum}. "
@@ -313,12 +324,14 @@ def explain(shape: ModelShape, hw: Hardware, e: MemoryEstimate, *, method: str, 
 EXAMPLES_SEEN, MIN_EPOCHS, MAX_EPOCHS = 2400, 3, 12
 
 
-def plan_learning_rate(params: int) -> float:
-    """The planner's peak LoRA learning rate for a model of `params` parameters.
+def plan_learning_rate(params: int, method: str = "lora") -> float:
+    """The planner's peak learning rate for a model of `params` parameters trained with `method`.
 
-    >>> plan_learning_rate(135_000_000), plan_learning_rate(8_000_000_000)
-    (0.001, 0.0002)
+    >>> plan_learning_rate(135_000_000), plan_learning_rate(8_000_000_000), plan_learning_rate(135_000_000, "full")
+    (0.001, 0.0002, 0.0001)
     """
+    if method == "full":
+        return SMALL_FULL_LR if params <= SMALL_MODEL_PARAMS else LARGE_FULL_LR
     return SMALL_MODEL_LR if params <= SMALL_MODEL_PARAMS else LARGE_MODEL_LR
 
 
@@ -349,7 +362,7 @@ def plan_epochs(n_examples: int) -> int:
 
 def plan_budget(n_examples: int, effective_batch: int, *, epochs: float = 0.0, max_steps: int = -1,
                 eval_steps: int = 0, time_budget_min: float = 0.0, validating: bool = True,
-                learning_rate: float = 0.0, params: int = 0, warmup: float = 0.05) -> Budget:
+                learning_rate: float = 0.0, params: int = 0, warmup: float = 0.05, method: str = "lora") -> Budget:
     """The epoch budget (the user's, else `plan_epochs`), the validation interval and the wall-clock budget.
 
     The validation split is scored about twice an epoch unless `eval_steps` says otherwise.
@@ -365,8 +378,9 @@ def plan_budget(n_examples: int, effective_batch: int, *, epochs: float = 0.0, m
     seconds = 60.0 * time_budget_min
     source = f"{max_steps} steps (--max-steps)" if max_steps > 0 else (
         f"{chosen:g} epochs (--epochs)" if epochs > 0 else f"up to {chosen} epochs (the planner's budget for {n_examples} rows)")
-    lr = learning_rate or plan_learning_rate(params)
-    lr_source = "--learning-rate" if learning_rate else f"the planner's for {params / 1e6:.0f}M parameters"
+    lr = learning_rate or plan_learning_rate(params, method)
+    lr_source = "--learning-rate" if learning_rate else (
+        f"the planner's for {'full fine-tuning of ' if method == 'full' else ''}{params / 1e6:.0f}M parameters")
     text = f"Budget: {source}, {total} steps of {effective_batch} examples at learning rate {lr:g} ({lr_source})"
     text += f", at most {time_budget_min:g} min of wall-clock time." if seconds else ", no time limit."
     text += " " + describe_schedule(total, warmup, seconds)

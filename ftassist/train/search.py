@@ -20,8 +20,8 @@ it was given (`schedule.budget_lambda`): candidates are compared settled, as a p
 candidate that goes on to the next rung resumes at the rate its larger budget gives at that point
 (a restart of the decay, not of the warm-up).
 
-Full fine-tuning is not among the candidates: the rest of the pipeline (merge, verify, serve)
-takes LoRA adapters, and a full copy of the weights per candidate would not fit this design.
+Full fine-tuning (`full-lr1e-4`: every weight trained, the run leaves model/ instead of adapter/) is the second
+candidate for models up to `FULL_MAX_PARAMS` parameters; for bigger ones it is left out and search.md says so.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from ftassist.files import read_jsonl, write_json_atomic, write_text_atomic
 from ftassist.markdown import table
 from ftassist.train.selection import best_row
 from ftassist.train.validation import TASK_METRICS, selection_key
+from ftassist.train.weights import ADAPTER_DIR, FULL_DIR
 
 log = logging.getLogger("ftassist.train")
 
@@ -51,6 +52,9 @@ FIRST_OVERHEAD_S = 10.0
 # rung 1 (bench/RESULTS.md). After the first call has measured that cost, the field is cut to as many candidates
 # as can each train for at least this share of it in rung 0.
 MIN_SHARE_OF_OVERHEAD = 0.5
+# Full fine-tuning is tried on models this small (a full copy of the weights, their gradients and AdamW's state per
+# candidate: ~16 bytes a parameter, 2.2 GB for SmolLM2-135M); above, LoRA alone.
+FULL_MAX_PARAMS = 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -61,9 +65,11 @@ class Candidate:
     overrides: dict = field(default_factory=dict)
 
 
-# The planner's own setting first: a field the budget cuts short keeps it (see `field_size`).
+# The planner's own setting first: a field the budget cuts short keeps it (see `field_size`); full fine-tuning
+# second, so a budget that affords two or three settings compares it with LoRA.
 CANDIDATES = (
     Candidate("lr1e-3-r16", {"learning_rate": 1e-3, "lora_r": 16, "lora_alpha": 32}),
+    Candidate("full-lr1e-4", {"method": "full", "learning_rate": 1e-4}),
     Candidate("lr5e-4-r16", {"learning_rate": 5e-4, "lora_r": 16, "lora_alpha": 32}),
     Candidate("lr2e-4-r16", {"learning_rate": 2e-4, "lora_r": 16, "lora_alpha": 32}),
     Candidate("lr5e-4-r64", {"learning_rate": 5e-4, "lora_r": 64, "lora_alpha": 64}),
@@ -144,14 +150,14 @@ def search(cfg: TrainConfig, candidates: tuple[Candidate, ...] = CANDIDATES, *, 
         raise UserError("--search ranks candidates by the task metric: drop --no-task-metric")
     out = Path(cfg.out)
     root = out / "candidates"
+    tried, dropped = fitting(cfg, candidates)  # dropped: settings the budget or the model leave out
     started = time.time()
-    shares = rung_shares(len(candidates), cfg.time_budget * 60)
-    alive = list(candidates)
-    spent: dict[str, float] = {c.name: 0.0 for c in candidates}
+    shares = rung_shares(len(tried), cfg.time_budget * 60)
+    alive = list(tried)
+    spent: dict[str, float] = {c.name: 0.0 for c in tried}
     rows: list[dict] = []
     task = "json"
     extra: list[float] = []  # what each call cost beyond its share (loading, tokenizing, the last evaluation)
-    dropped: list[str] = []  # settings the budget left no room to try
     rung = -1
     while rung + 1 < len(shares):
         rung += 1
@@ -191,7 +197,8 @@ def search(cfg: TrainConfig, candidates: tuple[Candidate, ...] = CANDIDATES, *, 
                 if k < len(alive):  # the rest of rung 0 trains as long as the first did, for a fair comparison
                     log.info("search: a call costs %.0f s beyond its share; %d of %d settings fit %g min", extra[0],
                              k, len(alive), cfg.time_budget)
-                    dropped.extend(c.name for c in alive[k:])
+                    dropped.extend({"name": c.name, "why": f"each call costs {extra[0]:.0f} s beyond its share; give a "
+                                                           "longer --time-budget to try it"} for c in alive[k:])
                     alive = alive[:k]
                     # one setting left: it goes on alone with the rest of the budget (rung 1)
                     shares = rung_shares(k, cfg.time_budget * 60) if k > 1 else [(1, 0.0), (1, 0.0)]
@@ -211,8 +218,7 @@ def search(cfg: TrainConfig, candidates: tuple[Candidate, ...] = CANDIDATES, *, 
               "not_tried": dropped,
               "metric": list(TASK_METRICS[task])}
     write_json_atomic(out / "search.json", record)
-    skipped = (f"Not tried: {', '.join(dropped)} (each call costs {extra[0]:.0f} s beyond its share; give a longer "
-               "--time-budget to try them).\n\n" if dropped else "")
+    skipped = "".join(f"Not tried: {d['name']} ({d['why']}).\n\n" for d in dropped)
     write_text_atomic(out / "search.md", f"# Search\n\nWinner: `{winner}` after {record['wall_s']:.0f} s "
                                          f"(budget {cfg.time_budget:g} min).\n\n{skipped}{table}\n")
     return SearchResult(out, winner, rows, table)
@@ -240,6 +246,24 @@ def run_search_job(cfg: TrainConfig) -> str:
     return f"search winner: {found.winner}; table: {found.out / 'search.md'}"
 
 
+def fitting(cfg: TrainConfig, candidates: tuple[Candidate, ...]) -> tuple[list[Candidate], list[dict]]:
+    """(the candidates to try, {name, why} of each left out): full fine-tuning only for models up to FULL_MAX_PARAMS."""
+    if not any(c.overrides.get("method") == "full" for c in candidates):
+        return list(candidates), []
+    from transformers import AutoConfig
+
+    from ftassist.model import resolve_model
+    from ftassist.train.planner import ModelShape
+
+    params = ModelShape.from_config(AutoConfig.from_pretrained(resolve_model(cfg.model),
+                                                               trust_remote_code=cfg.trust_remote_code)).params
+    if params <= FULL_MAX_PARAMS:
+        return list(candidates), []
+    left = [c for c in candidates if c.overrides.get("method") != "full"]
+    return left, [{"name": c.name, "why": f"full fine-tuning is tried on models up to {FULL_MAX_PARAMS / 1e9:g}B parameters; "
+                                          f"this one has {params / 1e9:.1f}B"} for c in candidates if c not in left]
+
+
 def _task(run: Path) -> str:
     from ftassist.train.record import read_run_record
 
@@ -249,9 +273,10 @@ def _task(run: Path) -> str:
 
 def _adopt(winner: Path, out: Path) -> None:
     """Copy the winner's run files to OUT so OUT reads like a plain run folder."""
-    for name in ("adapter",):
+    for name in (ADAPTER_DIR, FULL_DIR):  # the winner's weights; a stale one of the other kind would shadow them
         shutil.rmtree(out / name, ignore_errors=True)
-        shutil.copytree(winner / name, out / name)
+        if (winner / name).is_dir():
+            shutil.copytree(winner / name, out / name)
     for name in ("config.yaml", "run.json", "metrics.jsonl", "val.jsonl"):
         if (winner / name).exists():
             shutil.copy2(winner / name, out / name)

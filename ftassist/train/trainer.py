@@ -1,10 +1,12 @@
-"""`train(cfg)`: fine-tune a LoRA/QLoRA adapter with trl's SFTTrainer and write the run folder.
+"""`train(cfg)`: fine-tune a LoRA/QLoRA adapter (or, `--method full`, every weight) with trl's SFTTrainer and write the
+run folder.
 
     from ftassist.train.trainer import train
     result = train(TrainConfig(data="data/", out="runs/first", max_steps=30))
     print(result.summary)
 
-The run folder gets `adapter/` (peft adapter + tokenizer + the chat template used),
+The run folder gets `adapter/` (peft adapter + tokenizer + the chat template used; `model/`, the whole model, for
+`--method full`: `ftassist.train.weights`),
 `config.yaml`, `run.json`, `metrics.jsonl`, `status.json`, `train.log`, `checkpoints/` and, when
 the validation split is carved from train.jsonl, `val.jsonl`. The run is judged by the task's
 own metric, not the loss: the validation split is scored with the eval's scorer during training
@@ -49,6 +51,7 @@ from ftassist.train.planner import Budget, ModelShape, Plan, detect_hardware, pl
 from ftassist.train.status import ACTIVE, StatusWriter, read_status
 from ftassist.train.record import RunRecord, write_run_record
 from ftassist.train.validation import ValidationSet
+from ftassist.train.weights import ADAPTER_DIR, FULL_DIR, weights_folder_name
 
 log = logging.getLogger("ftassist.train")
 
@@ -65,7 +68,7 @@ class TrainResult:
     """What a finished run produced."""
 
     run_dir: Path
-    adapter_dir: Path
+    weights_dir: Path  # adapter/, or model/ for --method full
     summary: str
     final_loss: float | None
     first_loss: float | None
@@ -192,7 +195,7 @@ def stage_budget(cfg: TrainConfig, plan: Plan, n_items: int, *, validating: bool
                        validating=validating,
                        # several ranks: no clock (each would read its own; ranks whose rates differ diverge)
                        time_budget_min=cfg.time_budget if int(os.environ.get("WORLD_SIZE", "1")) == 1 else 0.0,
-                       learning_rate=lr, params=params, warmup=cfg.warmup_ratio)
+                       learning_rate=lr, params=params, warmup=cfg.warmup_ratio, method=plan.method)
 
 
 def split_validation(cfg: TrainConfig, rows: list[dict], run: Path | None,
@@ -349,7 +352,7 @@ def _train(cfg: TrainConfig, run: Path, status: StatusWriter | None, *, resume: 
         write_run_record(run, info)
         raise TrainingFailed(f"training stopped: {guard.reason}; the run is marked not mergeable "
                              "(try a lower --learning-rate)")
-    adapter = run / "adapter"
+    adapter = run / weights_folder_name(plan.method)
     best = selector.best if selector is not None else None
     kept = f"kept the last step {trainer.state.global_step}"
     if is_main_process():
@@ -379,7 +382,7 @@ def _train(cfg: TrainConfig, run: Path, status: StatusWriter | None, *, resume: 
         elapsed = time.time() - started
     first, final = (losses[0], losses[-1]) if losses else (None, None)
     summary = (f"trained {trainer.state.global_step} steps in {elapsed:.0f} s ({plan.method}, {plan.dtype}, "
-               f"{plan.device}); loss {first} -> {final}; {kept}; adapter: {adapter}")
+               f"{plan.device}); loss {first} -> {final}; {kept}; {'model' if plan.method == 'full' else 'adapter'}: {adapter}")
     opened = (info.tracking or {}).get("open")
     if opened:
         summary += f"; tracked in Trackio: {opened}"
@@ -448,7 +451,7 @@ def _claim_run_dir(run: Path, resume: bool) -> None:
                             f"cancel it with `ftassist jobs cancel {run}` or pick another --out")
     run.mkdir(parents=True, exist_ok=True)
     if not resume:
-        for name in ("checkpoints", "adapter", "best"):
+        for name in ("checkpoints", ADAPTER_DIR, FULL_DIR, "best"):
             shutil.rmtree(run / name, ignore_errors=True)
         for name in ("metrics.jsonl", "run.json", "val.jsonl", "pairs.jsonl", "pairs.json"):
             (run / name).unlink(missing_ok=True)
