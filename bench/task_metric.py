@@ -12,8 +12,8 @@ For each example task (`examples/<task>`: train.jsonl, test.jsonl, schema.json, 
            (trl's default bf16 is ~300x slower on one that is not), and no checkpoints (`bench/recipes.py`).
 (ftassist) `ftassist train` with every default: validation split carved from train, the task metric
            scored during training, the best step kept, the planner's epoch budget and `--time-budget`.
-(search)   `ftassist train --search`: successive halving over a few learning rates and LoRA shapes within
-           the same `--time-budget`, the winner kept (`ftassist/train/search.py`).
+(search)   `ftassist train --search`: successive halving over a few learning rates, LoRA shapes and full
+           fine-tuning within the same `--time-budget`, the winner kept (`ftassist/train/search.py`).
 
 Both adapters are scored on the test split with the eval's own scorer (`score_reply`), greedy, in
 transformers (no server), and the report states both arms: strict JSON, schema-valid, field accuracy,
@@ -84,7 +84,8 @@ def search_recipe(model_path: str, data: Path, out: Path, time_budget: float) ->
 
 
 def score_adapter(model_path: str, adapter: Path | None, data: Path) -> dict:
-    """The eval's metrics on the test split for base (+ adapter), greedy, in transformers."""
+    """The eval's metrics on the test split for base (+ adapter), greedy, in transformers. `adapter` may also be a
+    full fine-tuning run's model/ folder (a search can be won by one), which is then the model itself."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -93,9 +94,12 @@ def score_adapter(model_path: str, adapter: Path | None, data: Path) -> dict:
     from ftassist.schema import load_schema
     from ftassist.train.validation import generate_replies, max_reply_tokens, summarize_scores
 
+    from ftassist.train.weights import holds_full_model
+
     tok = AutoTokenizer.from_pretrained(adapter or model_path)
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
-    if adapter is not None:
+    full = adapter is not None and holds_full_model(adapter)
+    model = AutoModelForCausalLM.from_pretrained(adapter if full else model_path, dtype=torch.float32)
+    if adapter is not None and not full:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, adapter)
@@ -172,7 +176,9 @@ def main() -> None:
                      *parts_added(root / "ftassist", info)]
         if "search" in arms:
             seconds, tried = search_recipe(model_path, data, root / "search", args.time_budget)
-            m = score_adapter(model_path, root / "search" / "adapter", data)
+            from ftassist.train.weights import trained_weights
+
+            m = score_adapter(model_path, trained_weights(root / "search"), data)
             table.append(line("ftassist train --search (defaults)", m, seconds))
             print(f"[{task}] search: {seconds:.0f} s, {m}", flush=True)
             notes += ["", "What the search tried (validation split):", tried]

@@ -166,6 +166,14 @@ class DataConfig(Checked):
         _raise(problems)
 
 
+def _trained_full(run: Path) -> bool:
+    """True when `run`'s trained weights are a whole model (a `--method full` run), not an adapter."""
+    from ftassist.train.weights import FULL_DIR, trained_weights
+
+    found = trained_weights(run)
+    return found is not None and found.name == FULL_DIR
+
+
 @dataclass
 class TrainConfig(Checked):
     """How `ftassist train` fine-tunes a model with LoRA or QLoRA on a built data folder."""
@@ -294,7 +302,7 @@ class TrainConfig(Checked):
         if not self.from_run:
             problems.append(f"--stage {self.stage} needs --from RUN_DIR: the finished SFT run whose adapter it improves "
                             f"(train one first: `ftassist train --data {self.data or 'DATA'} --out runs/sft`)")
-        elif (Path(self.from_run) / "model" / "config.json").is_file():
+        elif _trained_full(Path(self.from_run)):
             problems.append(f"--from {self.from_run} is a full fine-tuning run (model/, no adapter): the {self.stage} stage "
                             "trains a LoRA adapter on an SFT adapter; start it from a --method lora run")
         elif not (Path(self.from_run) / "adapter" / "adapter_config.json").is_file():

@@ -166,12 +166,14 @@ def newest_active_job(jobs_dir: Path) -> str | None:
 
 
 def newest_completed_job(jobs_dir: Path) -> str | None:
-    """The run folder of the newest completed job that has an adapter, or None."""
+    """The run folder of the newest completed job that has an adapter (or a full run's model), or None."""
     from ftassist.train.jobs import list_jobs
 
     if not Path(jobs_dir).is_dir():
         return None
-    done = [st for st in list_jobs(jobs_dir) if st.state == "completed" and (Path(st.run_dir) / "adapter").is_dir()]
+    from ftassist.train.weights import trained_weights
+
+    done = [st for st in list_jobs(jobs_dir) if st.state == "completed" and trained_weights(Path(st.run_dir)) is not None]
     done.sort(key=lambda st: Path(st.run_dir).name, reverse=True)
     return done[0].run_dir if done else None
 

@@ -434,11 +434,16 @@ def build_app(settings: AppSettings) -> gr.Blocks:
                 raise UserError(compare_step.NO_SERVER)
             messages = [{"role": "user", "content": prompt}] if prompt.strip() else compare_step.first_test_prompt(s.data_dir)
             shown = messages[-1]["content"]
-            for replies in compare_step.stream_compare(info, messages, info.models[:2]):
-                panes = [[{"role": "user", "content": shown}, {"role": "assistant", "content": r.text or "…"}]
-                         for r in replies.values()]
-                if len(panes) < 2:
-                    panes.append([{"role": "assistant", "content": "(no tuned adapter is served)"}])
+            tuned = info.tuned or "tuned"
+            # Pane by name: a fully fine-tuned model is served alone as "tuned" and belongs in the right pane.
+            order = ["base", tuned] if {"base", tuned} & set(info.models) else list(info.models[:2])
+            missing = {"base": "(the base model is not served beside a fully fine-tuned one: one model per server)",
+                       tuned: "(no tuned adapter is served)"}
+            for replies in compare_step.stream_compare(info, messages, [m for m in order if m in info.models]):
+                panes = [[{"role": "user", "content": shown}, {"role": "assistant", "content": replies[m].text or "…"}]
+                         if m in replies else [{"role": "assistant", "content": missing.get(m, "(not served)")}]
+                         for m in order]
+                panes += [[{"role": "assistant", "content": "(not served)"}]] * (2 - len(panes))
                 latency = " · ".join(f"**{m}**: {r.caption()}" for m, r in replies.items())
                 yield panes[0], panes[1], latency
 

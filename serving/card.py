@@ -66,13 +66,16 @@ def model_card(run: RunInfo, base: str, dtype: str) -> str:
     t = run.train
     report = run.eval_report()
     results = eval_results(report, run.run_dir.name) if report else []
-    meta = ModelCardData(library_name="transformers", base_model=_hub_id(t.get("model")), tags=["ftassist", "lora", "merged"],
+    meta = ModelCardData(library_name="transformers", base_model=_hub_id(t.get("model")),
+                         tags=["ftassist", "full-fine-tuning"] if run.full else ["ftassist", "lora", "merged"],
                          model_name=run.run_dir.name if results else None, eval_results=results or None)
+    how = (f"every weight of `{run.run_dir}` was fine-tuned (no adapter) and is saved here in {dtype} (safetensors only)."
+           if run.full else f"the adapter of `{run.run_dir}` was merged into the {dtype} base weights (safetensors only).")
     lines = [
-        f"# {run.run_dir.name} (merged)", "",
-        f"Fine-tuned from `{t.get('model', base)}` (loaded from `{base}`) with ftassist; the adapter of "
-        f"`{run.run_dir}` was merged into the {dtype} base weights (safetensors only).", "",
+        f"# {run.run_dir.name} ({'fine-tuned' if run.full else 'merged'})", "",
+        f"Fine-tuned from `{t.get('model', base)}` (loaded from `{base}`) with ftassist; {how}", "",
         "## Training", "",
+        "- method: full fine-tuning (every weight)" if run.full else
         f"- method: {t.get('method', '?')}, LoRA r={t.get('lora_r', '?')}, alpha={t.get('lora_alpha', '?')}, "
         f"dropout={t.get('lora_dropout', '?')}, target_modules={t.get('target_modules', '?')}",
         f"- learning rate {t.get('learning_rate', '?')}, "

@@ -21,6 +21,9 @@ def push_run(cfg: PushConfig) -> str:
     folder = run / cfg.what
     if not (folder / ("config.json" if cfg.what == "merged" else "adapter_config.json")).is_file():
         fix = f"ftassist merge {run} --out {run}/merged" if cfg.what == "merged" else "train it first (`ftassist train`)"
+        if cfg.what == "adapter" and (run / "model" / "config.json").is_file():
+            fix = (f"it is a full fine-tuning run (model/, no adapter): `ftassist merge {run} --out {run}/merged`, "
+                   "then push --what merged")
         raise UserError(f"{folder}: no {cfg.what} model there; {fix}")
     from huggingface_hub import HfApi, constants, get_token
     from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError

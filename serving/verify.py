@@ -233,8 +233,6 @@ def find_served(target: Endpoint, run: RunInfo, merged: Path, *, adapter_name: s
     names = {m["id"] for m in models}
     found: dict[str, str] = {}
     for path, name, folder in (("merged_vllm", merged_name, merged), ("adapter_vllm", adapter_name, run.weights_dir)):
-        if path == "adapter_vllm" and run.full and not name:
-            continue  # a full run has no adapter to serve
         if name:
             if name not in names:
                 raise UserError(f"{target.base_url} does not serve {name!r}; it serves {sorted(names)}")

@@ -64,10 +64,19 @@ class SessionServer:
         self.tiny_model, self.tiny_adapter, self.root = tiny_model, tiny_adapter, root
         self.server = None
         self.starts = 0
+        self.failed: str | None = None  # why a start failed: every later test fails at once rather than wait again
 
     def get(self):
+        if self.failed:
+            pytest.fail(f"the vLLM server could not start earlier in this session: {self.failed}", pytrace=False)
         if self.server is None or not self.server.alive():
-            self.server = self._start()
+            if self.server is not None:
+                self.server.stop()  # a dead server's engine processes may still hold its KV cache
+            try:
+                self.server = self._start()
+            except Exception as exc:
+                self.failed = str(exc)
+                raise
         return self.server
 
     def _start(self):

@@ -121,3 +121,56 @@ def test_the_app_serves_a_full_run_alone_as_tuned(full_run, tiny_model, tmp_path
     assert "fully fine-tuned model as `tuned`" in served_models(str(full_run))
     assert ServerRecord("http://127.0.0.1:1/v1", "k", ["tuned"], 1).tuned == "tuned"
     assert ServerRecord("http://127.0.0.1:1/v1", "k", ["base"], 1).tuned is None
+
+
+def test_resuming_a_full_run_as_lora_is_refused_with_the_method_to_use(full_run, tiny_model, tmp_path):
+    import shutil
+
+    from ftassist.errors import UserError
+
+    run = tmp_path / "run"
+    shutil.copytree(full_run, run)
+    data = Path(yaml.safe_load((run / "config.yaml").read_text())["data"])
+    with pytest.raises(UserError, match="is a full fine-tuning checkpoint but this run is set to --method lora.*--method full"):
+        train(full_cfg(data, run, tiny_model, method="lora", max_steps=9), resume=True, progress=False)
+
+
+def test_the_plan_counts_every_weight_for_full_fine_tuning():
+    from ftassist.train.planner import ModelShape, estimate_memory
+
+    shape = ModelShape(vocab=49152, hidden=576, layers=30, intermediate=1536, heads=9, kv_heads=3, tied_embeddings=True)
+    kw = dict(seq_len=256, micro_batch=8, lora_r=16, compute_bytes=4, weight_bytes=4)
+    lora, full = estimate_memory(shape, **kw), estimate_memory(shape, **kw, full=True)
+    assert (full.weights, full.lora, full.optimizer) == (4 * shape.params, 4 * shape.params, 8 * shape.params)
+    assert lora.optimizer == 8 * shape.lora_params(16) < full.optimizer
+    assert full.activations == lora.activations
+    half = estimate_memory(shape, **{**kw, "compute_bytes": 2}, full=True)
+    assert half.weights == 6 * shape.params  # float32 weights and autocast's bf16 copies
+
+
+def test_a_setting_that_does_not_fit_is_left_out_of_the_search_and_losers_lose_their_checkpoints(
+        tiny_model, small_data, tmp_path, monkeypatch):
+    import ftassist.train.trainer as trainer_module
+    from ftassist.train.planner import PlanDoesNotFit
+    from ftassist.train.search import Candidate, search
+
+    real = trainer_module.plan_training
+
+    def plan(*args, **kw):
+        if kw["method"] == "full":  # as a machine without the memory for a whole model's optimizer would say
+            raise PlanDoesNotFit("training does not fit: even micro-batch 1 needs about 99 GiB")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(trainer_module, "plan_training", plan)
+    out = tmp_path / "search"
+    cands = (Candidate("a", {"learning_rate": 1e-3}), Candidate("full", {"method": "full"}),
+             Candidate("b", {"learning_rate": 1e-5}))
+    result = search(TrainConfig(data=str(small_data), out=str(out), model=str(tiny_model), max_steps=200, eval_steps=2,
+                                batch_size=4, grad_accum=1, save_steps=2, time_budget=1.5, report_to="none"), cands)
+    record = json.loads((out / "search.json").read_text())
+    assert [d["name"] for d in record["not_tried"]] == ["full"] and "does not fit this machine" in record["not_tried"][0]["why"]
+    assert {r["name"] for r in record["rows"]} == {"a", "b"} and result.winner in {"a", "b"}
+    loser = ({"a", "b"} - {result.winner}).pop()
+    assert not (out / "candidates" / loser / "checkpoints").exists()  # never resumed again, so not kept
+    assert (out / "candidates" / result.winner / "checkpoints").is_dir()
+    assert "Not tried: full (it does not fit this machine" in (out / "search.md").read_text()

@@ -110,7 +110,7 @@ def test_search_respects_its_time_budget_and_writes_its_table(tiny_model, small_
                     cands)
     record = json.loads((out / "search.json").read_text())
     # The first calls' loading and last evaluation come on top of their shares (later shares leave room for it).
-    assert record["wall_s"] <= budget_min * 60 + 20
+    assert budget_min * 60 * 0.75 <= record["wall_s"] <= budget_min * 60 + 20  # the budget is used, not left unspent
     assert [r["candidates"] for r in record["rungs"]] == [3, 2, 1]
     assert [r["rung"] for r in record["rows"]] == [0, 0, 0, 1, 1, 2]  # halving: 3, then the best 2, then the best 1
     assert {r["name"] for r in record["rows"] if r["rung"] == 0} == {"slow", "fast", "mid"}

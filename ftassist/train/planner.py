@@ -37,6 +37,10 @@ SMALL_FULL_LR, LARGE_FULL_LR = 1e-4, 1e-5
 MAX_OOM_RETRIES = 3
 
 
+class PlanDoesNotFit(UserError):
+    """No micro-batch fits the memory budget (`plan_training`)."""
+
+
 @dataclass(frozen=True)
 class ModelShape:
     """The few numbers of a decoder-only transformer that decide its memory."""
@@ -131,8 +135,9 @@ def estimate_memory(shape: ModelShape, *, seq_len: int, micro_batch: int, lora_r
     lm_head: on CPU the full float32 logits and the loss's copies of them (LOGITS_COPIES_CPU); on CUDA
     trl's tiled log-prob head (HEAD_*), which does not grow past 4096 tokens a micro-batch.
     overhead: the Python/torch/transformers runtime (~0.5 GiB RSS measured before the first step).
-    full: every weight trains (`--method full`): the weights are held in float32 whatever the compute precision, and
-    the `lora` part is their gradients (4 bytes each) and the optimizer's state covers all of them.
+    full: every weight trains (`--method full`): the weights are held in float32 whatever the compute precision (plus
+    autocast's half-precision copies), the `lora` part is their gradients (4 bytes each) and the optimizer's state
+    covers all of them: ~16 bytes a parameter on a CPU, ~10 with CUDA's 8-bit AdamW.
     """
     h, i = shape.hidden, shape.intermediate
     embed = shape.vocab * h * (1 if shape.tied_embeddings else 2)
@@ -147,8 +152,9 @@ def estimate_memory(shape: ModelShape, *, seq_len: int, micro_batch: int, lora_r
         lm_head = HEAD_TILES_CUDA * min(tokens, HEAD_TILE_TOKENS) * min(shape.vocab, HEAD_TILE_VOCAB) * 4
     else:
         lm_head = LOGITS_COPIES_CPU * tokens * shape.vocab * 4
-    if full:
-        weights, lora_bytes, trainable = shape.params * 4, shape.params * 4, shape.params
+    if full:  # float32 weights and their gradients; under autocast, the half-precision copies it casts and caches
+        weights = shape.params * (4 + (compute_bytes if compute_bytes < 4 else 0))
+        lora_bytes, trainable = shape.params * 4, shape.params
     else:
         lora_bytes, trainable = lora_n * 8, lora_n
     return MemoryEstimate(weights=weights, lora=lora_bytes, optimizer=trainable * optimizer_bytes,
@@ -274,14 +280,14 @@ def plan_training(shape: ModelShape, hw: Hardware, *, seq_len: int, method: str,
             return Plan(method, hw.device, dtype, m, accum, ck, seq_len, round(e.total / GiB, 2),
                         round(hw.budget / GiB, 2), text)
     smallest = est(order[-1][0], order[-1][1] if len(order) else True) if order else est(1, True)
-    raise UserError(
+    raise PlanDoesNotFit(
         f"training does not fit: even micro-batch {order[-1][0] if order else 1} needs about {smallest.total / GiB:.1f} GiB "
         f"but {hw.name} has {hw.budget / GiB:.1f} GiB usable; lower --max-length (longest example: {seq_len} tokens), "
         f"use --method qlora or --gradient-checkpointing on, or pick a smaller --model"
     )
 
 
-def cpu_precision_reason(hw: Hardware, dtype: str) -> str:
+def cpu_precision_reason(hw: Hardware, dtype: str, method: str = "lora") -> str:
     """Why this precision on this CPU, with the probe's figures.
 
     >>> cpu_precision_reason(Hardware("cpu", "x", 1, 1, True, MatmulRates(199.0, 877.0)), "bfloat16")
@@ -291,7 +297,8 @@ def cpu_precision_reason(hw: Hardware, dtype: str) -> str:
         return f" ({dtype}; the bfloat16 probe was off: FTASSIST_BF16_PROBE=0)"
     ratio = hw.rates.bf16_gflops / max(hw.rates.fp32_gflops, 1e-9)
     if dtype == "bfloat16":
-        return (f" (bfloat16 autocast, LoRA weights in float32: this CPU multiplies bf16 {ratio:.1f}x as fast as fp32: "
+        held = "weights" if method == "full" else "LoRA weights"
+        return (f" (bfloat16 autocast, {held} in float32: this CPU multiplies bf16 {ratio:.1f}x as fast as fp32: "
                 f"{hw.rates.describe()})")
     if hw.bf16:
         return f" ({dtype} as asked, though this CPU multiplies bf16 {ratio:.1f}x as fast: {hw.rates.describe()})"
@@ -304,7 +311,7 @@ def explain(shape: ModelShape, hw: Hardware, e: MemoryEstimate, *, method: str, 
     g = lambda b: f"{b / GiB:.2f} GiB"  # noqa: E731
     prec = {"qlora": "NF4 4-bit (double quant) base", "full": f"every weight trained, float32 weights, {dtype} compute"}.get(
         method, f"{dtype} base")
-    why_dtype = cpu_precision_reason(hw, dtype) if hw.device == "cpu" else ""
+    why_dtype = cpu_precision_reason(hw, dtype, method) if hw.device == "cpu" else ""
     return (
         f"{method.upper()} on {hw.name}: {shape.params / 1e6:.0f}M-parameter model, {prec}{why_dtype}. "
         f"Estimated memory {g(e.total)} of {g(hw.budget)} usable (weights {g(e.weights)}, "

@@ -8,7 +8,8 @@ Every candidate (`CANDIDATES`: learning rate, LoRA rank and targets) is a run of
 `OUT/candidates/NAME`, trained by the same `train()` as any run, so each is judged by the task
 metric on the same validation split and keeps its best step. Rung 0 gives every candidate an
 equal share of the first part of the budget (what a call costs beyond its share, loading the
-model and the last evaluation, is measured and kept out of the later shares); the better half (by `selection_key` of its best
+model and tokenizing, is measured and kept out of the later shares; each setting's spent time is what its run's
+clock counted, evaluations included, so a share one evaluation overshoots is paid for); the better half (by `selection_key` of its best
 validation row) resumes from its checkpoint with the next share, and so on until one is left
 or the budget is spent. A call costs more than its share (on 2 CPU cores ~145 s for a purchase-order
 validation pass and loading): once the first call has measured that, the field is cut to what the budget
@@ -38,6 +39,7 @@ from ftassist.config import TrainConfig
 from ftassist.errors import UserError
 from ftassist.files import read_jsonl, write_json_atomic, write_text_atomic
 from ftassist.markdown import table
+from ftassist.train.planner import PlanDoesNotFit
 from ftassist.train.selection import best_row
 from ftassist.train.validation import TASK_METRICS, selection_key
 from ftassist.train.weights import ADAPTER_DIR, FULL_DIR
@@ -157,11 +159,12 @@ def search(cfg: TrainConfig, candidates: tuple[Candidate, ...] = CANDIDATES, *, 
     spent: dict[str, float] = {c.name: 0.0 for c in tried}
     rows: list[dict] = []
     task = "json"
-    extra: list[float] = []  # what each call cost beyond its share (loading, tokenizing, the last evaluation)
+    extra: list[float] = []  # what each call cost beyond its share (loading, tokenizing, evaluations past the share)
+    fixed: list[float] = []  # what each call cost outside the run's own clock (loading, tokenizing, saving)
     rung = -1
     while rung + 1 < len(shares):
         rung += 1
-        overhead = max(extra) if extra else FIRST_OVERHEAD_S
+        overhead = max(fixed) if fixed else FIRST_OVERHEAD_S
         calls_left = sum(k for k, _ in shares[rung:])
         remaining = cfg.time_budget * 60 - (time.time() - started) - overhead * calls_left
         if remaining <= 0 and rung == 0:
@@ -184,9 +187,22 @@ def search(cfg: TrainConfig, candidates: tuple[Candidate, ...] = CANDIDATES, *, 
             run_cfg = dataclasses.replace(cfg, out=str(root / cand.name), time_budget=spent[cand.name] / 60,
                                           early_stopping_patience=0, **cand.overrides)
             t0 = time.time()
+            before = counted_seconds(root / cand.name)
             resumed = rung > 0 and (root / cand.name / "checkpoints").is_dir()
-            result = train(run_cfg, resume=resumed, progress=progress, log_file=True)
+            try:
+                result = train(run_cfg, resume=resumed, progress=progress, log_file=True)
+            except PlanDoesNotFit as exc:  # decided before the model loads: the rest of the field goes on
+                spent[cand.name] -= seconds
+                dropped.append({"name": cand.name, "why": f"it does not fit this machine: {exc}"})
+                alive.remove(cand)
+                i -= 1
+                continue
             extra.append(time.time() - t0 - seconds)
+            # The run's clock counts its training and evaluations, and a resumed call counts on from it: what the
+            # clock counted is what this setting has spent (a share shorter than one evaluation overshoots it).
+            after = counted_seconds(root / cand.name)
+            spent[cand.name] = max(spent[cand.name], after)
+            fixed.append(max(0.0, time.time() - t0 - (after - before)))
             task = _task(root / cand.name)
             best = best_row(read_jsonl(root / cand.name / "metrics.jsonl"), task)
             results[cand.name] = best
@@ -202,9 +218,14 @@ def search(cfg: TrainConfig, candidates: tuple[Candidate, ...] = CANDIDATES, *, 
                     alive = alive[:k]
                     # one setting left: it goes on alone with the rest of the budget (rung 1)
                     shares = rung_shares(k, cfg.time_budget * 60) if k > 1 else [(1, 0.0), (1, 0.0)]
+        if not alive:
+            raise UserError("--search: no setting fits this machine; " + "; ".join(d["why"] for d in dropped))
         ranked = sorted(alive, key=lambda c: selection_key(results[c.name] or {}, task), reverse=True)
         keep = shares[rung + 1][0] if rung + 1 < len(shares) else 1
         alive = ranked[:keep]
+        for out_of_it in ranked[keep:]:  # never resumed again: its checkpoints (a full run's: whole models) go
+            for name in ("checkpoints", "best"):
+                shutil.rmtree(root / out_of_it.name / name, ignore_errors=True)
         for r in rows:
             if r["rung"] == rung:
                 r["kept"] = any(c.name == r["name"] for c in alive)
@@ -262,6 +283,14 @@ def fitting(cfg: TrainConfig, candidates: tuple[Candidate, ...]) -> tuple[list[C
     left = [c for c in candidates if c.overrides.get("method") != "full"]
     return left, [{"name": c.name, "why": f"full fine-tuning is tried on models up to {FULL_MAX_PARAMS / 1e9:g}B parameters; "
                                           f"this one has {params / 1e9:.1f}B"} for c in candidates if c not in left]
+
+
+def counted_seconds(run: Path) -> float:
+    """The training seconds (evaluations included) the run's clock has counted: its last metrics row's `elapsed_s`."""
+    path = run / "metrics.jsonl"
+    counted = [r["elapsed_s"] for r in read_jsonl(path) if isinstance(r.get("elapsed_s"), (int, float))] \
+        if path.is_file() else []
+    return float(counted[-1]) if counted else 0.0
 
 
 def _task(run: Path) -> str:

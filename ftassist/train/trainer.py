@@ -51,7 +51,7 @@ from ftassist.train.planner import Budget, ModelShape, Plan, detect_hardware, pl
 from ftassist.train.status import ACTIVE, StatusWriter, read_status
 from ftassist.train.record import RunRecord, write_run_record
 from ftassist.train.validation import ValidationSet
-from ftassist.train.weights import ADAPTER_DIR, FULL_DIR, weights_folder_name
+from ftassist.train.weights import ADAPTER_DIR, FULL_DIR, holds_full_model, weights_folder_name
 
 log = logging.getLogger("ftassist.train")
 
@@ -281,6 +281,10 @@ def _train(cfg: TrainConfig, run: Path, status: StatusWriter | None, *, resume: 
         write_run_record(run, info)
         checkpoints.clean_partial(ckdir)
     resume_from = checkpoints.newest_checkpoint(ckdir) if resume else None
+    if resume_from is not None and holds_full_model(resume_from) != (plan.method == "full"):
+        kind = "full fine-tuning" if holds_full_model(resume_from) else "LoRA"
+        raise UserError(f"--resume: {resume_from} is a {kind} checkpoint but this run is set to --method {plan.method}; "
+                        f"resume with the method it was trained with ({'--method full' if kind != 'LoRA' else '--method lora'})")
     if resume_from is not None and is_main_process():
         _trim_metrics(run / "metrics.jsonl", checkpoints.checkpoint_step(resume_from))
         drop_stale_best(run)
