@@ -244,6 +244,7 @@ def test_downloads_are_the_workspace_own_runs(app):
     run = a.jobs_dir / "run-done"
     (run / "adapter").mkdir(parents=True)
     (run / "adapter" / "adapter_config.json").write_text("{}")
+    (run / "adapter" / "adapter_model.safetensors").write_bytes(b"")  # the archive wants a whole adapter
     (run / "run.json").write_text("{}")
     write_json_atomic(run / "status.json", {"state": "completed"})
     path = Path(run_archive(a, run.name))
