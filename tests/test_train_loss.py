@@ -83,3 +83,78 @@ def test_training_takes_the_same_steps_on_either_path(tiny_model, small_data, tm
     assert runs[True]["tokens"] == runs[False]["tokens"] and runs[True]["tokens"][0] > 0
     assert runs[True]["loss"] == pytest.approx(runs[False]["loss"], abs=1e-4)
     assert runs[True]["loss"][-1] < runs[True]["loss"][0]  # and it learns
+
+
+def _batch(trainer, rows=range(4)):
+    features = [{k: trainer.train_dataset[i][k] for k in ("input_ids", "labels")} for i in rows]
+    return trainer.data_collator(features)
+
+
+def _inputs(batch) -> dict:
+    """What compute_loss hands the model: the batch without its labels."""
+    return {k: v for k, v in batch.items() if k != "labels"}
+
+
+def test_the_shared_prompt_prefix_runs_once_with_the_same_loss_and_gradients(tiny_model, small_data, tmp_path):
+    from ftassist.train.loss import reply_positions
+
+    trainer = _trainer(tiny_model, small_data, tmp_path / "run")
+    with torch.no_grad():
+        for name, p in trainer.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.02)
+    batch = _batch(trainer)
+    keep = reply_positions(batch["labels"])
+    prefix = trainer._shared_prefix(_inputs(batch), keep)
+    # every example row starts with the same system prompt: that many tokens run once, all before the first reply token
+    assert 16 <= prefix <= int(keep.min())
+    assert (batch["input_ids"][:, :prefix] == batch["input_ids"][0, :prefix]).all()
+    assert not (batch["input_ids"][:, prefix] == batch["input_ids"][0, prefix]).all()
+    trainer.model.train()
+    calls = []
+    hook = trainer.model.register_forward_pre_hook(lambda mod, args, kw: calls.append(kw["input_ids"].shape),
+                                                   with_kwargs=True)
+    try:
+        trainer.share_prefix = True
+        shared, shared_grads = _loss_and_grads(trainer, batch, None)
+    finally:
+        hook.remove()
+    assert trainer.prefix_check.verdict is True  # the first shared batch was checked against the plain forward
+    width = batch["input_ids"].shape[1]
+    assert calls[:2] == [torch.Size([1, prefix]), torch.Size([4, width - prefix])]  # the prefix once, then each row's rest
+    trainer.share_prefix = False
+    plain, plain_grads = _loss_and_grads(trainer, batch, None)
+    assert shared == pytest.approx(plain, rel=1e-5) and plain > 1.0
+    for name, grad in plain_grads.items():
+        assert grad.abs().sum() > 0, name
+        torch.testing.assert_close(shared_grads[name], grad, rtol=1e-4, atol=1e-6)
+
+
+def test_the_prefix_is_not_shared_where_it_cannot_be(tiny_model, small_data, tmp_path):
+    from ftassist.train.loss import reply_positions
+
+    trainer = _trainer(tiny_model, small_data, tmp_path / "run")
+    batch = _batch(trainer)
+    keep = reply_positions(batch["labels"])
+    assert trainer._shared_prefix(_inputs(batch), keep) > 0
+    one = _batch(trainer, rows=[0])
+    assert trainer._shared_prefix(_inputs(one), reply_positions(one["labels"])) == 0  # one row: nothing shared
+    trainer.args.gradient_checkpointing = True  # checkpointing turns the cache off
+    assert trainer._shared_prefix(_inputs(batch), keep) == 0
+    trainer.args.gradient_checkpointing = False
+    trainer.prefix_check.decide(1.5, 1.0)  # a model whose shared loss disagreed on its first batch keeps the plain forward
+    assert trainer.prefix_check.verdict is False
+    assert trainer._shared_prefix(_inputs(batch), keep) == 0
+    trainer.prefix_check.decide(1.0, 1.0)  # the first verdict stands
+    assert trainer.prefix_check.verdict is False
+
+
+def test_training_with_the_shared_prefix_takes_the_same_steps(tiny_model, small_data, tmp_path):
+    runs = {}
+    for share in (False, True):
+        trainer = _trainer(tiny_model, small_data, tmp_path / f"run-{share}", group_by_length=False, share_prefix=share)
+        assert trainer.share_prefix is share
+        trainer.train()
+        runs[share] = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert len(runs[True]) == 4
+    assert runs[True] == pytest.approx(runs[False], abs=1e-4)

@@ -145,6 +145,7 @@ def finish_trainer(trainer, cfg: TrainConfig, plan: Plan, clock) -> None:
 
     trainer.keep_checkpoints = cfg.save_total_limit
     trainer.budget_clock, trainer.warmup_share = clock, cfg.warmup_ratio
+    trainer.share_prefix = cfg.share_prefix  # SFT's loss on CPU (`ftassist.train.loss`)
     trainer.remove_callback(PrinterCallback)  # metrics go to metrics.jsonl / train.log / the bar, not stdout
     if plan.method == "qlora" and plan.dtype == "float32":
         # trl casts QLoRA adapters to bf16 (the paper's recipe); on CPU bf16 is very slow, keep fp32.

@@ -18,12 +18,16 @@ negative log-likelihood over the non-ignored labels divided by their count over 
 batch (`num_items_in_batch`; this micro-batch's count when it is None), which is the very
 quantity trl's head returns (tests/test_train_loss.py checks both agree to 1e-5). It keeps trl's
 `num_tokens` count (non-padding tokens seen), which `MetricsCallback` turns into tokens/s; trl's
-`entropy` and `mean_token_accuracy` are not logged on this path. Everything trl's path does that
+`entropy` and `mean_token_accuracy` are not logged on this path. The tokens every row of the batch
+starts with (the system prompt) run once and their cache serves every row (`ftassist.train.prefix`;
+`--no-share-prefix` turns it off), checked against the plain forward on the first batch. Everything trl's path does that
 this one does not (MoE aux loss, DFT loss, label smoothing, a custom `compute_loss_func`, sequence
 parallelism) keeps trl's path; so does CUDA.
 """
 
 from __future__ import annotations
+
+from ftassist.train.prefix import PrefixCheck, forward_shared, shared_prefix_length
 
 
 class PlainCausalLossMixin:
@@ -33,10 +37,12 @@ class PlainCausalLossMixin:
     """
 
     plain_loss: bool = False
+    share_prefix: bool = True
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.plain_loss = uses_plain_loss(self)
+        self.prefix_check = PrefixCheck()
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if not self.plain_loss:
@@ -49,12 +55,23 @@ class PlainCausalLossMixin:
         # Only positions that predict a kept label get logits: the prompt (system message and question) is most of
         # each row, and the LM head over all of it was ~a fifth of a SmolLM2 step for nothing.
         keep = reply_positions(labels)
-        outputs = model(**inputs, logits_to_keep=keep)
         target = labels[:, keep + 1]
+        prefix = self._shared_prefix(inputs, keep)
+        if prefix:
+            outputs = forward_shared(model, inputs["input_ids"], inputs["attention_mask"], prefix,
+                                     logits_to_keep=keep, position_ids=inputs.get("position_ids"))
+            loss = _summed_nll(outputs.logits, target)
+            if self.prefix_check.verdict is None:  # the first shared batch: is it this model's plain answer?
+                with torch.no_grad():
+                    plain = _summed_nll(model(**inputs, logits_to_keep=keep).logits, target)
+                if not self.prefix_check.decide(float(loss.detach()), float(plain)):
+                    outputs = model(**inputs, logits_to_keep=keep)
+                    loss = _summed_nll(outputs.logits, target)
+        else:
+            outputs = model(**inputs, logits_to_keep=keep)
+            loss = _summed_nll(outputs.logits, target)
         # The sum of next-token NLL over the kept labels divided by their count over the accumulated batch
         # (`num_items_in_batch`; this micro-batch's count when None): what the model's own ForCausalMLoss returns.
-        loss = torch.nn.functional.cross_entropy(outputs.logits.float().reshape(-1, outputs.logits.size(-1)),
-                                                 target.reshape(-1), ignore_index=-100, reduction="sum")
         denom = num_items_in_batch if num_items_in_batch is not None else (target != -100).sum()
         loss = loss / (denom.to(loss.device) if torch.is_tensor(denom) else denom)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
@@ -64,6 +81,25 @@ class PlainCausalLossMixin:
             count_trained_tokens(self, inputs)
         self._metrics["train" if self.model.training else "eval"]["num_tokens"] = [self._total_train_tokens]
         return result
+
+
+    def _shared_prefix(self, inputs, keep):
+        """Tokens this batch's rows share at the start, to run once (0: run every row whole; `ftassist.train.prefix`).
+
+        Not with gradient checkpointing (it turns the cache off), several processes (DDP expects one forward a
+        step) or inputs beyond ids, mask and positions, nor once the first batch showed this model disagrees."""
+        if (not self.share_prefix or self.prefix_check.verdict is False or self.args.gradient_checkpointing
+                or self.accelerator.num_processes > 1 or "attention_mask" not in inputs
+                or set(inputs) - {"input_ids", "attention_mask", "position_ids", "use_cache"} or not len(keep)):
+            return 0
+        return shared_prefix_length(inputs["input_ids"], inputs["attention_mask"], limit=int(keep.min()))
+
+
+def _summed_nll(logits, target):
+    import torch
+
+    return torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)), target.reshape(-1),
+                                             ignore_index=-100, reduction="sum")
 
 
 def reply_positions(labels):

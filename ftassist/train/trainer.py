@@ -17,8 +17,9 @@ Speed on CPU comes from what is *not* done: batches are padded only to their own
 example and grouped by length (no padding to max_length), the precision is the one this CPU is
 fast at (bf16 autocast only where the probe measured it faster, `ftassist.train.precision`; elsewhere
 float32: bf16 is 10-300x slower on CPUs without native support), gradient checkpointing is off unless memory
-needs it, checkpoints hold only the adapter and optimizer state, and the loss is the model's own cross-entropy over full logits rather than trl's
-tiled LM head, which without Triton costs ~4x more (`ftassist.train.loss`). Padding-free packing
+needs it, checkpoints hold only the adapter and optimizer state, the loss is the model's own cross-entropy over full logits rather than trl's
+tiled LM head, which without Triton costs ~4x more (`ftassist.train.loss`), and the prompt tokens every row of a
+batch starts with (the system prompt) run once per batch (`ftassist.train.prefix`). Padding-free packing
 is *not* used: trl documents its position_ids-based flattening for FlashAttention's varlen
 kernels only, and whether CPU sdpa keeps flattened rows apart (transformers may derive a
 block-diagonal mask from position_ids) has not been verified here; dynamic padding is correct

@@ -130,37 +130,116 @@ def max_reply_tokens(tokenizer, examples: list[Example]) -> int:
 def generate_replies(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int,
                      batch_size: int = GENERATION_BATCH, logits_processors=None, do_sample: bool = False,
                      temperature: float = 1.0) -> list[str]:
-    """Replies of `model` to chat `prompts`, greedy (or sampled at `temperature` with `do_sample`), left-padded
-    batches of similar length, in prompt order.
+    """Replies of `model` to chat `prompts`, greedy (or sampled at `temperature` with `do_sample`), in batches of
+    similar length, in prompt order (`decode_batch`).
 
     `logits_processors`, when given, is called once per batch for a fresh list of logits processors
     (e.g. `ftassist.evidence.schema_constraint`: structured outputs)."""
-    import torch
-
     encoded = [_ids(tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=False))
                for p in prompts]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     eos = _eos_ids(tokenizer, model)
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     replies: list[str] = [""] * len(encoded)
-    device = next(model.parameters()).device
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
-        width = max(len(encoded[i]) for i in idx)
-        ids = torch.tensor([[pad] * (width - len(encoded[i])) + encoded[i] for i in idx], device=device)
-        mask = torch.tensor([[0] * (width - len(encoded[i])) + [1] * len(encoded[i]) for i in idx], device=device)
-        extra = {"logits_processor": logits_processors()} if logits_processors is not None else {}
-        sampling = {"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": 0} if do_sample else {"do_sample": False}
-        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, eos_token_id=eos,
-                             pad_token_id=pad, use_cache=True, **sampling, **extra)
-        for row, i in enumerate(idx):
-            replies[i] = tokenizer.decode(out[row, width:], skip_special_tokens=True)
+        processors = logits_processors() if logits_processors is not None else None
+        tokens = decode_batch(model, [encoded[i] for i in idx], max_new_tokens, eos=eos, pad=pad, processors=processors,
+                              do_sample=do_sample, temperature=temperature)
+        for i, reply in zip(idx, tokens):
+            replies[i] = tokenizer.decode(reply, skip_special_tokens=True)
     return replies
 
 
-def validation_loss(model, tokenizer, examples: list[Example], batch_size: int = GENERATION_BATCH) -> float:
-    """Mean cross-entropy of the reference replies given their prompts (reply tokens only, as in training)."""
+def decode_batch(model, prompts: list[list[int]], max_new_tokens: int, *, eos: list[int], pad: int, processors=None,
+                 do_sample: bool = False, temperature: float = 1.0) -> list[list[int]]:
+    """The reply tokens (up to and including an end token) of `model` to tokenized `prompts`, one batch.
+
+    What it saves over `model.generate` on a CPU: the prompt prefix every row starts with (the system
+    prompt) runs once (`ftassist.train.prefix`), and a row that has finished leaves the batch, so the
+    decoding steps cost what the rows still running need rather than the longest reply times the batch.
+    With `processors` (logits processors that keep per-row state, e.g. a grammar) rows stay in place and
+    a finished row is fed padding, as `generate` does. Layout: [shared prefix][left padding][each row's
+    rest]; positions count only real tokens, so every row sees the positions it would see alone.
+    """
     import torch
+    from transformers import DynamicCache
+
+    from ftassist.train.prefix import MIN_SHARED_PREFIX, prefix_cache
+
+    device = next(model.parameters()).device
+    rows = len(prompts)
+    shared = _common_prefix(prompts, limit=min(len(p) for p in prompts) - 1)
+    shared = shared if rows > 1 and shared >= MIN_SHARED_PREFIX else 0
+    rests = [p[shared:] for p in prompts]
+    width = max(len(r) for r in rests)
+    ids = torch.tensor([[pad] * (width - len(r)) + r for r in rests], device=device)
+    mask = torch.tensor([[1] * shared + [0] * (width - len(r)) + [1] * len(r) for r in rests], device=device)
+    positions = (shared + mask[:, shared:].cumsum(-1) - 1).clamp(min=0)
+    config = getattr(model, "config", None)
+    cache = prefix_cache(model, torch.tensor([prompts[0][:shared]], device=device), rows) if shared else \
+        DynamicCache(config=config) if config is not None else DynamicCache()
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
+                   logits_to_keep=1).logits[:, -1]
+    history = torch.tensor([[pad] * (width + shared - len(p)) + p for p in prompts], device=device) if processors else None
+    position = positions[:, -1] + 1
+    running = list(range(rows))  # which prompt each batch row answers
+    replies: list[list[int]] = [[] for _ in prompts]
+    done = [False] * rows
+    stops = torch.tensor(eos, device=device)
+    for _ in range(max_new_tokens):
+        scores = logits.float()
+        if processors:
+            for proc in processors:
+                scores = proc(history, scores)
+        if do_sample:
+            token = torch.multinomial(torch.softmax(scores / temperature, dim=-1), 1).squeeze(-1)
+        else:
+            token = scores.argmax(dim=-1)
+        ended = torch.isin(token, stops)
+        for row, prompt in enumerate(running):
+            if not done[prompt]:
+                replies[prompt].append(int(token[row]))
+                done[prompt] = bool(ended[row]) or len(replies[prompt]) >= max_new_tokens
+        if all(done):
+            break
+        if history is not None:  # a grammar's processors: rows stay; finished ones are fed padding
+            token = torch.where(torch.tensor([done[p] for p in running], device=device), torch.full_like(token, pad), token)
+            history = torch.cat([history, token[:, None]], dim=-1)
+        else:
+            keep = [row for row, prompt in enumerate(running) if not done[prompt]]
+            if len(keep) < len(running):
+                index = torch.tensor(keep, device=device)
+                cache.batch_select_indices(index)
+                mask, position, token = mask[index], position[index], token[index]
+                running = [running[row] for row in keep]
+        mask = torch.cat([mask, mask.new_ones(len(running), 1)], dim=-1)
+        logits = model(input_ids=token[:, None], attention_mask=mask, position_ids=position[:, None],
+                       past_key_values=cache, use_cache=True).logits[:, -1]
+        position = position + 1
+    return replies
+
+
+def _common_prefix(seqs: list[list[int]], limit: int) -> int:
+    """How many leading tokens all of `seqs` share, at most `limit`.
+
+    >>> _common_prefix([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]], limit=10)
+    2
+    """
+    first = seqs[0]
+    n = 0
+    while n < limit and n < len(first) and all(len(s) > n and s[n] == first[n] for s in seqs):
+        n += 1
+    return n
+
+
+def validation_loss(model, tokenizer, examples: list[Example], batch_size: int = GENERATION_BATCH) -> float:
+    """Mean cross-entropy of the reference replies given their prompts (reply tokens only, as in training; the
+    shared prompt prefix runs once per batch and logits are taken only where a reply token is predicted)."""
+    import torch
+
+    from ftassist.train.loss import reply_positions
+    from ftassist.train.prefix import forward_shared, shared_prefix_length
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     device = next(model.parameters()).device
@@ -177,9 +256,16 @@ def validation_loss(model, tokenizer, examples: list[Example], batch_size: int =
         ids = torch.tensor([f + [pad] * (width - len(f)) for f, _ in chunk], device=device)
         mask = torch.tensor([[1] * len(f) + [0] * (width - len(f)) for f, _ in chunk], device=device)
         labels = torch.tensor([[-100] * p + f[p:] + [-100] * (width - len(f)) for f, p in chunk], device=device)
-        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-        target = labels[:, 1:]
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1),
+        keep = reply_positions(labels)
+        if not len(keep):
+            continue
+        shared = shared_prefix_length(ids, mask, limit=int(keep.min()))
+        if shared:
+            logits = forward_shared(model, ids, mask, shared, logits_to_keep=keep).logits
+        else:
+            logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits
+        target = labels[:, keep + 1]
+        loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)), target.reshape(-1),
                                                  ignore_index=-100, reduction="sum")
         total += float(loss)
         count += int((target != -100).sum())
