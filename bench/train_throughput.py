@@ -10,7 +10,9 @@
            every token - the older tutorial recipe (what the first figures in RESULTS.md compared against).
 (ftassist) `ftassist.train.trainer.train`: trl SFTTrainer, dynamic padding grouped by length, loss on the
            reply only (on CPU the model's own cross-entropy at the reply positions), the planner's precision
-           (bf16 autocast where the probe says this CPU is fast at it), no checkpointing.
+           (bf16 autocast where the probe says this CPU is fast at it), no checkpointing, the prompt prefix
+           every row of a batch starts with run once (`ftassist.train.prefix`).
+(noshare)  the same trainer with `--no-share-prefix`: every row runs its whole prompt (what sharing saves).
 
 All three train the same rows at the same batch size. Throughput counts only non-padding tokens and
 skips the first step of each (warm-up). The share of the peak is 4 N FLOPs per trained token (LoRA:
@@ -118,13 +120,13 @@ def hf_recipe(model_path: str, rows: list[dict], steps: int, batch: int, max_len
             "s_per_step": (t2 - t1) / (len(marks) - 1), "padded_tokens_per_step": batch * max_length}
 
 
-def ftassist_recipe(model_path: str, data_dir: Path, steps: int, batch: int) -> dict:
+def ftassist_recipe(model_path: str, data_dir: Path, steps: int, batch: int, share_prefix: bool = True) -> dict:
     from ftassist.config import TrainConfig
     from ftassist.train.trainer import train
 
     with tempfile.TemporaryDirectory() as out:
         cfg = TrainConfig(data=str(data_dir), out=out, model=model_path, max_steps=steps, batch_size=batch, grad_accum=1,
-                          save_steps=10_000, task_metric=False, report_to="none")
+                          save_steps=10_000, task_metric=False, report_to="none", share_prefix=share_prefix)
         with PeakRSS() as rss:
             result = train(cfg, progress=False)
         rows = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
@@ -150,7 +152,8 @@ def main() -> None:
     parser.add_argument("--data", default=str(ROOT / "examples" / "support_tickets" / "train.jsonl"))
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--recipes", default="trl,hf,ftassist", help="Any of trl (the baseline), hf, ftassist.")
+    parser.add_argument("--recipes", default="trl,hf,noshare,ftassist",
+                        help="Any of trl (the baseline), hf, noshare, ftassist.")
     args = parser.parse_args()
 
     import torch
@@ -171,7 +174,7 @@ def main() -> None:
           f"{args.batch}; {torch.get_num_threads()} torch threads; matmul peak fp32 {peak[False]:.1f} GFLOP/s, bf16 "
           f"{peak[True]:.1f} (fast bf16: {fast_bf16(rates)}); load average {os.getloadavg()[0]:.1f}", flush=True)
     names = {"trl": "plain trl SFTTrainer (defaults)", "hf": "HF Trainer + peft, padded to 512",
-             "ftassist": "ftassist trainer"}
+             "ftassist": "ftassist trainer", "noshare": "ftassist trainer, --no-share-prefix"}
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp)
@@ -179,7 +182,8 @@ def main() -> None:
         for name in [n.strip() for n in args.recipes.split(",") if n.strip()]:
             run = {"trl": lambda: trl_recipe(model_path, rows, args.steps, args.batch),
                    "hf": lambda: hf_recipe(model_path, rows, args.steps, args.batch),
-                   "ftassist": lambda: ftassist_recipe(model_path, data_dir, args.steps, args.batch)}[name]
+                   "ftassist": lambda: ftassist_recipe(model_path, data_dir, args.steps, args.batch),
+                   "noshare": lambda: ftassist_recipe(model_path, data_dir, args.steps, args.batch, share_prefix=False)}[name]
             r = results[name] = run()
             r["peak_share"] = r["tokens_per_s"] * 4 * params / 1e9 / peak[bool(r.get("bf16"))]
             print(f"({name}) {names[name]}: {r['tokens_per_s']:.1f} trained tokens/s, {r['s_per_step']:.1f} s/step, "
@@ -192,6 +196,10 @@ def main() -> None:
         if base and name != "trl":
             print(f"ratio ({name})/(trl): {r['tokens_per_s'] / base['tokens_per_s']:.2f}x tokens/s, "
                   f"{r['peak_rss_gib'] / base['peak_rss_gib']:.2f}x peak RSS")
+    if "ftassist" in results and "noshare" in results:
+        a, b = results["ftassist"], results["noshare"]
+        print(f"ratio (ftassist)/(noshare), what sharing the prompt prefix adds: {a['tokens_per_s'] / b['tokens_per_s']:.2f}x "
+              f"tokens/s, {b['s_per_step'] / a['s_per_step']:.2f}x steps/s, {a['peak_rss_gib'] / b['peak_rss_gib']:.2f}x peak RSS")
     print(f"load average now {os.getloadavg()[0]:.1f}")
 
 
