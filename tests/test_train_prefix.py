@@ -147,3 +147,20 @@ def test_validation_loss_with_the_shared_prefix_equals_the_plain_mean(model_and_
             count += len(full) - len(prompt)
         got = validation_loss(model, tok, examples)
     assert got == pytest.approx(total / count, rel=1e-6)  # its cross-entropy runs in float32 and got > 1.0
+
+
+def test_only_models_that_attend_to_the_whole_sequence_share_the_prefix(model_and_tok):
+    from types import SimpleNamespace
+
+    from transformers import Qwen2Config
+
+    from ftassist.train.prefix import attends_fully
+
+    model, _ = model_and_tok
+    assert attends_fully(model, 4096)  # the tiny Llama: full attention everywhere
+    window = Qwen2Config(num_hidden_layers=2, sliding_window=64, use_sliding_window=True, max_window_layers=1)
+    assert window.layer_types == ["full_attention", "sliding_attention"]
+    assert attends_fully(SimpleNamespace(config=window), 64)  # a window as long as the sequence sees all of it
+    assert not attends_fully(SimpleNamespace(config=window), 65)
+    hybrid = Qwen2Config(num_hidden_layers=2, layer_types=["full_attention", "linear_attention"])
+    assert not attends_fully(SimpleNamespace(config=hybrid), 8)

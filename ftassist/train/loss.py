@@ -27,7 +27,7 @@ parallelism) keeps trl's path; so does CUDA.
 
 from __future__ import annotations
 
-from ftassist.train.prefix import PrefixCheck, forward_shared, shared_prefix_length
+from ftassist.train.prefix import PrefixCheck, attends_fully, forward_shared, shared_prefix_length
 
 
 class PlainCausalLossMixin:
@@ -89,6 +89,7 @@ class PlainCausalLossMixin:
         Not with gradient checkpointing (it turns the cache off), several processes (DDP expects one forward a
         step) or inputs beyond ids, mask and positions, nor once the first batch showed this model disagrees."""
         if (not self.share_prefix or self.prefix_check.verdict is False or self.args.gradient_checkpointing
+                or not attends_fully(self.model, inputs["input_ids"].size(1))
                 or self.accelerator.num_processes > 1 or "attention_mask" not in inputs
                 or set(inputs) - {"input_ids", "attention_mask", "position_ids", "use_cache"} or not len(keep)):
             return 0

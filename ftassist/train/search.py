@@ -40,7 +40,7 @@ from ftassist.errors import UserError
 from ftassist.files import read_jsonl, write_json_atomic, write_text_atomic
 from ftassist.markdown import table
 from ftassist.train.planner import PlanDoesNotFit
-from ftassist.train.selection import best_row
+from ftassist.train.selection import best_row, counted_seconds
 from ftassist.train.validation import TASK_METRICS, selection_key
 from ftassist.train.weights import ADAPTER_DIR, FULL_DIR
 
@@ -187,7 +187,7 @@ def search(cfg: TrainConfig, candidates: tuple[Candidate, ...] = CANDIDATES, *, 
             run_cfg = dataclasses.replace(cfg, out=str(root / cand.name), time_budget=spent[cand.name] / 60,
                                           early_stopping_patience=0, **cand.overrides)
             t0 = time.time()
-            before = counted_seconds(root / cand.name)
+            before = _counted(root / cand.name)
             resumed = rung > 0 and (root / cand.name / "checkpoints").is_dir()
             try:
                 result = train(run_cfg, resume=resumed, progress=progress, log_file=True)
@@ -200,7 +200,7 @@ def search(cfg: TrainConfig, candidates: tuple[Candidate, ...] = CANDIDATES, *, 
             extra.append(time.time() - t0 - seconds)
             # The run's clock counts its training and evaluations, and a resumed call counts on from it: what the
             # clock counted is what this setting has spent (a share shorter than one evaluation overshoots it).
-            after = counted_seconds(root / cand.name)
+            after = _counted(root / cand.name)
             spent[cand.name] = max(spent[cand.name], after)
             fixed.append(max(0.0, time.time() - t0 - (after - before)))
             task = _task(root / cand.name)
@@ -285,14 +285,6 @@ def fitting(cfg: TrainConfig, candidates: tuple[Candidate, ...]) -> tuple[list[C
                                           f"this one has {params / 1e9:.1f}B"} for c in candidates if c not in left]
 
 
-def counted_seconds(run: Path) -> float:
-    """The training seconds (evaluations included) the run's clock has counted: its last metrics row's `elapsed_s`."""
-    path = run / "metrics.jsonl"
-    counted = [r["elapsed_s"] for r in read_jsonl(path) if isinstance(r.get("elapsed_s"), (int, float))] \
-        if path.is_file() else []
-    return float(counted[-1]) if counted else 0.0
-
-
 def _task(run: Path) -> str:
     from ftassist.train.record import read_run_record
 
@@ -309,3 +301,9 @@ def _adopt(winner: Path, out: Path) -> None:
     for name in ("config.yaml", "run.json", "metrics.jsonl", "val.jsonl"):
         if (winner / name).exists():
             shutil.copy2(winner / name, out / name)
+
+
+def _counted(run: Path) -> float:
+    """What RUN's clock has counted so far (`counted_seconds` of its metrics.jsonl; 0 before it has any)."""
+    path = run / "metrics.jsonl"
+    return counted_seconds(read_jsonl(path)) if path.is_file() else 0.0

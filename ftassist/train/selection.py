@@ -45,6 +45,16 @@ def eval_rows(rows: list[dict]) -> list[dict]:
     return sorted((r for r in rows if "val_loss" in r), key=lambda r: r["step"])
 
 
+def counted_seconds(rows: list[dict]) -> float:
+    """The training seconds (evaluations included) a run's clock has counted: the last metrics row's `elapsed_s`.
+
+    >>> counted_seconds([{"step": 1, "elapsed_s": 10.0}, {"step": 2, "val_loss": 0.5}, {"step": 2, "elapsed_s": 21.5}])
+    21.5
+    """
+    counted = [r["elapsed_s"] for r in rows if isinstance(r.get("elapsed_s"), (int, float))]
+    return float(counted[-1]) if counted else 0.0
+
+
 def best_row(rows: list[dict], task: str) -> dict | None:
     """The validation row that wins (`selection_key`; the earliest of equals), or None."""
     best = None

@@ -244,7 +244,8 @@ def _train(cfg: TrainConfig, run: Path, status: StatusWriter | None, *, resume: 
 
     from ftassist.train.dataset import as_dataset
     from ftassist.train.schedule import Clock, budget_stop
-    from ftassist.train.selection import BEST_DIR, EVAL_SHARE, TaskMetricCallback, describe_choice, drop_stale_best, eval_rows
+    from ftassist.train.selection import BEST_DIR, EVAL_SHARE, TaskMetricCallback, counted_seconds, describe_choice, \
+        drop_stale_best, eval_rows
 
     started = time.time()
     prep = prepare_run(cfg, run)
@@ -303,12 +304,11 @@ def _train(cfg: TrainConfig, run: Path, status: StatusWriter | None, *, resume: 
     while True:
         # The time a resumed run has already trained (the last kept row's count) and its last evaluation's length.
         rows = read_jsonl(run / "metrics.jsonl") if (run / "metrics.jsonl").exists() else []
-        counted = [r["elapsed_s"] for r in rows if isinstance(r.get("elapsed_s"), (int, float))]
         done = eval_rows(rows)
         # Several ranks have no time budget (the plan's is 0): each would read its own clock, and ranks whose
         # learning rates differ train different weights; nor validation, so nothing stops rank 0 alone.
         alone = int(os.environ.get("WORLD_SIZE", "1")) == 1
-        clock = Clock(budget.time_budget_s, counted[-1] if counted else 0.0, done[-1]["val_s"] if done else 0.0)
+        clock = Clock(budget.time_budget_s, counted_seconds(rows), done[-1]["val_s"] if done else 0.0)
         selector, extra = None, []
         if prep.val is None and alone and budget.time_budget_s > 0:
             extra = [budget_stop(clock)]  # no validation: the clock alone stops it

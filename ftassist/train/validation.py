@@ -165,12 +165,13 @@ def decode_batch(model, prompts: list[list[int]], max_new_tokens: int, *, eos: l
     import torch
     from transformers import DynamicCache
 
-    from ftassist.train.prefix import MIN_SHARED_PREFIX, prefix_cache
+    from ftassist.train.prefix import MIN_SHARED_PREFIX, attends_fully, prefix_cache
 
     device = next(model.parameters()).device
     rows = len(prompts)
     shared = _common_prefix(prompts, limit=min(len(p) for p in prompts) - 1)
-    shared = shared if rows > 1 and shared >= MIN_SHARED_PREFIX else 0
+    shared = shared if rows > 1 and shared >= MIN_SHARED_PREFIX and \
+        attends_fully(model, max(len(p) for p in prompts) + max_new_tokens) else 0
     rests = [p[shared:] for p in prompts]
     width = max(len(r) for r in rests)
     ids = torch.tensor([[pad] * (width - len(r)) + r for r in rests], device=device)
@@ -196,11 +197,11 @@ def decode_batch(model, prompts: list[list[int]], max_new_tokens: int, *, eos: l
             token = torch.multinomial(torch.softmax(scores / temperature, dim=-1), 1).squeeze(-1)
         else:
             token = scores.argmax(dim=-1)
-        ended = torch.isin(token, stops)
+        values, ended = token.tolist(), torch.isin(token, stops).tolist()  # one transfer a step, not one a row
         for row, prompt in enumerate(running):
             if not done[prompt]:
-                replies[prompt].append(int(token[row]))
-                done[prompt] = bool(ended[row]) or len(replies[prompt]) >= max_new_tokens
+                replies[prompt].append(values[row])
+                done[prompt] = ended[row] or len(replies[prompt]) >= max_new_tokens
         if all(done):
             break
         if history is not None:  # a grammar's processors: rows stay; finished ones are fed padding
@@ -239,7 +240,7 @@ def validation_loss(model, tokenizer, examples: list[Example], batch_size: int =
     import torch
 
     from ftassist.train.loss import reply_positions
-    from ftassist.train.prefix import forward_shared, shared_prefix_length
+    from ftassist.train.prefix import attends_fully, forward_shared, shared_prefix_length
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     device = next(model.parameters()).device
@@ -259,7 +260,7 @@ def validation_loss(model, tokenizer, examples: list[Example], batch_size: int =
         keep = reply_positions(labels)
         if not len(keep):
             continue
-        shared = shared_prefix_length(ids, mask, limit=int(keep.min()))
+        shared = shared_prefix_length(ids, mask, limit=int(keep.min())) if attends_fully(model, width) else 0
         if shared:
             logits = forward_shared(model, ids, mask, shared, logits_to_keep=keep).logits
         else:
