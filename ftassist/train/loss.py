@@ -61,12 +61,9 @@ class PlainCausalLossMixin:
             outputs = forward_shared(model, inputs["input_ids"], inputs["attention_mask"], prefix,
                                      logits_to_keep=keep, position_ids=inputs.get("position_ids"))
             loss = _summed_nll(outputs.logits, target)
-            if self.prefix_check.verdict is None:  # the first shared batch: is it this model's plain answer?
-                with torch.no_grad():
-                    plain = _summed_nll(model(**inputs, logits_to_keep=keep).logits, target)
-                if not self.prefix_check.decide(float(loss.detach()), float(plain)):
-                    outputs = model(**inputs, logits_to_keep=keep)
-                    loss = _summed_nll(outputs.logits, target)
+            if self.prefix_check.verdict is None and not self._prefix_agrees(model, inputs, keep, target, prefix):
+                outputs = model(**inputs, logits_to_keep=keep)
+                loss = _summed_nll(outputs.logits, target)
         else:
             outputs = model(**inputs, logits_to_keep=keep)
             loss = _summed_nll(outputs.logits, target)
@@ -82,6 +79,24 @@ class PlainCausalLossMixin:
         self._metrics["train" if self.model.training else "eval"]["num_tokens"] = [self._total_train_tokens]
         return result
 
+
+    def _prefix_agrees(self, model, inputs, keep, target, prefix) -> bool:
+        """The first shared batch: is it this model's plain answer? Both ways without dropout and without
+        gradients, so the check draws no random numbers: a resumed run (which checks again on its first batch)
+        trains on the same dropout masks as an uninterrupted one."""
+        import torch
+
+        training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                shared = _summed_nll(forward_shared(model, inputs["input_ids"], inputs["attention_mask"], prefix,
+                                                    logits_to_keep=keep, position_ids=inputs.get("position_ids")).logits,
+                                     target)
+                plain = _summed_nll(model(**inputs, logits_to_keep=keep).logits, target)
+        finally:
+            model.train(training)
+        return self.prefix_check.decide(float(shared), float(plain))
 
     def _shared_prefix(self, inputs, keep):
         """Tokens this batch's rows share at the start, to run once (0: run every row whole; `ftassist.train.prefix`).
