@@ -79,7 +79,6 @@ class PlainCausalLossMixin:
         self._metrics["train" if self.model.training else "eval"]["num_tokens"] = [self._total_train_tokens]
         return result
 
-
     def _prefix_agrees(self, model, inputs, keep, target, prefix) -> bool:
         """The first shared batch: is it this model's plain answer? Both ways without dropout and without
         gradients, so the check draws no random numbers: a resumed run (which checks again on its first batch)
