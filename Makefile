@@ -76,7 +76,7 @@ test: setup browser
 	@echo "==> [test] type check (mypy: ftassist, ftassist_cli, serving, ftassist_app; pyproject.toml [tool.mypy])"
 	$(VENV)/bin/mypy
 	@echo "==> [test] running the suite"
-	$(PY) -m pytest -q -p no:cacheprovider --timeout=900 --doctest-modules tests ftassist serving ftassist_app ftassist_cli --ignore=ftassist_cli/__main__.py $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider --timeout=900 --doctest-modules tests ftassist serving ftassist_app ftassist_cli --ignore=ftassist_cli/__main__.py --durations=25 $(PYTEST_ARGS)
 
 demo: model
 	$(PY) -m ftassist_cli demo
