@@ -5,10 +5,12 @@
 
 For each example task (`examples/<task>`; its test rows are never trained on), side by side in one run:
 
-(sft)   `ftassist train` with every default (validation split carved, task metric, `--time-budget`).
+(sft)   `ftassist train --reward-size 0.25`, every other setting its default (validation split carved, task
+        metric, `--time-budget`): a quarter of the training rows held out of SFT for the stages.
 (dpo)   `ftassist train --stage dpo --from <sft>` with every default: pairs from the SFT adapter's wrong replies
-        to the training rows, trl's DPO against the SFT adapter, the task metric on the SFT run's validation split.
-(grpo)  `ftassist train --stage grpo --from <sft>` with every default: the eval's scorer as the reward.
+        to the held-out rows, trl's DPO against the SFT adapter, the task metric on the SFT run's validation split.
+(grpo)  `ftassist train --stage grpo --from <sft>` with every default: the eval's scorer as the reward, on the
+        held-out rows' prompts.
 
 Each adapter is scored on the test split with the eval's scorer (greedy, transformers) and asked the
 forgetting probe's general questions (`ftassist.evaluation.probe`); the report states every arm, the
@@ -34,13 +36,15 @@ sys.path.insert(0, str(ROOT))
 from bench.task_metric import PER_FIELD, build_data, line, score_adapter  # noqa: E402
 
 
-def run_stage(model_path: str, data: Path, out: Path, stage: str, time_budget: float, sft: Path | None) -> tuple[float, dict]:
-    """Train one arm with ftassist's defaults; returns (wall seconds, run.json)."""
+def run_stage(model_path: str, data: Path, out: Path, stage: str, time_budget: float, sft: Path | None,
+              reward_size: float = 0.0) -> tuple[float, dict]:
+    """Train one arm with ftassist's defaults (SFT: and `reward_size` rows held out for the stages); returns
+    (wall seconds, run.json)."""
     from ftassist.config import TrainConfig
     from ftassist.train.trainer import train
 
     started = time.time()
-    extra = {"stage": stage, "from_run": str(sft)} if stage != "sft" else {}
+    extra = {"stage": stage, "from_run": str(sft)} if stage != "sft" else {"reward_size": reward_size}
     train(TrainConfig(data=str(data), out=str(out), model=model_path, time_budget=time_budget, **extra), progress=False)
     return time.time() - started, json.loads((out / "run.json").read_text(encoding="utf-8"))
 
@@ -81,6 +85,8 @@ def main() -> None:
     parser.add_argument("--stages", default="dpo,grpo", help="Reward stages after SFT: any of dpo, grpo.")
     parser.add_argument("--time-budget", type=float, default=30.0, help="SFT's --time-budget in minutes.")
     parser.add_argument("--stage-budget", type=float, default=15.0, help="Each reward stage's --time-budget in minutes.")
+    parser.add_argument("--reward-size", type=float, default=0.25, help="SFT's --reward-size: training rows held out of "
+                                                                         "SFT for the stages (0: none; they train on SFT's rows).")
     parser.add_argument("--sft", default=None, help="Start from this finished SFT run of the task instead of training "
                                                     "one (the stages train on the data it trained on).")
     parser.add_argument("--keep", default=None, help="Keep the run folders here (default: a temporary folder).")
@@ -109,7 +115,7 @@ def main() -> None:
         sft_dir = Path(args.sft) if args.sft else root / "sft"
         seconds = None
         if not args.sft:
-            seconds, _ = run_stage(model_path, data, sft_dir, "sft", args.time_budget, None)
+            seconds, _ = run_stage(model_path, data, sft_dir, "sft", args.time_budget, None, args.reward_size)
         sft_m = score_adapter(model_path, sft_dir / "adapter", data)
         sft_probes = probe_passes(model_path, sft_dir / "adapter")
         table.append(line("SFT (ftassist train, defaults)", sft_m, seconds))

@@ -201,6 +201,9 @@ class TrainConfig(Checked):
                                  "checkpoint by it and stop on a plateau (off: keep the last step, as plain SFT does).")
     val_size: float = _f(0.0, "Validation rows held out of train.jsonl: a fraction (0-1), a count, or 0 for auto (10%, "
                               "8-32 rows; none when under 32 rows would remain). Ignored with --val-data or DATA/val.jsonl.")
+    reward_size: float = _f(0.0, "With --stage sft: rows of train.jsonl held out of SFT for a later --stage dpo/grpo (a fraction "
+                                 "0-1 or a count; 0: none), written to RUN/reward_rows.jsonl. The stage then trains on these "
+                                 "prompts, which the adapter has not memorised, so its mistakes show there.")
     val_data: str | None = _f(None, "Your own validation file (JSONL, messages format); default DATA/val.jsonl when present.")
     eval_steps: int = _f(0, "Score the validation split every N optimizer steps (0: about twice an epoch, skipping a "
                             "score while scoring has taken over a fifth of the time).")
@@ -264,6 +267,8 @@ class TrainConfig(Checked):
             problems.append(f"--epochs {self.epochs:g} must be >= 0 (0: the planner's budget from the data size)")
         if self.val_size < 0 or (self.val_size >= 1 and not float(self.val_size).is_integer()):
             problems.append(f"--val-size {self.val_size:g} is invalid: use a fraction between 0 and 1, a whole count, or 0 for auto")
+        if self.reward_size < 0 or (self.reward_size >= 1 and not float(self.reward_size).is_integer()):
+            problems.append(f"--reward-size {self.reward_size:g} is invalid: use a fraction between 0 and 1, a whole count, or 0 for none")
         if self.eval_steps < 0 or self.early_stopping_patience < 0 or self.time_budget < 0:
             problems.append("--eval-steps, --early-stopping-patience and --time-budget must be >= 0 (0: auto / off)")
         if self.val_data and not Path(self.val_data).is_file():
@@ -301,6 +306,9 @@ class TrainConfig(Checked):
             if self.from_run:
                 problems.append(f"--from {self.from_run} only applies with --stage dpo or grpo: add the stage or drop --from")
             return problems
+        if self.reward_size:
+            problems.append(f"--reward-size holds rows out of SFT for the stage after it: pass it to the SFT run, not to "
+                            f"--stage {self.stage} (which trains on the rows its --from run held out, when it held any)")
         if not self.from_run:
             problems.append(f"--stage {self.stage} needs --from RUN_DIR: the finished SFT run whose adapter it improves "
                             f"(train one first: `ftassist train --data {self.data or 'DATA'} --out runs/sft`)")

@@ -172,6 +172,46 @@ def test_dpo_steps_change_the_sft_adapter_and_log_the_preference_figures(toy, tm
     assert report.passed and report.agreement == {"merged_hf": 1.0}
 
 
+def test_rows_held_out_of_sft_are_what_the_stage_trains_on(toy, tmp_path):
+    from ftassist.train.trainer import prepare_run
+
+    with pytest.raises(ConfigError, match="--reward-size 1.5 is invalid"):
+        TrainConfig(data="d", out="o", reward_size=1.5).validate()
+    with pytest.raises(ConfigError, match="pass it to the SFT run, not to --stage grpo"):
+        TrainConfig(data="d", out="o", stage="grpo", from_run=str(toy["sft"]), reward_size=8).validate()
+    with pytest.raises(UserError, match="--reward-size 60 holds out 60 of 40 training rows"):
+        prepare_run(TrainConfig(data=str(toy["data"]), out=str(tmp_path / "x"), model=str(toy["model"]), reward_size=60))
+    sft = tmp_path / "sft"
+    train(TrainConfig(data=str(toy["data"]), out=str(sft), model=str(toy["model"]), reward_size=8, max_steps=2,
+                      eval_steps=2, batch_size=8, grad_accum=1, seed=7, report_to="none"), progress=False)
+
+    def prompts(path: Path) -> list[str]:
+        return [json.loads(line)["messages"][0]["content"] for line in path.read_text().splitlines()]
+
+    held, val = prompts(sft / "reward_rows.jsonl"), prompts(sft / "val.jsonl")
+    everything = prompts(toy["data"] / "train.jsonl")
+    assert len(held) == 8 and len(set(held)) == 8 and set(held) <= set(everything) and not set(held) & set(val)
+    info = json.loads((sft / "run.json").read_text())
+    assert info["n_examples"] == len(everything) - len(val) - 8  # SFT trained on neither split
+    # The same rows again when the run resumes or is planned again: the hold-out is seeded.
+    again = prepare_run(TrainConfig(data=str(toy["data"]), out=str(sft), model=str(toy["model"]), reward_size=8, seed=7))
+    assert prompts(sft / "reward_rows.jsonl") == held and "8 rows are held out of SFT" in again.explanation()
+    assert not set(held) & {r["prompt"][0]["content"] for r in again.train_rows}
+
+    grpo = tmp_path / "grpo"
+    train(_stage(toy, grpo, "grpo", from_run=str(sft), max_steps=1, eval_steps=1), progress=False)
+    data = json.loads((grpo / "run.json").read_text())["stage_data"]
+    assert data["rows"] == 8 and f"the 8 rows {sft} held out of SFT" in data["rows_note"]
+    dpo = tmp_path / "dpo"
+    train(_stage(toy, dpo, "dpo", from_run=str(sft), max_steps=1, eval_steps=1), progress=False)
+    pairs = [json.loads(line) for line in (dpo / "pairs.jsonl").read_text().splitlines()]
+    assert pairs and {p["prompt"][0]["content"] for p in pairs} <= set(held)
+    # A stage from a run that held nothing out trains on that run's rows, and says what that costs.
+    plain = prepare_run(_stage(toy, tmp_path / "plain", "dpo"))
+    assert len(plain.train_rows) == len(everything) - len(prompts(toy["sft"] / "val.jsonl"))
+    assert "held none out" in plain.explanation() and "--reward-size" in plain.explanation()
+
+
 def test_a_stage_that_never_beats_the_sft_adapter_leaves_the_sft_adapter(toy, tmp_path):
     # An SFT run whose kept step scored perfectly (a copy of the toy's, its record saying so): no step can beat it.
     import shutil

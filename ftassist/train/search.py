@@ -298,7 +298,7 @@ def _adopt(winner: Path, out: Path) -> None:
         shutil.rmtree(out / name, ignore_errors=True)
         if (winner / name).is_dir():
             shutil.copytree(winner / name, out / name)
-    for name in ("config.yaml", "run.json", "metrics.jsonl", "val.jsonl"):
+    for name in ("config.yaml", "run.json", "metrics.jsonl", "val.jsonl", "reward_rows.jsonl"):
         if (winner / name).exists():
             shutil.copy2(winner / name, out / name)
 

@@ -39,6 +39,7 @@ from ftassist.train.head import use_plain_head
 log = logging.getLogger("ftassist.train")
 
 PAIRS_FILE = "pairs.jsonl"
+REWARD_ROWS_FILE = "reward_rows.jsonl"  # the rows an SFT run held out for the stage after it (--reward-size)
 # Upper epoch budgets and peak learning rates when the user sets none: the task metric stops earlier.
 STAGE_EPOCHS = {"dpo": 2.0, "grpo": 1.0}
 # A tenth of SFT's rate for these small models: DPO's gradient sums over the reply's tokens (x beta), and the
@@ -57,6 +58,7 @@ class Source:
     base_model: str  # the folder or hub id that run loaded
     val_file: Path | None  # its carved validation split, when it had one
     val_source: str | None = None  # how that run named the split it was judged on (run.json's validation.source)
+    reward_file: Path | None = None  # the rows it held out of SFT for this stage (--reward-size), when it held any
 
 
 def read_source(cfg: TrainConfig) -> Source:
@@ -78,9 +80,38 @@ def read_source(cfg: TrainConfig) -> Source:
     except UserError as exc:
         raise UserError(f"--from {run}: its base model {record.base_model} cannot be loaded ({exc}); put it back "
                         "where that run found it, or train SFT again from a model that is here") from None
-    val = run / "val.jsonl"
+    val, held = run / "val.jsonl", run / REWARD_ROWS_FILE
     return Source(run, run / "adapter", base, val if val.is_file() else None,
-                  (record.validation or {}).get("source"))
+                  (record.validation or {}).get("source"), held if held.is_file() else None)
+
+
+def split_reward_rows(cfg: TrainConfig, rows: list[dict], run: Path | None, source: Source | None) -> tuple[list[dict], str]:
+    """(the rows this run trains on, a sentence saying which, or "" for a plain SFT run).
+
+    SFT with --reward-size holds that many rows out (a seeded shuffle, so a resumed run holds out the same) and
+    writes them to RUN/reward_rows.jsonl. A stage trains on the rows its --from run held out when it held any:
+    on its own training rows the SFT adapter is nearly always right (it has memorised them), and a right reply
+    teaches a reward stage nothing; otherwise on the training rows, and the sentence says what that costs.
+    """
+    from ftassist.train.dataset import to_prompt_completion
+    from ftassist.train.validation import hold_out
+
+    if source is None:
+        if not cfg.reward_size:
+            return rows, ""
+        size = cfg.reward_size
+        count = round(size * len(rows)) if size < 1 else int(size)
+        rows, held = hold_out(rows, count, cfg.seed + 1, f"--reward-size {size:g}", "use a smaller --reward-size")
+        write_jsonl_atomic((run or Path(cfg.out)) / REWARD_ROWS_FILE, [{"messages": r["prompt"] + r["completion"]} for r in held])
+        return rows, (f"{len(held)} rows are held out of SFT for a reward stage ({REWARD_ROWS_FILE}); it trains on "
+                      f"{len(rows)}.")
+    if source.reward_file is not None:
+        held = [to_prompt_completion(r) for r in read_jsonl(source.reward_file)]
+        return held, (f"The stage trains on the {len(held)} rows {source.run} held out of SFT ({REWARD_ROWS_FILE}): "
+                      "prompts its adapter has not seen, where its mistakes show.")
+    return rows, (f"The stage trains on the {len(rows)} rows the SFT adapter trained on ({source.run} held none out): it "
+                  "is right on most of them, and a right reply teaches the stage nothing; train SFT with --reward-size "
+                  "0.25 to hold rows out for the stage.")
 
 
 def same_split(source: Source, val_source: str) -> bool:

@@ -134,10 +134,11 @@ class Prepared:
     budget: Budget
     lengths: list[int]
     source: Any = None  # `stages.Source`: the SFT run a dpo/grpo stage starts from
+    rows_note: str = ""  # which rows train: those held out for a reward stage, or the ones it trains on
 
     def explanation(self) -> str:
-        """The plan in words: memory, precision, budget and how the run is judged."""
-        return f"{self.plan.explanation} {self.budget.explanation} {self.val_note}"
+        """The plan in words: memory, precision, budget, the rows it trains on and how the run is judged."""
+        return " ".join(x for x in (self.plan.explanation, self.budget.explanation, self.rows_note, self.val_note) if x)
 
 
 def prepare_run(cfg: TrainConfig, run: Path | None = None) -> Prepared:
@@ -158,6 +159,9 @@ def prepare_run(cfg: TrainConfig, run: Path | None = None) -> Prepared:
 
         source = read_source(cfg)
     rows, val, val_note = split_validation(cfg, rows, run, source)
+    from ftassist.train.stages import split_reward_rows
+
+    rows, rows_note = split_reward_rows(cfg, rows, run, source)
     model_path = source.base_model if source is not None else resolve_model(cfg.model)
     tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=cfg.trust_remote_code)
     if not tokenizer.chat_template:
@@ -174,7 +178,7 @@ def prepare_run(cfg: TrainConfig, run: Path | None = None) -> Prepared:
                          batch_size=cfg.batch_size, grad_accum=cfg.grad_accum, checkpointing=cfg.gradient_checkpointing,
                          n_examples=len(rows))
     budget = stage_budget(cfg, plan, len(rows), validating=val is not None, params=shape.params)
-    return Prepared(model_path, tokenizer, rows, val, val_note, plan, budget, lengths, source)
+    return Prepared(model_path, tokenizer, rows, val, val_note, plan, budget, lengths, source, rows_note)
 
 
 def stage_budget(cfg: TrainConfig, plan: Plan, n_items: int, *, validating: bool, params: int) -> Budget:
@@ -268,6 +272,8 @@ def _train(cfg: TrainConfig, run: Path, status: StatusWriter | None, *, resume: 
         weights = resolve_weights(cfg.reward_weights)
         stage_data = {"reward_weights": weights, "reward": describe_weights(weights), "generations": cfg.grpo_generations,
                       "beta": cfg.grpo_beta}
+    if stage_data is not None:
+        stage_data = {**stage_data, "rows": len(prep.train_rows), "rows_note": prep.rows_note}
     log.info("plan: %s", prep.explanation())
     info = run_info(cfg, model_path, plan, n_examples=len(pairs) if pairs else len(prep.train_rows), longest=max(prep.lengths),
                     truncated=sum(n > cfg.max_length for n in prep.lengths), budget=budget.to_dict(),
@@ -458,7 +464,7 @@ def _claim_run_dir(run: Path, resume: bool) -> None:
     if not resume:
         for name in ("checkpoints", ADAPTER_DIR, FULL_DIR, "best"):
             shutil.rmtree(run / name, ignore_errors=True)
-        for name in ("metrics.jsonl", "run.json", "val.jsonl", "pairs.jsonl", "pairs.json"):
+        for name in ("metrics.jsonl", "run.json", "val.jsonl", "reward_rows.jsonl", "pairs.jsonl", "pairs.json"):
             (run / name).unlink(missing_ok=True)
 
 

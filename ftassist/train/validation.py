@@ -70,13 +70,18 @@ def carve_validation(rows: list[dict], size: float, seed: int) -> tuple[list[dic
     The split is a seeded shuffle, so a resumed run holds out the same rows. Raises UserError
     when the count leaves nothing to train on.
     """
+    count = auto_val_count(len(rows)) if size == 0 else (round(size * len(rows)) if size < 1 else int(size))
+    return hold_out(rows, count, seed, f"--val-size {size:g}", "use a smaller --val-size or pass --val-data")
+
+
+def hold_out(rows: list[dict], count: int, seed: int, what: str, fix: str) -> tuple[list[dict], list[dict]]:
+    """(kept, held): `count` of `rows` held out by a seeded shuffle (the same rows every time), the rest kept in
+    their order. Raises UserError naming `what` asked for it, and `fix`, when nothing would be left."""
     n = len(rows)
-    count = auto_val_count(n) if size == 0 else (round(size * n) if size < 1 else int(size))
     if count <= 0:
         return list(rows), []
     if count >= n:
-        raise UserError(f"--val-size {size:g} holds out {count} of {n} training rows, leaving none to train on; "
-                        "use a smaller --val-size or pass --val-data")
+        raise UserError(f"{what} holds out {count} of {n} training rows, leaving none to train on; {fix}")
     order = list(range(n))
     random.Random(seed).shuffle(order)
     held = set(order[:count])
