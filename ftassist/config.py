@@ -240,6 +240,9 @@ class TrainConfig(Checked):
     dpo_samples: int = _f(1, "With --stage dpo: replies sampled per training row (temperature 1) besides the greedy one, "
                              "to find more of the model's mistakes (0: greedy only).")
     grpo_generations: int = _f(4, "With --stage grpo: replies sampled per prompt, scored and compared within their group.")
+    grpo_mistakes_only: bool = _f(True, "With --stage grpo: first answer every row greedily and train on the prompts the SFT "
+                                        "adapter gets wrong (on a prompt it gets right every reply of the group scores alike, "
+                                        "which teaches GRPO nothing); off: every row's prompt.")
     grpo_beta: float = _f(0.04, "With --stage grpo: weight of the KL penalty to the SFT adapter (0: none, and no "
                                 "reference pass).")
     reward_weights: dict[str, str] = _f({}, "With --stage grpo: weights of the reward's parts json, schema, fields, exact, "

@@ -276,6 +276,12 @@ def test_grpo_steps_change_the_sft_adapter_and_log_the_reward_parts_and_kl(toy, 
     info = json.loads((run / "run.json").read_text())
     assert info["stage"] == "grpo" and info["stage_data"]["reward_weights"] == {**DEFAULT_WEIGHTS, "fields": 3.0, "length": 0.0}
     assert info["stage_data"]["reward"] == "json 1 + schema 1 + fields 3 + exact 1"
+    # It trains on the prompts the SFT adapter answers wrong greedily (a right one's group would all score alike).
+    mistakes = [json.loads(line) for line in (run / "pairs.jsonl").read_text().splitlines()]
+    assert {p["why"]["source"] for p in mistakes} == {"greedy"}
+    wrong = {p["why"]["row"] for p in mistakes}
+    assert info["n_examples"] == info["stage_data"]["prompts"] == len(wrong) < info["stage_data"]["rows"] == 40
+    assert info["stage_data"]["mistakes"]["rows_with_mistakes"] == len(wrong)
     losses = [r for r in _rows(run) if "loss" in r]
     assert [r["step"] for r in losses] == [1, 2, 3, 4]
     for r in losses:
@@ -289,6 +295,15 @@ def test_grpo_steps_change_the_sft_adapter_and_log_the_reward_parts_and_kl(toy, 
     assert any(r["rewards_fields_std"] > 0 for r in losses), "no group had replies of different reward"
     assert _changed(toy["sft"] / "adapter", run / "checkpoints" / "checkpoint-4"), "GRPO left the SFT adapter as it was"
     assert not (result.weights_dir / "ref").exists()
+    # Off, every row's prompt trains.
+    every = prepare_run_info(toy, tmp_path / "every", grpo_mistakes_only=False)
+    assert every["n_examples"] == every["stage_data"]["prompts"] == 40 and "mistakes" not in every["stage_data"]
+
+
+def prepare_run_info(toy: dict, run: Path, **kw) -> dict:
+    """run.json of a one-step GRPO stage."""
+    train(_stage(toy, run, "grpo", max_steps=1, eval_steps=1, **kw), progress=False)
+    return json.loads((run / "run.json").read_text())
 
 
 def test_the_cli_refuses_a_stage_without_its_sft_run_and_a_search_of_a_stage(toy, tmp_path, capsys):

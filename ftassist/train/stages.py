@@ -18,7 +18,12 @@ the best-step selection.
 - **grpo**: trl's `GRPOTrainer` samples `--grpo-generations` replies per training prompt and rewards
   each with `ftassist.train.reward` (the parse gate, schema, fields, exact, length; each part is
   logged), with a KL penalty to the SFT adapter (`--grpo-beta`). Replies are generated with the
-  model being trained, in transformers (no server).
+  model being trained, in transformers (no server). By default it trains only on the prompts the
+  SFT adapter answers wrong greedily (found as DPO finds its pairs, written to RUN/pairs.jsonl): on
+  a prompt it answers right, every reply of the group scores alike and the step has no gradient.
+
+Both train on the rows the SFT run held out for them (`--reward-size`, RUN/reward_rows.jsonl) when
+it held any: on the rows it trained on, the SFT adapter is nearly always right.
 """
 
 from __future__ import annotations
@@ -258,25 +263,29 @@ def build_pairs(model, tokenizer, rows: list[dict], validator, *, samples: int, 
 
 def ensure_pairs(cfg: TrainConfig, plan, model_path: str, tokenizer, rows: list[dict], validator, source: Source,
                  run: Path, resume: bool) -> tuple[list[dict], dict]:
-    """The DPO pairs of this run: read back from RUN/pairs.jsonl when resuming, else built and written there."""
+    """The SFT adapter's mistakes on `rows` (DPO: its pairs; GRPO: which prompts it trains on): read back from
+    RUN/pairs.jsonl when resuming, else found (DPO: greedy and --dpo-samples sampled replies; GRPO: greedy) and
+    written there."""
     path = run / PAIRS_FILE
     summary_path = run / "pairs.json"
     if resume and path.is_file() and summary_path.is_file():
         return read_jsonl(path), json.loads(summary_path.read_text(encoding="utf-8"))
     references(rows)  # a JSON task, or a clear error before the model loads
     model = load_policy(cfg, plan, model_path, source.adapter)
-    pairs, summary = build_pairs(model, tokenizer, rows, validator, samples=cfg.dpo_samples, seed=cfg.seed)
+    samples = cfg.dpo_samples if cfg.stage == "dpo" else 0
+    pairs, summary = build_pairs(model, tokenizer, rows, validator, samples=samples, seed=cfg.seed)
     del model
     if not pairs:
+        harder = "raise --dpo-samples to look harder" if cfg.stage == "dpo" else "pass --no-grpo-mistakes-only to train anyway"
         raise UserError(f"the SFT adapter in {source.adapter} answered all {summary['replies']} replies to the "
-                        f"{len(rows)} training rows exactly right: DPO has no mistakes to learn from; evaluate it "
-                        "(`ftassist eval`), or raise --dpo-samples to look harder")
+                        f"{len(rows)} rows exactly right: {cfg.stage.upper()} has no mistakes to learn from; evaluate it "
+                        f"(`ftassist eval`), or {harder}")
     write_jsonl_atomic(path, pairs)
     from ftassist.files import write_json_atomic
 
     write_json_atomic(summary_path, summary)
-    log.info("DPO pairs: %d from %d of %d training rows (%d of %d replies wrong; wrong fields %s) in %.0f s",
-             summary["pairs"], summary["rows_with_mistakes"], len(rows), summary["wrong_replies"], summary["replies"],
+    log.info("%s: %d mistakes in %d of %d rows (%d of %d replies wrong; wrong fields %s) in %.0f s",
+             "DPO pairs" if cfg.stage == "dpo" else "GRPO prompts", summary["pairs"], summary["rows_with_mistakes"], len(rows), summary["wrong_replies"], summary["replies"],
              summary["wrong_fields"], summary["generated_s"])
     return pairs, summary
 

@@ -271,9 +271,19 @@ def _train(cfg: TrainConfig, run: Path, status: StatusWriter | None, *, resume: 
 
         weights = resolve_weights(cfg.reward_weights)
         stage_data = {"reward_weights": weights, "reward": describe_weights(weights), "generations": cfg.grpo_generations,
-                      "beta": cfg.grpo_beta}
+                      "beta": cfg.grpo_beta, "rows": len(prep.train_rows)}
+        if cfg.grpo_mistakes_only:
+            from ftassist.train.stages import ensure_pairs
+
+            mistakes, scan = ensure_pairs(cfg, plan, model_path, tokenizer, prep.train_rows, _validator(cfg, prep),
+                                          prep.source, run, resume)
+            prep.train_rows = [prep.train_rows[i - 1] for i in sorted({p["why"]["row"] for p in mistakes})]
+            budget = prep.budget = stage_budget(cfg, plan, len(prep.train_rows), validating=prep.val is not None,
+                                                params=ModelShape.from_config(_model_config(cfg, model_path)).params)
+            stage_data["mistakes"] = scan
+        stage_data["prompts"] = len(prep.train_rows)
     if stage_data is not None:
-        stage_data = {**stage_data, "rows": len(prep.train_rows), "rows_note": prep.rows_note}
+        stage_data["rows_note"] = prep.rows_note
     log.info("plan: %s", prep.explanation())
     info = run_info(cfg, model_path, plan, n_examples=len(pairs) if pairs else len(prep.train_rows), longest=max(prep.lengths),
                     truncated=sum(n > cfg.max_length for n in prep.lengths), budget=budget.to_dict(),
