@@ -154,6 +154,8 @@ def build_app(settings: AppSettings) -> gr.Blocks:
                                          value=TrainConfig.epochs, minimum=0)
                     t_steps = gr.Number(label="Max steps (-1: use epochs)", value=TrainConfig.max_steps, precision=0)
                     t_maxlen = gr.Number(label="max_length", value=TrainConfig.max_length, precision=0, minimum=16)
+                    t_reward = gr.Number(label="Rows held out for a reward stage after SFT (a fraction or a count; 0: none)",
+                                         value=TrainConfig.reward_size, minimum=0, elem_id="reward-size")
                 with gr.Row():
                     t_plan = gr.Button("Plan")
                     t_start = gr.Button("Start training", variant="primary")
@@ -324,9 +326,10 @@ def build_app(settings: AppSettings) -> gr.Blocks:
                       api_name="build_data")
 
         # --- Train tab ---------------------------------------------------------------------
-        def overrides(lora_r, lr, epochs, steps, maxlen) -> dict[str, Any]:
+        def overrides(lora_r, lr, epochs, steps, maxlen, reward) -> dict[str, Any]:
             return {"lora_r": int(lora_r), "lora_alpha": 2 * int(lora_r), "learning_rate": float(lr),
-                    "epochs": float(epochs), "max_steps": int(steps), "max_length": int(maxlen)}
+                    "epochs": float(epochs), "max_steps": int(steps), "max_length": int(maxlen),
+                    "reward_size": float(reward or 0)}
 
         def need_data(s: Session, ws: Workspace) -> str:
             if not s.data_ready or not s.data_dir or not ws.owns(s.data_dir):
@@ -334,11 +337,11 @@ def build_app(settings: AppSettings) -> gr.Blocks:
             return s.data_dir
 
         @guard
-        def on_plan(tok: str | None, s: Session | None, lora_r, lr, epochs, steps, maxlen, request: gr.Request,
+        def on_plan(tok: str | None, s: Session | None, lora_r, lr, epochs, steps, maxlen, reward, request: gr.Request,
                     profile: gr.OAuthProfile | None = None):
             ws = who(tok, request, profile)
             s = state(s, ws)
-            form = overrides(lora_r, lr, epochs, steps, maxlen)
+            form = overrides(lora_r, lr, epochs, steps, maxlen, reward)
             cfg, text = train_step.propose_training(need_data(s, ws), ws.model, str(ws.jobs_dir / "NEW"), form)
             s.train_overrides = form
             ws.save_session(s)
@@ -357,14 +360,14 @@ def build_app(settings: AppSettings) -> gr.Blocks:
             return [*render(s, ws), gr.update(choices=[Path(s.run_dir).name], value=Path(s.run_dir).name)]
 
         @guard
-        def on_start(tok: str | None, s: Session | None, lora_r, lr, epochs, steps, maxlen, request: gr.Request,
+        def on_start(tok: str | None, s: Session | None, lora_r, lr, epochs, steps, maxlen, reward, request: gr.Request,
                      profile: gr.OAuthProfile | None = None):
-            return start(tok, s, (lora_r, lr, epochs, steps, maxlen), request, profile, search=False)
+            return start(tok, s, (lora_r, lr, epochs, steps, maxlen, reward), request, profile, search=False)
 
         @guard
-        def on_search(tok: str | None, s: Session | None, lora_r, lr, epochs, steps, maxlen, request: gr.Request,
+        def on_search(tok: str | None, s: Session | None, lora_r, lr, epochs, steps, maxlen, reward, request: gr.Request,
                       profile: gr.OAuthProfile | None = None):
-            return start(tok, s, (lora_r, lr, epochs, steps, maxlen), request, profile, search=True)
+            return start(tok, s, (lora_r, lr, epochs, steps, maxlen, reward), request, profile, search=True)
 
         @guard
         def on_refresh(tok: str | None, request: gr.Request, profile: gr.OAuthProfile | None = None):
@@ -410,7 +413,7 @@ def build_app(settings: AppSettings) -> gr.Blocks:
                 pass
             return [*render(s, ws), gr.update(choices=[Path(cfg.out).name], value=Path(cfg.out).name)]
 
-        train_form = [t_lora_r, t_lr, t_epochs, t_steps, t_maxlen]
+        train_form = [t_lora_r, t_lr, t_epochs, t_steps, t_maxlen, t_reward]
         t_plan.click(on_plan, [token, session, *train_form], [session, t_explain], concurrency_id="chat", **private)
         t_start.click(on_start, [token, session, *train_form], [*chat_outputs, t_run], concurrency_id="train", **private)
         t_search.click(on_search, [token, session, *train_form], [*chat_outputs, t_run], concurrency_id="train", **private)

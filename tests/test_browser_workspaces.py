@@ -62,9 +62,10 @@ def build_data(page, upload: Path) -> str:
     return page.locator("body").inner_text()
 
 
-def start_training(page) -> None:
+def start_training(page, reward_size: str = "0") -> None:
     page.get_by_role("tab", name="Train").click()
     page.get_by_label("Max steps (-1: use epochs)").fill("20000")
+    page.locator("#reward-size input").fill(reward_size)
     page.get_by_role("button", name="Start training").click()
 
 
@@ -153,7 +154,7 @@ def test_two_visitors_and_a_stranger(tiny_model, tmp_path):
 
             # --- B's own job waits for the one slot; a second one is refused --------------------
             build_data(b, upload_b)
-            start_training(b)
+            start_training(b, reward_size="8")  # rows held out of SFT for a reward stage after it
             b.get_by_role("tab", name="Assistant").click()
             chat_has(b, "waiting for a training slot: position 1 of 1", timeout=120_000)
             b.locator("#progress").get_by_text("waiting for a training slot").wait_for(timeout=30_000)
@@ -163,6 +164,9 @@ def test_two_visitors_and_a_stranger(tiny_model, tmp_path):
             assert len(jobs) == 2 and [len(v) for v in jobs.values()] == [1, 1]
             ws_b = next(name for name in jobs if name != ws_a)
             assert jobs[ws_b][0].state == "waiting"
+            import yaml
+
+            assert yaml.safe_load((Path(jobs[ws_b][0].run_dir) / "config.yaml").read_text())["reward_size"] == 8
 
             # --- a stranger over HTTP: A's files by every path it could learn --------------------
             ws_dir = runs / "workspaces" / ws_a
