@@ -191,3 +191,21 @@ def test_a_dpo_stage_killed_with_sigkill_resumes_to_the_adapter_of_an_uninterrup
     assert ref.keys() == got.keys()
     for key in ref:
         assert torch.equal(got[key], ref[key]), f"{key} differs after kill -9 and resume of the DPO stage"
+
+
+def test_a_job_being_spawned_reads_queued_until_its_launcher_goes_silent(tmp_path):
+    """Between the launcher's first `queued` status (no pid yet) and the pid it records once the process exists,
+    a reader (the app's poll) must see the job starting, not `interrupted`; a launcher that died there is silent."""
+    from ftassist.train.status import STALE_AFTER, StatusWriter
+
+    writer = StatusWriter(tmp_path, state="queued", pid=None, reason=None, mergeable=False)
+    writer.update()
+    assert read_status(tmp_path).state == "queued"
+    writer.data["heartbeat"] = time.time() - STALE_AFTER - 1  # what a launcher that died before Popen leaves
+    (tmp_path / "status.json").write_text(json.dumps(writer.data))
+    gone = read_status(tmp_path)
+    assert gone.state == "interrupted" and "no heartbeat" in gone.reason
+    # A running job whose recorded process is gone reads interrupted at once, as before.
+    StatusWriter(tmp_path, state="running", pid=2 ** 22 + 7, pid_started=1.0).update()
+    dead = read_status(tmp_path)
+    assert dead.state == "interrupted" and "gone" in dead.reason

@@ -193,6 +193,7 @@ def test_rows_held_out_of_sft_are_what_the_stage_trains_on(toy, tmp_path):
     assert len(held) == 8 and len(set(held)) == 8 and set(held) <= set(everything) and not set(held) & set(val)
     info = json.loads((sft / "run.json").read_text())
     assert info["n_examples"] == len(everything) - len(val) - 8  # SFT trained on neither split
+    assert info["stage_data"]["reward_rows"] == 8 and "8 rows are held out of SFT" in info["stage_data"]["rows_note"]
     # The same rows again when the run resumes or is planned again: the hold-out is seeded.
     again = prepare_run(TrainConfig(data=str(toy["data"]), out=str(sft), model=str(toy["model"]), reward_size=8, seed=7))
     assert prompts(sft / "reward_rows.jsonl") == held and "8 rows are held out of SFT" in again.explanation()

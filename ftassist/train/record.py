@@ -61,7 +61,7 @@ class RunRecord:
     steps: int | None = None
     stage: str = "sft"  # sft, dpo or grpo (`ftassist.train.stages`)
     from_run: str | None = None  # the SFT run a dpo/grpo stage started from
-    stage_data: dict | None = None  # dpo: the pairs' count and why they were kept; grpo: the reward's weights
+    stage_data: dict | None = None  # dpo: its pairs; grpo: its reward and prompts; sft: rows held out for them
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict:

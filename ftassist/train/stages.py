@@ -287,8 +287,8 @@ def ensure_pairs(cfg: TrainConfig, plan, model_path: str, tokenizer, rows: list[
 
     write_json_atomic(summary_path, summary)
     log.info("%s: %d mistakes in %d of %d rows (%d of %d replies wrong; wrong fields %s) in %.0f s",
-             "DPO pairs" if cfg.stage == "dpo" else "GRPO prompts", summary["pairs"], summary["rows_with_mistakes"], len(rows), summary["wrong_replies"], summary["replies"],
-             summary["wrong_fields"], summary["generated_s"])
+             "DPO pairs" if cfg.stage == "dpo" else "GRPO prompts", summary["pairs"], summary["rows_with_mistakes"],
+             len(rows), summary["wrong_replies"], summary["replies"], summary["wrong_fields"], summary["generated_s"])
     return pairs, summary
 
 

@@ -71,7 +71,8 @@ def read_status(run_dir: str | Path, stale_after: float = STALE_AFTER) -> JobSta
     if status.state in ACTIVE:
         quiet = time.time() - status.heartbeat if status.heartbeat is not None else 0.0
         silent = quiet > stale_after
-        if not pid_alive(status.pid, status.pid_started) or silent:
+        starting = status.state == "queued" and not status.pid  # its launcher is spawning it: no pid recorded yet
+        if silent or (not starting and not pid_alive(status.pid, status.pid_started)):
             status.reason = "the training process is gone (killed or crashed)" if not silent else (
                 f"no heartbeat for {quiet:.0f} s")
             status.state = "interrupted"

@@ -282,6 +282,10 @@ def _train(cfg: TrainConfig, run: Path, status: StatusWriter | None, *, resume: 
                                                 params=ModelShape.from_config(_model_config(cfg, model_path)).params)
             stage_data["mistakes"] = scan
         stage_data["prompts"] = len(prep.train_rows)
+    if cfg.stage == "sft" and cfg.reward_size:  # the rows held out for a stage after it, said in run.json too
+        from ftassist.train.stages import REWARD_ROWS_FILE
+
+        stage_data = {"reward_rows": len(read_jsonl(run / REWARD_ROWS_FILE))}
     if stage_data is not None:
         stage_data["rows_note"] = prep.rows_note
     log.info("plan: %s", prep.explanation())
