@@ -118,7 +118,8 @@ def main() -> None:
             seconds, _ = run_stage(model_path, data, sft_dir, "sft", args.time_budget, None, args.reward_size)
         sft_m = score_adapter(model_path, sft_dir / "adapter", data)
         sft_probes = probe_passes(model_path, sft_dir / "adapter")
-        table.append(line("SFT (ftassist train, defaults)", sft_m, seconds))
+        held = (sft_dir / "reward_rows.jsonl").is_file()
+        table.append(line(f"SFT (ftassist train{', rows held out for the stages' if held else ', defaults'})", sft_m, seconds))
         print(f"[{task}] sft: {seconds} s, {sft_m}, probes {sft_probes}", flush=True)
         for stage in args.stages.split(","):
             seconds, info = run_stage(model_path, data, root / stage, stage, args.stage_budget, sft_dir)
