@@ -92,6 +92,23 @@ def test_the_json_eval_ran_on_every_file(exported):
         assert set(check.eval) == {"field_accuracy", "exact", "schema_valid", "strict"}
 
 
+def test_llama_server_takes_a_key_that_starts_with_a_dash_and_keeps_it_off_argv(exported, tmp_path):
+    """CI once failed here: a fresh token_urlsafe key began with '-' and argparse read it as a flag."""
+    import httpx
+
+    from serving.llamacpp import start_llama_server
+
+    run, _ = exported
+    key = "-k" + "x" * 20
+    with start_llama_server(run / "gguf" / "model-q4_k_m.gguf", name="dash", log_path=tmp_path / "server.log",
+                            api_key=key) as server:
+        assert server.api_key == key
+        assert key not in (Path("/proc") / str(server.process.pid) / "cmdline").read_bytes().decode()
+        assert httpx.get(f"{server.base_url}/models").status_code == 401
+        listed = httpx.get(f"{server.base_url}/models", headers={"Authorization": f"Bearer {key}"})
+        assert listed.status_code == 200 and [m["id"] for m in listed.json()["data"]] == ["dash"]
+
+
 def test_modelfile_parses_and_points_at_the_smallest_file(exported):
     run, _ = exported
     pairs = gguf.parse_modelfile((run / "gguf" / "Modelfile").read_text())
