@@ -96,9 +96,11 @@ def asks_prompt_logprobs(body: dict) -> str | None:
     inner = body.get("sampling_params")
     if body.get("prompt_logprobs") is not None or (isinstance(inner, dict) and inner.get("prompt_logprobs") is not None):
         return "prompt_logprobs"
-    if body.get("echo") and (body.get("logprobs") is not None if "messages" not in body else body.get("top_logprobs", 0) is not None):
-        return "echo"
-    return None
+    if not body.get("echo"):
+        return None
+    if "messages" in body:  # chat: prompt_logprobs = top_logprobs
+        return "echo" if body.get("top_logprobs", 0) is not None else None
+    return "echo" if body.get("logprobs") is not None else None  # completions: prompt_logprobs = logprobs
 
 
 PROMPT_LOGPROBS_OFF = (

@@ -22,10 +22,10 @@ from ftassist.process import free_port
 from serving.server import ServerProcess, wait_ready
 
 
-KEY_ENV = "API_KEY"
 # llama-cpp-python's ServerSettings (pydantic settings) reads its api_key from $API_KEY. The key travels
 # there, not in argv: argv is readable by every local user, and argparse takes a key that starts with
 # '-' (one token_urlsafe in 64) for a flag and exits with "expected one argument".
+KEY_ENV = "API_KEY"
 
 
 def llama_server_argv(gguf_file: Path, *, name: str, port: int, n_ctx: int = 2048,
