@@ -60,3 +60,34 @@ def test_two_cpu_processes_train_through_accelerate_launch(tiny_model, small_dat
     assert info["world_size"] == 2 and info["mergeable"] is True
     assert json.loads((tmp_path / "run" / "status.json").read_text())["state"] == "completed"
     assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").exists()
+
+
+_RANK_CHILD = """
+import sys
+import torch.distributed as dist
+from ftassist.config import TrainConfig
+from ftassist.errors import UserError
+from ftassist.train.trainer import train
+dist.init_process_group("gloo", init_method="file://" + sys.argv[1], rank=0, world_size=1)
+cfg = TrainConfig(data=sys.argv[2], out=sys.argv[3], model=sys.argv[4], max_steps=1, batch_size=2, save_steps=1)
+train(cfg, progress=False)
+print("after success:", dist.is_initialized())
+dist.init_process_group("gloo", init_method="file://" + sys.argv[1] + "2", rank=0, world_size=1)
+try:
+    train(TrainConfig(**{**cfg.__dict__, "out": sys.argv[3] + "-bad", "data": sys.argv[2] + "-missing"}), progress=False)
+except UserError:
+    pass
+print("after failure:", dist.is_initialized())
+"""
+
+
+def test_a_rank_releases_its_process_group_when_training_ends(tiny_model, small_data, tmp_path):
+    """Each rank destroys its gloo process group when `train` returns or fails: a rank that exited with it alive
+    could abort at interpreter shutdown ("terminate called without an active exception"), and the launcher then
+    failed a run whose adapter was written (seen in CI on `--num-processes 2`)."""
+    proc = subprocess.run([sys.executable, "-c", _RANK_CHILD, str(tmp_path / "store"), str(small_data),
+                           str(tmp_path / "run"), str(tiny_model)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "FTASSIST_BF16_PROBE": "0"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "after success: False" in proc.stdout and "after failure: False" in proc.stdout, proc.stdout
+    assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").exists()

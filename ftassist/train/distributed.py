@@ -110,3 +110,15 @@ def write_launch_config(cfg: TrainConfig) -> Path:
     path = Path(cfg.out) / "config.yaml"
     save_config(cfg, path)
     return path
+
+
+def release_process_group() -> None:
+    """Destroy this rank's process group, if `accelerate launch` made one; a no-op in a single process.
+
+    A gloo rank that exits with its group alive can abort at interpreter shutdown ("terminate called
+    without an active exception", SIGABRT): its worker threads still hold work that needs the GIL. The
+    launcher then reports the run failed although every rank had finished and the adapter was written."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -47,6 +47,7 @@ from ftassist.files import atomic_dir, read_jsonl
 from ftassist import tracking
 from ftassist.train import checkpoints
 from ftassist.train.assembly import QLORA_DOUBLE_QUANT, QLORA_QUANT_TYPE, build_trainer, is_main_process
+from ftassist.train.distributed import release_process_group
 from ftassist.train.planner import Budget, ModelShape, Plan, detect_hardware, plan_budget, \
     plan_training, resolve_dtype, resolve_method, shrink_after_oom
 from ftassist.train.status import ACTIVE, StatusWriter, read_status
@@ -110,6 +111,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, log_
         _finish(status, "failed", f"{type(exc).__name__}: {exc}")
         raise
     finally:
+        release_process_group()
         if old_sigterm is not None:
             signal.signal(signal.SIGTERM, old_sigterm)
         if status is not None:
