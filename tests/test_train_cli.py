@@ -12,6 +12,7 @@ import pytest
 
 from ftassist_cli import main
 from ftassist.config import TrainConfig
+from ftassist.process import free_port
 from ftassist.train.distributed import launch_command, write_launch_config
 
 
@@ -53,7 +54,7 @@ def test_two_cpu_processes_train_through_accelerate_launch(tiny_model, small_dat
     cfg = TrainConfig(data=str(small_data), out=str(tmp_path / "run"), model=str(tiny_model), max_steps=3,
                       batch_size=2, grad_accum=1, save_steps=3)
     write_launch_config(cfg)
-    argv = launch_command(cfg, num_processes=2, strategy="ddp", cpu=True, port=29517)
+    argv = launch_command(cfg, num_processes=2, strategy="ddp", cpu=True, port=free_port())
     proc = subprocess.run([accelerate] + argv[1:], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     info = json.loads((tmp_path / "run" / "run.json").read_text())
@@ -66,6 +67,7 @@ _RANK_CHILD = """
 import sys
 import torch.distributed as dist
 from ftassist.config import TrainConfig
+from ftassist.process import free_port
 from ftassist.errors import UserError
 from ftassist.train.trainer import train
 dist.init_process_group("gloo", init_method="file://" + sys.argv[1], rank=0, world_size=1)
