@@ -140,13 +140,17 @@ def run_callbacks(cfg: TrainConfig, run: Path, status: StatusWriter | None, prog
 
 def finish_trainer(trainer, cfg: TrainConfig, plan: Plan, clock) -> None:
     """What every stage's trainer gets after construction: checkpoint rotation, the budget clock, no stdout printer,
-    and fp32 adapters for QLoRA on a CPU."""
+    and on a CPU the fast LoRA dropout and fp32 adapters for QLoRA."""
     from transformers.trainer_callback import PrinterCallback
 
     trainer.keep_checkpoints = cfg.save_total_limit
     trainer.budget_clock, trainer.warmup_share = clock, cfg.warmup_ratio
     trainer.share_prefix = cfg.share_prefix  # SFT's loss on CPU (`ftassist.train.loss`)
     trainer.remove_callback(PrinterCallback)  # metrics go to metrics.jsonl / train.log / the bar, not stdout
+    if plan.device == "cpu":
+        from ftassist.train.dropout import use_fast_dropout
+
+        use_fast_dropout(trainer.model)  # torch's LoRA dropout mask was a fifth of a CPU step (`dropout`)
     if plan.method == "qlora" and plan.dtype == "float32":
         # trl casts QLoRA adapters to bf16 (the paper's recipe); on CPU bf16 is very slow, keep fp32.
         for p in trainer.model.parameters():
