@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from ftassist.process import free_port
 from tests.processes import stop
@@ -43,11 +44,29 @@ def start_app(port: int, runs: Path, model: Path, log_path: Path) -> subprocess.
         assert proc.poll() is None, log_path.read_text()
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1):
+                pass
+            if requests.get(f"http://127.0.0.1:{port}/", timeout=5).status_code == 200:  # the page, not only the port
                 return proc
-        except OSError:
-            time.sleep(0.5)
+        except (OSError, requests.RequestException):
+            pass
+        time.sleep(0.5)
     proc.kill()
     raise AssertionError(f"the app did not start in 180 s: {log_path.read_text()[-2000:]}")
+
+
+def reload(page, tries: int = 3) -> None:
+    """`page.reload()`, again when Chromium aborted it (net::ERR_ABORTED: the page's own script navigated or
+    reconnected meanwhile, seen once in CI right after an app restart); any other error is raised at once."""
+    from playwright.sync_api import Error
+
+    for attempt in range(tries):
+        try:
+            page.reload()
+            return
+        except Error as exc:
+            if "ERR_ABORTED" not in str(exc) or attempt == tries - 1:
+                raise
+            time.sleep(1)
 
 
 def chat_has(page, text: str, timeout: float = 60_000) -> None:
@@ -70,7 +89,6 @@ def start_training(page, reward_size: str = "0") -> None:
 
 
 def test_two_visitors_and_a_stranger(tiny_model, tmp_path):
-    import requests
     from gradio_client import Client
     from playwright.sync_api import sync_playwright
 
@@ -194,18 +212,18 @@ def test_two_visitors_and_a_stranger(tiny_model, tmp_path):
                 stranger.predict({"text": "yes", "files": []}, "", api_name="/submit")
 
             # --- A after a reload, then after an app restart: their own conversation and job -------
-            a.reload()
+            reload(a)
             chat_has(a, "Training started as job")
             a.get_by_role("tab", name="Train").click()
             a.locator("#jobs").get_by_text(run_a.name).filter(visible=True).first.wait_for(timeout=30_000)
             stop(proc)
             proc = start_app(port, runs, tiny_model, log_path)
-            a.reload()
+            reload(a)
             chat_has(a, "Training started as job", timeout=120_000)
             a.get_by_role("tab", name="Train").click()
             a.locator("#jobs").get_by_text(run_a.name).filter(visible=True).first.wait_for(timeout=30_000)
             assert run_a.name not in a.locator("#jobs").inner_text().replace(run_a.name, "", 1)
-            b.reload()
+            reload(b)
             b.get_by_role("tab", name="Train").click()
             b.get_by_role("button", name="Refresh").click()
             time.sleep(2)
