@@ -5,7 +5,9 @@ Then a reload finds the job and the live server again (Train, Serve, Compare, Ev
 the chat stops the server. Runs with the tiny model.
 
 Needs Debian's chromium (`apt-get install -y chromium`) and vLLM; screenshots of every step go to
-test-output/screenshots/ (the README shows some of them).
+test-output/screenshots/. The README and docs/app.md show copies of some of them, kept in docs/screenshots/
+under the same names (tests/test_docs.py checks that each one shown is a shot this test takes): to refresh
+them, copy the new files over those.
 """
 
 from __future__ import annotations
