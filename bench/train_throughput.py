@@ -1,11 +1,13 @@
-"""Trained tokens/s, peak RSS and share of the matmul peak: the plain trl recipe against ftassist's trainer.
+"""Trained tokens/s, peak RSS and share of the matmul peak: trl's LoRA recipe against ftassist's trainer.
 
     python bench/train_throughput.py                      # SmolLM2-135M, example task, 8 steps each
     python bench/train_throughput.py --steps 8 --batch 8 --model PATH --recipes trl,ftassist
 
-(trl)      the plain trl recipe a user copies from the docs (`bench/recipes.py`): `SFTTrainer` with its
-           defaults (dynamic padding, batch 8, loss on every token, trl's tiled LM head), LoRA r=16 on all
-           linear layers, bf16 only where this CPU is fast at it. The baseline.
+(trl)      the baseline: the LoRA recipe trl's docs give (`bench/recipes.py` "fair": `SFTTrainer`, lr 2e-4,
+           loss on the completion, no gradient checkpointing, dynamic padding, batch 8, trl's tiled LM head),
+           LoRA r=16 on all linear layers, bf16 only where this CPU is fast at it.
+(trldefaults) trl's raw `SFTConfig` defaults (`bench/recipes.py` "defaults": loss on every token, its
+           gradient-checkpointing default): the row the figures before 2026-12-05 called "the plain trl recipe".
 (hf)       a second reference: HF `Trainer` + peft LoRA, every batch padded to max_length=512, fp32, loss on
            every token - the older tutorial recipe (what the first figures in RESULTS.md compared against).
 (ftassist) `ftassist.train.trainer.train`: trl SFTTrainer, dynamic padding grouped by length, loss on the
@@ -60,8 +62,8 @@ class PeakRSS:
         self._t.join()
 
 
-def trl_recipe(model_path: str, rows: list[dict], steps: int, batch: int) -> dict:
-    """The plain trl recipe for `steps` steps of `batch` rows; tokens from trl's own non-padding count."""
+def trl_recipe(model_path: str, rows: list[dict], steps: int, batch: int, recipe: str = "fair") -> dict:
+    """A trl recipe of `bench/recipes.py` for `steps` steps of `batch` rows; tokens from trl's own non-padding count."""
     from transformers import TrainerCallback
 
     from bench.recipes import trl_trainer
@@ -74,8 +76,8 @@ def trl_recipe(model_path: str, rows: list[dict], steps: int, batch: int) -> dic
                 marks.append((time.time(), logs["num_tokens"]))
 
     with tempfile.TemporaryDirectory() as out:
-        trainer = trl_trainer(model_path, rows, Path(out), max_steps=steps, logging_steps=1, batch_size=batch,
-                              callbacks=[Mark()])
+        trainer = trl_trainer(model_path, rows, Path(out), recipe=recipe, max_steps=steps, logging_steps=1,
+                              batch_size=batch, callbacks=[Mark()])
         with PeakRSS() as rss:
             trainer.train()
     (t1, n1), (t2, n2) = marks[0], marks[-1]
@@ -152,8 +154,8 @@ def main() -> None:
     parser.add_argument("--data", default=str(ROOT / "examples" / "support_tickets" / "train.jsonl"))
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--recipes", default="trl,hf,noshare,ftassist",
-                        help="Any of trl (the baseline), hf, noshare, ftassist.")
+    parser.add_argument("--recipes", default="trl,trldefaults,noshare,ftassist",
+                        help="Any of trl (the baseline), trldefaults, hf, noshare, ftassist.")
     args = parser.parse_args()
 
     import torch
@@ -173,7 +175,8 @@ def main() -> None:
     print(f"model {model_path} ({params / 1e6:.0f}M parameters); {len(rows)} rows; {args.steps} steps x batch "
           f"{args.batch}; {torch.get_num_threads()} torch threads; matmul peak fp32 {peak[False]:.1f} GFLOP/s, bf16 "
           f"{peak[True]:.1f} (fast bf16: {fast_bf16(rates)}); load average {os.getloadavg()[0]:.1f}", flush=True)
-    names = {"trl": "plain trl SFTTrainer (defaults)", "hf": "HF Trainer + peft, padded to 512",
+    names = {"trl": "trl LoRA recipe (lr 2e-4, completion loss, no checkpointing)",
+             "trldefaults": "trl SFTConfig defaults (loss on every token)", "hf": "HF Trainer + peft, padded to 512",
              "ftassist": "ftassist trainer", "noshare": "ftassist trainer, --no-share-prefix"}
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -181,6 +184,7 @@ def main() -> None:
         (data_dir / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
         for name in [n.strip() for n in args.recipes.split(",") if n.strip()]:
             run = {"trl": lambda: trl_recipe(model_path, rows, args.steps, args.batch),
+                   "trldefaults": lambda: trl_recipe(model_path, rows, args.steps, args.batch, recipe="defaults"),
                    "hf": lambda: hf_recipe(model_path, rows, args.steps, args.batch),
                    "ftassist": lambda: ftassist_recipe(model_path, data_dir, args.steps, args.batch),
                    "noshare": lambda: ftassist_recipe(model_path, data_dir, args.steps, args.batch, share_prefix=False)}[name]
