@@ -153,6 +153,7 @@ def test_a_setting_that_does_not_fit_is_left_out_of_the_search_and_losers_lose_t
     import ftassist.train.trainer as trainer_module
     from ftassist.train.planner import PlanDoesNotFit
     from ftassist.train.search import Candidate, search
+    from tests.test_train_selection import plant_scores
 
     real = trainer_module.plan_training
 
@@ -162,6 +163,7 @@ def test_a_setting_that_does_not_fit_is_left_out_of_the_search_and_losers_lose_t
         return real(*args, **kw)
 
     monkeypatch.setattr(trainer_module, "plan_training", plan)
+    plant_scores(monkeypatch, {"a": 0.2, "b": 0.7})  # "b", the second tried, is the better by the task metric
     out = tmp_path / "search"
     cands = (Candidate("a", {"learning_rate": 1e-3}), Candidate("full", {"method": "full"}),
              Candidate("b", {"learning_rate": 1e-5}))
@@ -169,8 +171,9 @@ def test_a_setting_that_does_not_fit_is_left_out_of_the_search_and_losers_lose_t
                                 batch_size=4, grad_accum=1, save_steps=2, time_budget=1.5, report_to="none"), cands)
     record = json.loads((out / "search.json").read_text())
     assert [d["name"] for d in record["not_tried"]] == ["full"] and "does not fit this machine" in record["not_tried"][0]["why"]
-    assert {r["name"] for r in record["rows"]} == {"a", "b"} and result.winner in {"a", "b"}
-    loser = ({"a", "b"} - {result.winner}).pop()
-    assert not (out / "candidates" / loser / "checkpoints").exists()  # never resumed again, so not kept
-    assert (out / "candidates" / result.winner / "checkpoints").is_dir()
+    # the rungs were planned for 3 settings (3, 2, 1): both that fit go on to rung 1, best first, and "b" alone to 2
+    assert [(r["name"], r["rung"]) for r in record["rows"]] == [("a", 0), ("b", 0), ("b", 1), ("a", 1), ("b", 2)]
+    assert result.winner == record["winner"] == "b"
+    assert not (out / "candidates" / "a" / "checkpoints").exists()  # never resumed again, so not kept
+    assert (out / "candidates" / "b" / "checkpoints").is_dir()
     assert "Not tried: full (it does not fit this machine" in (out / "search.md").read_text()

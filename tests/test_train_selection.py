@@ -23,6 +23,22 @@ def _rows(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+def plant_scores(monkeypatch, scores: dict[str, float]) -> None:
+    """The search reads candidate NAME's validation rows with field accuracy `scores[NAME]` (loss and all else as
+    trained): on the tiny random model every setting scores about the same, so the plant decides which is better."""
+    import ftassist.train.search as search_module
+
+    real = search_module.read_jsonl
+
+    def planted(path):
+        rows, path = real(path), Path(path)
+        if path.name != "metrics.jsonl" or path.parent.name not in scores:
+            return rows
+        return [{**r, "val_field_accuracy": scores[path.parent.name]} if "val_loss" in r else r for r in rows]
+
+    monkeypatch.setattr(search_module, "read_jsonl", planted)
+
+
 def _untrained_val(small_data: Path, model: Path) -> Path:
     """A validation file whose references are the untrained model's own greedy replies (24 tokens, free text).
 
@@ -101,10 +117,13 @@ def test_a_budget_too_short_for_the_search_is_refused_before_training(tiny_model
     assert not (tmp_path / "s" / "candidates").exists()
 
 
-def test_search_respects_its_time_budget_and_writes_its_table(tiny_model, small_data, tmp_path):
+def test_search_respects_its_time_budget_and_keeps_the_best_by_the_task_metric(tiny_model, small_data, tmp_path,
+                                                                               monkeypatch):
     out = tmp_path / "search"
     cands = (Candidate("slow", {"learning_rate": 1e-5}), Candidate("fast", {"learning_rate": 3e-3}),
              Candidate("mid", {"learning_rate": 5e-4}))
+    # "mid" is the best by the task metric, "slow" second: neither the first tried nor the last.
+    plant_scores(monkeypatch, {"slow": 0.5, "fast": 0.1, "mid": 0.9})
     budget_min = 2.0
     # Steps beyond what any host reaches in the budget: the clock, not the step cap, ends every call.
     result = search(_cfg(small_data, out, tiny_model, max_steps=100_000, eval_steps=2, save_steps=100,
@@ -113,12 +132,22 @@ def test_search_respects_its_time_budget_and_writes_its_table(tiny_model, small_
     # The first calls' loading and last evaluation come on top of their shares (later shares leave room for it).
     assert budget_min * 60 * 0.75 <= record["wall_s"] <= budget_min * 60 + 20  # the budget is used, not left unspent
     assert [r["candidates"] for r in record["rungs"]] == [3, 2, 1]
-    assert [r["rung"] for r in record["rows"]] == [0, 0, 0, 1, 1, 2]  # halving: 3, then the best 2, then the best 1
-    assert {r["name"] for r in record["rows"] if r["rung"] == 0} == {"slow", "fast", "mid"}
-    assert result.winner in {"slow", "fast", "mid"} and record["winner"] == result.winner
+    # halving: all 3 in order, then the best 2 best first, then the best 1
+    assert [(r["name"], r["rung"]) for r in record["rows"]] == [("slow", 0), ("fast", 0), ("mid", 0), ("mid", 1),
+                                                                 ("slow", 1), ("mid", 2)]
+    assert [r["kept"] for r in record["rows"] if r["rung"] == 0] == [True, False, True]
+    assert result.winner == record["winner"] == "mid"
+    assert not (out / "candidates" / "fast" / "checkpoints").exists()  # out after rung 0
+    assert not (out / "candidates" / "slow" / "checkpoints").exists()  # out after rung 1
     table = (out / "search.md").read_text()
-    assert all(name in table for name in ("slow", "fast", "mid")) and "winner" in table
-    assert (out / "adapter" / "adapter_model.safetensors").is_file() and (out / "run.json").is_file()
+    assert "Winner: `mid`" in table
+    winner_rows = [line for line in table.splitlines() if line.endswith("| winner |")]
+    assert len(winner_rows) == 1 and winner_rows[0].startswith("| mid | 2 |")
+    # OUT is the winner's run: its adapter, byte for byte
+    adopted = (out / "adapter" / "adapter_model.safetensors").read_bytes()
+    assert adopted == (out / "candidates" / "mid" / "adapter" / "adapter_model.safetensors").read_bytes()
+    assert adopted != (out / "candidates" / "slow" / "adapter" / "adapter_model.safetensors").read_bytes()
+    assert (out / "run.json").read_bytes() == (out / "candidates" / "mid" / "run.json").read_bytes()
 
 
 def test_a_search_whose_calls_cost_more_than_the_budget_affords_cuts_its_field_and_gives_the_rest_to_the_first(
