@@ -85,11 +85,16 @@ def test_lora_rank_rounds_up_to_what_vllm_accepts():
     assert [vllm_lora_rank(r) for r in (1, 4, 8, 12, 64, 100)] == [1, 8, 8, 16, 64, 128]
 
 
-def test_cpu_env_uses_every_core_and_keeps_user_settings():
+def test_cpu_env_uses_every_core_and_keeps_user_settings(monkeypatch):
+    import serving.launch as launch
+
+    monkeypatch.setattr(launch, "mem_available_gib", lambda: 7.5)  # the KV cache follows the memory free now
     env = vllm_env({"PATH": "/bin"}, cuda=False)
     assert env["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "0"
     assert env["VLLM_CPU_OMP_THREADS_BIND"] == compact_ids(sorted(__import__("os").sched_getaffinity(0)))
-    assert env["VLLM_CPU_KVCACHE_SPACE"] in ("1", "2", "4")
+    assert env["VLLM_CPU_KVCACHE_SPACE"] == "2"
+    monkeypatch.setattr(launch, "mem_available_gib", lambda: 40.0)
+    assert vllm_env({}, cuda=False)["VLLM_CPU_KVCACHE_SPACE"] == "4"
     assert vllm_env({"VLLM_CPU_KVCACHE_SPACE": "8"}, cuda=False)["VLLM_CPU_KVCACHE_SPACE"] == "8"
     assert "VLLM_CPU_OMP_THREADS_BIND" not in vllm_env({}, cuda=True)
     assert vllm_env({}, cuda=True, api_key="sk-1")["VLLM_API_KEY"] == "sk-1"
@@ -151,7 +156,9 @@ def test_all_problems_reported_together(tmp_path):
         sock.listen()
         port = sock.getsockname()[1]
         problems = problems_of(ServeConfig(model=str(tmp_path / "m"), adapters={"t": str(tmp_path / "a")}, port=port))
-    assert len(problems) == 3
+    # the model, the adapter and the port, each named, in the order of the flags
+    assert [p.split(":")[0] for p in problems] == [f"--model {tmp_path / 'm'}", f"--adapter t={tmp_path / 'a'}",
+                                                   f"--port {port} is already in use on 127.0.0.1"]
 
 
 def test_non_loopback_needs_a_key(tiny_model):
