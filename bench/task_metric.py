@@ -188,8 +188,8 @@ def host_line() -> str:
                 model = text.split(":", 1)[1].strip()
             if text.startswith("flags"):
                 flags = set(text.split(":", 1)[1].split())
-    except OSError:
-        pass
+    except OSError:  # no /proc (not Linux): the line says "unknown CPU" rather than guess
+        flags = set()
     shown = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags] or ["no AVX2"]
     return f"{model}, {os.cpu_count()} cores, {' '.join(shown)}; {torch.get_num_threads()} torch threads"
 
