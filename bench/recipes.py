@@ -17,13 +17,13 @@ training at the first step past that wall time, so a comparison "within the same
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
+# Each recipe: the `SFTConfig` fields it sets beyond the shared ones, whether rows go in as prompt/completion pairs.
 RECIPES = {
-    "fair": {"learning_rate": 2e-4, "completion_only": True,
+    "fair": {"config": {"learning_rate": 2e-4, "gradient_checkpointing": False}, "completion_only": True,
              "label": "trl LoRA recipe (lr 2e-4, loss on the completion, r16, 2 epochs)"},
-    "defaults": {"learning_rate": 2e-5, "completion_only": False,
+    "defaults": {"config": {}, "completion_only": False,  # trl's own: lr 2e-5, gradient checkpointing on
                  "label": "trl SFTConfig defaults (lr 2e-5, loss on every token, r16, 2 epochs)"},
 }
 
@@ -42,21 +42,6 @@ def recipe_rows(rows: list[dict], completion_only: bool) -> list[dict]:
     return [{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in rows]
 
 
-def time_limit(seconds: float):
-    """A TrainerCallback that stops training at the first step that ends past `seconds` of wall time."""
-    from transformers import TrainerCallback
-
-    class TimeLimit(TrainerCallback):
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.started = time.time()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if time.time() - self.started >= seconds:
-                control.should_training_stop = True
-
-    return TimeLimit()
-
-
 def trl_trainer(model_path: str, rows: list[dict], out: Path, *, recipe: str = "fair", epochs: float = 2.0,
                 max_steps: int = -1, logging_steps: int = 10, batch_size: int = 8, time_limit_s: float | None = None,
                 seed: int = 42, callbacks=()):
@@ -69,19 +54,18 @@ def trl_trainer(model_path: str, rows: list[dict], out: Path, *, recipe: str = "
     from trl import SFTConfig, SFTTrainer
 
     from ftassist.train.precision import cpu_rates, fast_bf16
+    from ftassist.train.schedule import Clock, budget_stop
 
     spec = RECIPES[recipe]
     bf16 = fast_bf16(cpu_rates())
     tok = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
-    extra = {"learning_rate": spec["learning_rate"]} if recipe == "fair" else {}  # "defaults" keeps trl's own
-    if recipe == "fair":
-        extra["gradient_checkpointing"] = False
     args = SFTConfig(output_dir=str(out), num_train_epochs=epochs, max_steps=max_steps, bf16=bf16, use_cpu=True,
                      per_device_train_batch_size=batch_size,  # trl's default is 8
                      save_strategy="no", report_to="none", disable_tqdm=True, logging_steps=logging_steps,
-                     seed=seed, **extra)
-    limit = [time_limit(time_limit_s)] if time_limit_s else []
+                     seed=seed, **spec["config"])
+    # ftassist's own time-budget stop (it also asks for a checkpoint at the stop: one small save in `out`)
+    limit = [budget_stop(Clock(time_limit_s))] if time_limit_s else []
     return SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(recipe_rows(rows, spec["completion_only"])),
                       processing_class=tok, callbacks=list(callbacks) + limit,
                       peft_config=LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear",
