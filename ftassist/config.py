@@ -340,7 +340,9 @@ class MergeConfig(Checked):
 
     run_dir: str = _f("", "Run folder written by `ftassist train`.", positional=True)
     out: str = _f("", "Folder for the merged model (safetensors).")
-    dtype: str = _f("float32", "Precision of the merged weights: float32 or bfloat16 (never 4-bit).", choices=["float32", "bfloat16", "float16"])
+    dtype: str = _f("auto", "Precision of the merged weights: auto (float32 on a CPU; on a GPU the precision the run "
+                            "trained in, float16 where the GPU has no bfloat16), float32, bfloat16 or float16 (never 4-bit).",
+                    choices=["auto", "float32", "bfloat16", "float16"])
 
     def validate(self) -> None:
         problems = []
@@ -437,8 +439,12 @@ class ServeConfig(Checked):
     host: str = _f("127.0.0.1", "Address to bind; anything but loopback requires --api-key.")
     port: int = _f(8000, "Port to bind.")
     api_key: str | None = _f(None, "Bearer key clients must send on every route but /health and /ping (required off loopback).")
-    dtype: str = _f("auto", "auto (float32 on CPU: the precision ftassist trains in there, so replies match; bfloat16 on CUDA), float32, bfloat16 or float16.",
-                    choices=["auto", "float32", "bfloat16", "float16"])
+    dtype: str = _f("auto", "auto (float32 on CPU: the precision ftassist trains in there, so replies match; on a GPU the "
+                            "precision the model was trained and merged in, float16 on GPUs without bfloat16), float32, "
+                            "bfloat16 or float16.", choices=["auto", "float32", "bfloat16", "float16"])
+    gpu: int | None = _f(None, "GPU index to serve on (pinned with CUDA_VISIBLE_DEVICES; default: the first visible).")
+    gpu_memory_utilization: float | None = _f(None, "Share of the GPU's whole memory vLLM may take (default: vLLM's 0.9); "
+                                                    "lower it to leave room for a training job on the same GPU.")
     max_model_len: int = _f(2048, "Longest prompt + reply in tokens.")
     max_lora_rank: int = _f(64, "Largest LoRA rank the server accepts (rounded up to one vLLM takes: 8, 16, 32, 64, ...).")
     enforce_eager: bool = _f(False, "Skip torch.compile warm-up: faster start, slower tokens.")
@@ -460,6 +466,10 @@ class ServeConfig(Checked):
             problems.append(f"--port {self.port} is not a valid port (1-65535)")
         if self.block_size is not None and self.block_size <= 0:
             problems.append(f"--block-size {self.block_size} must be a positive number of tokens, e.g. 32")
+        if self.gpu is not None and self.gpu < 0:
+            problems.append(f"--gpu {self.gpu} must be a GPU index (0, 1, ...)")
+        if self.gpu_memory_utilization is not None and not 0.05 <= self.gpu_memory_utilization <= 0.95:
+            problems.append(f"--gpu-memory-utilization {self.gpu_memory_utilization:g} must be between 0.05 and 0.95, e.g. 0.5")
         for name in self.adapters:
             if not name or "/" in name or name == (self.served_name or "base"):
                 problems.append(f"--adapter name {name!r} is invalid: use a plain name other than the base's, e.g. tuned=runs/a/adapter")

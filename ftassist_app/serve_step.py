@@ -54,7 +54,7 @@ def start_serving(cfg: ServeConfig, record: Path, run_dir: str | None = None) ->
 
     cfg.validate()
     server = start_server(cfg)
-    info = ServerRecord.of(server, command=cli_command("serve", cfg), run_dir=run_dir)
+    info = ServerRecord.of(server, command=cli_command("serve", cfg), run_dir=run_dir, gpu=cfg.gpu)
     write_server_record(record, info)
     return info
 

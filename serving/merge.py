@@ -3,9 +3,12 @@ fine-tuning run's model is saved again in the asked precision, with the same car
 
     ftassist merge runs/first --out runs/first/merged
 
-The base is always loaded in full precision (cfg.dtype, never 4-bit, even after QLoRA), from
-safetensors and without remote code; the result holds safetensors weights, the *training*
-tokenizer and chat template, the generation config and a model card. It is written atomically.
+Where and in which precision is `ftassist.device.merge_placement`'s decision (`--dtype auto`): on a CPU float32, the
+precision the parity gate passes in; on a GPU the precision the run trained in (float16 on GPUs without bfloat16),
+placed with `device_map="auto"`, so layers that do not fit the card go through the CPU instead of failing. A QLoRA
+run's adapter is merged into the dequantized NF4 base it trained on (`RunInfo.load_model`), never into the original
+weights it never saw. Loaded from safetensors, without remote code; the result holds safetensors weights, the
+*training* tokenizer and chat template, the generation config and a model card. It is written atomically.
 """
 
 from __future__ import annotations
@@ -38,8 +41,10 @@ def merge_adapter(cfg: MergeConfig) -> Path:
     if out.resolve() in (run.run_dir.resolve(), run.weights_dir.resolve()):
         raise UserError(f"--out {out} would overwrite the run itself: name a new folder, e.g. {run.run_dir}/merged")
     base = str(run.weights_dir) if run.full else resolve_model(run.base_ref)
-    dtype = getattr(torch, cfg.dtype)
-    model = run.load_model(dtype)  # a full run's model is saved again in cfg.dtype, with the same card and checks
+    placement = merge_place(run, base, cfg.dtype)
+    dtype = getattr(torch, placement.dtype)
+    # A full run's model is saved again in that precision, with the same card and checks.
+    model = run.load_model(dtype, device_map=placement.device_map if placement.device_map != "cpu" else None)
     # The training tokenizer carries the chat template the adapter learned; the base's may differ.
     tokenizer = AutoTokenizer.from_pretrained(run.weights_dir)
     gen = model.generation_config
@@ -51,8 +56,24 @@ def merge_adapter(cfg: MergeConfig) -> Path:
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        write_text_atomic(tmp / "README.md", model_card(run, base, cfg.dtype))
+        write_text_atomic(tmp / "README.md", model_card(run, base, placement.dtype))
         unsafe = [p.name for p in tmp.iterdir() if p.suffix in UNSAFE_SUFFIXES]
         if unsafe:  # a pickle in a served folder is code execution; never ship one
             raise UserError(f"merge produced non-safetensors files {unsafe}; nothing was written")
     return out
+
+
+def merge_place(run, base: str, asked: str = "auto"):
+    """`ftassist.device.merge_placement` for this run on this machine: its training precision, its base's size."""
+    from transformers import AutoConfig
+
+    from ftassist.device import detect_device, merge_placement
+    from ftassist.train.planner import ModelShape
+
+    trained = run.record.dtype if run.record is not None else "float32"
+    device = detect_device()
+    size = 0
+    if device.cuda:  # the size only matters where the card's memory is the limit
+        shape = ModelShape.from_config(AutoConfig.from_pretrained(base))
+        size = shape.params * (4 if trained == "float32" else 2)
+    return merge_placement(device, trained, size, asked=asked)

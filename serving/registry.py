@@ -50,6 +50,7 @@ class ServerRecord:
     started_at: float = field(default_factory=time.time)
     last_used: float | None = None  # the app's idle check: when it was last used
     requests_seen: float | None = None  # and how many requests the server had answered then
+    gpu: int | None = None  # the GPU it is pinned to (ServeConfig.gpu), None on a CPU or when not pinned
 
     @property
     def tuned(self) -> str | None:
@@ -59,13 +60,13 @@ class ServerRecord:
         return self.models[0] if self.models == [TUNED_NAME] else None
 
     @classmethod
-    def of(cls, server, *, command: str = "", run_dir: str | None = None) -> "ServerRecord":
+    def of(cls, server, *, command: str = "", run_dir: str | None = None, gpu: int | None = None) -> "ServerRecord":
         """The record of a `ServerProcess` this process started."""
         from ftassist.process import process_started
 
         return cls(base_url=server.base_url, api_key=server.api_key, models=server.model_names, pid=server.pid,
                    pid_started=process_started(server.pid), log_path=str(server.log_path), command=command,
-                   run_dir=run_dir)
+                   run_dir=run_dir, gpu=gpu)
 
 
 def write_server_record(path: str | Path, record: ServerRecord) -> None:

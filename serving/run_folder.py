@@ -36,19 +36,36 @@ class RunInfo:
         """True for a full fine-tuning run: weights_dir is the whole model, there is no adapter to merge or serve."""
         return self.weights_dir.name == FULL_DIR
 
-    def load_model(self, dtype, *, merged: bool = True):
+    def load_model(self, dtype, *, merged: bool = True, device_map: str | None = None):
         """The trained model in `dtype` (a torch dtype), eval mode: the full run's model, or the base with the adapter
-        (folded in when `merged`, else a PeftModel). UserError when the base cannot be loaded from safetensors."""
+        (folded in when `merged`, else a PeftModel). `device_map` ("auto" on a GPU, see `ftassist.device`) places it.
+
+        A QLoRA run's adapter learned on the NF4-quantized base, not the original weights: the base is loaded 4-bit
+        with the run's own settings and dequantized, so the adapter is merged into (and checked against) the base it
+        was trained and selected on. UserError when the base cannot be loaded from safetensors."""
         from transformers import AutoModelForCausalLM
 
         from ftassist.model import resolve_model
 
         source = self.weights_dir if self.full else resolve_model(self.base_ref)
+        kwargs: dict[str, Any] = {"dtype": dtype, "use_safetensors": True, "trust_remote_code": False}
+        if device_map:
+            kwargs["device_map"] = device_map
+        quantized = self.quantization
+        if quantized:
+            from transformers import BitsAndBytesConfig
+
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type=quantized.get("quant_type", "nf4"),
+                bnb_4bit_use_double_quant=bool(quantized.get("double_quant", True)), bnb_4bit_compute_dtype=dtype)
+            kwargs.setdefault("device_map", {"": "cpu"})
         model: Any
         try:
-            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, use_safetensors=True, trust_remote_code=False)
+            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
         except OSError as exc:
             raise UserError(f"model {source} cannot be loaded from safetensors ({exc}); convert it to safetensors first") from exc
+        if quantized:
+            model = model.dequantize(dtype=dtype)  # the NF4 values training saw, as plain linear layers
         if not self.full:
             from peft import PeftModel
 
@@ -56,6 +73,12 @@ class RunInfo:
             if merged:
                 model = model.merge_and_unload()
         return model.eval()
+
+    @property
+    def quantization(self) -> dict | None:
+        """run.json's 4-bit settings when the run trained QLoRA (None otherwise)."""
+        q = self.record.quantization if self.record is not None else None
+        return q if isinstance(q, dict) and q.get("bits") == 4 else None
 
     @property
     def base_ref(self) -> str:

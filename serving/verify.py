@@ -73,7 +73,7 @@ def hf_generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int,
     outs = []
     with torch.inference_mode():
         for ids in prompts:
-            input_ids = torch.tensor([ids])
+            input_ids = torch.tensor([ids], device=model.device)
             out = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=max_new_tokens,
                                  do_sample=False, eos_token_id=sorted(eos_ids), pad_token_id=tokenizer.pad_token_id)
             outs.append(trim_at_eos(out[0, len(ids):].tolist(), eos_ids))
@@ -87,7 +87,7 @@ def logit_margin(model, prompt: list[int], ref: list[int], pos: int, got: int | 
     if got is None or pos >= len(ref):
         return None
     with torch.inference_mode():
-        logits = model(torch.tensor([prompt + ref[:pos]])).logits[0, -1].float()
+        logits = model(torch.tensor([prompt + ref[:pos]], device=model.device)).logits[0, -1].float()
     return float(logits[ref[pos]] - logits[got])
 
 
@@ -116,12 +116,19 @@ def load_reference(run: RunInfo, *, limit: int = 8, max_new_tokens: int = 32) ->
     import torch
     from transformers import AutoTokenizer
 
+    from ftassist.model import resolve_model
+    from serving.merge import merge_place
+
     tokenizer = AutoTokenizer.from_pretrained(run.weights_dir)
     probes = probe_set(run.test_path, limit=limit)
     encoded: list[Any] = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=False)
                           for p in probes]
     prompts: list[list[int]] = [list(p["input_ids"] if isinstance(p, dict) else p) for p in encoded]
-    model = run.load_model(torch.float32, merged=False)  # base + adapter unmerged, or the full run's model
+    # base + adapter unmerged (or the full run's model) in the precision and place the merge uses (`merge_place`):
+    # float32 on a CPU; on a GPU the training precision the server runs too, not a float32 copy it could never match.
+    placement = merge_place(run, str(run.weights_dir) if run.full else resolve_model(run.base_ref))
+    model = run.load_model(getattr(torch, placement.dtype), merged=False,
+                           device_map=placement.device_map if placement.device_map != "cpu" else None)
     eos = eos_token_ids(tokenizer, model)
     return Reference(tokenizer, model, probes, prompts, eos, hf_generate(model, tokenizer, prompts, max_new_tokens, eos))
 
@@ -136,7 +143,6 @@ def verify_run(run_dir: str | Path, merged_dir: str | Path | None = None, *, ser
     folder they serve (/v1/models `root`) unless `adapter_name`/`merged_name` are given.
     Raises `UserError` for an unusable run folder or an unreachable server.
     """
-    import torch
     from transformers import AutoModelForCausalLM
 
     from ftassist.config import MergeConfig
@@ -151,7 +157,10 @@ def verify_run(run_dir: str | Path, merged_dir: str | Path | None = None, *, ser
         if not (merged / "config.json").exists():
             merged = merge_adapter(MergeConfig(run_dir=str(run.run_dir), out=str(Path(tmp) / "merged")))
         outputs = {"adapter_hf": ref.replies}
-        merged_model = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32, use_safetensors=True).eval()
+        # The reference's precision and place (float32 on a CPU; the training precision on a GPU).
+        ref_dtype, ref_device = reference.dtype, reference.device
+        merged_model = AutoModelForCausalLM.from_pretrained(merged, dtype=ref_dtype, use_safetensors=True,
+                                                            device_map=None if ref_device.type == "cpu" else "auto").eval()
         outputs["merged_hf"] = hf_generate(merged_model, tokenizer, prompts, max_new_tokens, eos)
         del merged_model
 

@@ -256,3 +256,54 @@ def test_downloads_are_the_workspace_own_runs(app):
     assert not a.owns(path)  # a copy outside the runs folder: what gradio sends is the handler's output
     with pytest.raises(UserError, match="not found among your runs"):
         run_archive(b, run.name)
+
+
+def test_jobs_and_servers_are_pinned_to_gpus(app, sleeper, small_data, monkeypatch):
+    """Two L4s injected (the device list is the only thing faked; the worker is real): waiting jobs start pinned
+    to different GPUs, the worker itself sees its pin (its own status writer reads CUDA_VISIBLE_DEVICES back), and a
+    server goes to a GPU without a server, with vLLM's share leaving the job there the memory its plan estimated."""
+    from ftassist import device
+    from ftassist.device import GiB, PROFILES
+    from ftassist.train.jobs import cancel_job
+
+    monkeypatch.setattr(device, "detect_devices", lambda: [PROFILES["L4"], PROFILES["L4"]])
+    two = dataclasses.replace(app, max_jobs=2, max_servers=2)
+    a, b, c = (workspace_for(two, username=u) for u in ("a", "b", "c"))
+    blockers = [sleeper(), sleeper()]  # both slots taken while the two jobs are accepted
+    for i, proc in enumerate(blockers):
+        running_job(c, proc, name=f"run-busy{i}")
+    runs = [train_step.start_training(ws, job_config(ws, small_data)) for ws in (a, b)]
+    assert [read_status(r).state for r in runs] == ["waiting", "waiting"]
+    for proc in blockers:
+        proc.kill()
+        proc.wait()
+    try:
+        assert sorted(limits.schedule(two)) == sorted(r.resolve() for r in runs)
+        assert sorted(read_status(r).gpu for r in runs) == [0, 1]
+        assert limits.jobs_per_gpu(two) == {0: 1, 1: 1}
+        deadline = time.time() + 120  # the workers import torch, then rewrite their status themselves
+        while time.time() < deadline and any(read_status(r).state in ("queued", "waiting") for r in runs):
+            time.sleep(0.5)
+        states = [read_status(r) for r in runs]
+        assert all(s.state in ("running", "completed") for s in states), [(s.state, s.reason) for s in states]
+        assert sorted(s.gpu for s in states) == [0, 1]  # written by the workers from their own environment
+    finally:
+        for r in runs:
+            cancel_job(r)
+    # A server beside an 8 GiB job: the GPU without a server, the share that leaves the job its memory.
+    on0 = running_job(a, sleeper(), name="run-gpu0")
+    status = json.loads((on0 / "status.json").read_text())
+    write_json_atomic(on0 / "status.json", status | {"gpu": 0})
+    write_json_atomic(on0 / "run.json", {"base_model": "m", "model": "m", "method": "lora", "dtype": "bfloat16",
+                                         "device": "cuda", "plan": {"estimate_gib": 8.0}})
+    assert limits.job_bytes_per_gpu(two) == {0: 8 * GiB}
+    cfg = limits.place_server(two, conversation.serve_step.serve_config(two.model, None, b.root))
+    assert (cfg.gpu, cfg.gpu_memory_utilization) == (1, 0.9)  # GPU 1 is free of jobs
+    info = ServerRecord(base_url="http://127.0.0.1:9/v1", api_key="k", models=["base"], pid=sleeper().pid, gpu=1)
+    info.pid_started = process_started(info.pid)
+    write_server_record(b.server_file, info)
+    cfg = limits.place_server(two, conversation.serve_step.serve_config(two.model, None, c.root))
+    assert (cfg.gpu, cfg.gpu_memory_utilization) == (0, 0.54)  # beside the 8 GiB job on the 22 GiB L4
+    write_json_atomic(on0 / "run.json", json.loads((on0 / "run.json").read_text()) | {"plan": {"estimate_gib": 20.0}})
+    with pytest.raises(UserError, match="does not fit beside a 20.0 GiB training job on the NVIDIA L4"):
+        limits.place_server(two, conversation.serve_step.serve_config(two.model, None, c.root))

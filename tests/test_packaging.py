@@ -26,6 +26,23 @@ def test_dockerfile_default_command_is_the_app():
         assert (ROOT / path).exists(), f"Dockerfile copies {path}, which the repository lacks"
 
 
+def test_dockerfile_installs_the_pinned_set():
+    """The image is the pinned vLLM's own image plus requirements.txt (whose pip resolution against PyPI
+    tests/test_space_build.py checks), and the project on top without a second resolution."""
+    from tests.test_space_requirements import read_requirements
+
+    text = (ROOT / "Dockerfile").read_text()
+    base = re.search(r"^FROM (\S+)$", text, re.M).group(1)
+    pins, _ = read_requirements("requirements.txt")
+    vllm_pin = next(s.version for s in pins["vllm"].specifier if s.operator == "==")
+    assert base == f"vllm/vllm-openai:v{vllm_pin}", f"the image builds on {base}, requirements.txt pins vllm=={vllm_pin}"
+    installs = [l for l in text.splitlines() if l.startswith("RUN ") and "pip install" in l]
+    assert len(installs) == 2 and installs[0].endswith("-r requirements.txt"), installs
+    assert installs[1].endswith("--no-deps -e ."), f"the project's install re-resolves its dependencies: {installs[1]}"
+    copied = re.findall(r"^COPY (\S+) ", text, re.M)
+    assert copied.index("requirements.txt") < copied.index("pyproject.toml")
+
+
 def test_dockerfile_serve_command_parses():
     text = (ROOT / "Dockerfile").read_text()
     line = next(l for l in text.splitlines() if "ftassist serve --model" in l)

@@ -13,7 +13,7 @@ and (for `hf_oauth: true`) the OAUTH_* variables set. This file does the same fo
    first page comes up in Chromium and a data build goes through the Data tab;
 4. in that venv, starting a model server fails with the "serving needs vLLM" UserError.
 
-requirements.txt (the GPU path) cannot be installed here: vLLM's CUDA wheels and the CUDA torch
+requirements.txt (the GPU path, and the Docker image's set on top of vLLM's own image) cannot be installed here: vLLM's CUDA wheels and the CUDA torch
 are gigabytes and need a GPU to import. It is resolved instead, beside step 2:
 `pip install --dry-run --ignore-installed --report` against PyPI alone (PIP_CONFIG_FILE=/dev/null
 and no PIP_FIND_LINKS, so this machine's local wheels, indexes and torch cap are out of it, as on

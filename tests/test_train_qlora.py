@@ -88,3 +88,16 @@ def test_qlora_trains_lora_on_a_frozen_nf4_base_and_saves_a_plain_peft_adapter(t
         with full.disable_adapter():
             plain = full(ids).logits
     assert torch.isfinite(tuned).all() and not torch.allclose(tuned, plain)
+
+    # Merge (and verify, and so serving) use the base the adapter trained and was selected on: the NF4 weights,
+    # dequantized, not the original full-precision ones it never saw.
+    from serving.run_folder import read_run
+
+    merged = read_run(run).load_model(torch.float32)
+    assert not any(isinstance(m, bnb.nn.Linear4bit) for m in merged.modules())
+    model.eval()
+    with torch.no_grad():
+        as_trained = model(ids).logits
+        from_merge = merged(ids).logits
+    assert torch.allclose(from_merge, as_trained, atol=1e-4), (from_merge - as_trained).abs().max()
+    assert (from_merge - tuned).abs().max() > 1e-3  # the original base + adapter is another model

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ftassist import tracking
 from ftassist.config import TrainConfig
+from ftassist.device import adapter_dtype
 from ftassist.train import checkpoints
 from ftassist.train.planner import ModelShape, Plan, plan_learning_rate
 from ftassist.train.status import StatusWriter
@@ -151,11 +152,15 @@ def finish_trainer(trainer, cfg: TrainConfig, plan: Plan, clock) -> None:
         from ftassist.train.dropout import use_fast_dropout
 
         use_fast_dropout(trainer.model)  # torch's LoRA dropout mask was a fifth of a CPU step (`dropout`)
-    if plan.method == "qlora" and plan.dtype == "float32":
-        # trl casts QLoRA adapters to bf16 (the paper's recipe); on CPU bf16 is very slow, keep fp32.
+    held = adapter_dtype(plan.method, plan.dtype)
+    if held is not None:
+        # trl casts QLoRA adapters to bf16 whatever the hardware: wrong under fp16 autocast (the gradient scaler
+        # refuses half-precision weights; T4, V100) and very slow on a CPU. `ftassist.device.adapter_dtype`.
+        import torch
+
         for p in trainer.model.parameters():
             if p.requires_grad:
-                p.data = p.data.float()
+                p.data = p.data.to(getattr(torch, held))
 
 
 def _trainer_class():

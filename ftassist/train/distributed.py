@@ -25,6 +25,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ftassist.config import TrainConfig
+from ftassist.device import PROFILES, Device, mixed_precision, train_dtype
 
 STRATEGIES = ("ddp", "fsdp", "deepspeed")
 
@@ -45,9 +46,11 @@ def strategy_flags(strategy: str, *, checkpointing: bool = False) -> list[str]:
 
 
 def launch_command(cfg: TrainConfig, *, num_processes: int, strategy: str = "fsdp", cpu: bool = False,
-                   port: int | None = None, resume: bool = False) -> list[str]:
+                   port: int | None = None, resume: bool = False, device: Device | None = None) -> list[str]:
     """The argv of `accelerate launch ... -m ftassist.train.worker RUN_DIR` for `cfg`.
 
+    `device` (default: an A100-like GPU unless `cpu`) decides the mixed precision of `--dtype auto`: bf16 where the
+    GPU has it, fp16 on a T4 or V100, the same precision every rank's plan trains in.
     Write the config first (`save_config(cfg, RUN_DIR/config.yaml)`); `write_launch_config` does it.
     """
     argv = ["accelerate", "launch", "--num_processes", str(num_processes), "--num_machines", "1"]
@@ -58,8 +61,10 @@ def launch_command(cfg: TrainConfig, *, num_processes: int, strategy: str = "fsd
         argv += ["--multi_gpu"]
     elif cpu:
         argv += ["--cpu"]
-    if not cpu and cfg.dtype in ("auto", "bfloat16"):
-        argv += ["--mixed_precision", "bf16"]
+    if not cpu:
+        gpu = device if device is not None and device.cuda else PROFILES["A100"]
+        dtype = train_dtype(gpu) if cfg.dtype == "auto" else cfg.dtype
+        argv += ["--mixed_precision", mixed_precision(dtype)]
     if port:
         argv += ["--main_process_port", str(port)]
     return argv + ["-m", "ftassist.train.worker", str(Path(cfg.out))] + (["--resume"] if resume else [])
@@ -95,10 +100,12 @@ def launch_argv(cfg: TrainConfig, *, resume: bool = False) -> list[str]:
 
     from ftassist.process import free_port
 
+    from ftassist.device import detect_device
+
     cuda = torch.cuda.is_available()
     check_strategy(cfg.strategy, cuda=cuda)
     argv = launch_command(cfg, num_processes=cfg.num_processes, strategy=cfg.strategy, cpu=not cuda,
-                          port=free_port(), resume=resume)
+                          port=free_port(), resume=resume, device=detect_device() if cuda else None)
     return [sys.executable, "-m", "accelerate.commands.launch", *argv[2:]]
 
 

@@ -84,13 +84,13 @@ def enqueue_job(cfg: TrainConfig, search: bool = False) -> Path:
     return run
 
 
-def start_waiting(run_dir: str | Path) -> Path:
-    """Start a `waiting` job's process (training, or the search it was accepted as)."""
+def start_waiting(run_dir: str | Path, *, gpu: int | None = None) -> Path:
+    """Start a `waiting` job's process (training, or the search it was accepted as), pinned to GPU `gpu` when given."""
     run = Path(run_dir).resolve()
     status = read_status(run)
     if status.state != "waiting":
         raise UserError(f"{run}: the job is {status.state}, not waiting; nothing to start")
-    return _spawn(run, resume=False, search=bool(status.extra.get("search")))
+    return _spawn(run, resume=False, search=bool(status.extra.get("search")), gpu=gpu)
 
 
 def resume_job(run_dir: str | Path) -> Path:
@@ -110,17 +110,23 @@ def resume_job(run_dir: str | Path) -> Path:
     return _spawn(run, resume=True)
 
 
-def _spawn(run: Path, resume: bool, search: bool = False) -> Path:
+def _spawn(run: Path, resume: bool, search: bool = False, gpu: int | None = None) -> Path:
+    """Start the worker in its own process group; `gpu` pins it to that GPU (CUDA_VISIBLE_DEVICES), which its status
+    records (the worker's own writer reads it back from its environment)."""
+    from ftassist.device import visible_devices_env
+
     argv = worker_argv(run, resume, search)  # refuses a strategy this machine cannot run before anything is written
-    StatusWriter(run, state="queued", pid=None, reason=None, mergeable=False).update()
+    pinned = {"gpu": gpu} if gpu is not None else {}
+    StatusWriter(run, state="queued", pid=None, reason=None, mergeable=False, **pinned).update()
     log = open(run / "train.log", "ab")
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, cwd=os.getcwd(), env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                start_new_session=True, cwd=os.getcwd(),
+                                env={**os.environ, "PYTHONUNBUFFERED": "1", **visible_devices_env(gpu)})
     finally:
         log.close()
     # The worker rewrites the whole status itself; recording the pid now lets cancel reach it while it starts up.
-    writer = StatusWriter(run, state="queued", reason=None, mergeable=False)
+    writer = StatusWriter(run, state="queued", reason=None, mergeable=False, **pinned)
     writer.data.update(pid=proc.pid, pid_started=_started(proc.pid))
     writer.update()
     # Reap the child when it ends so it never lingers as a zombie of this process.

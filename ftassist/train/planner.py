@@ -20,6 +20,7 @@ import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+from ftassist.device import BF16_CAPABILITY, PROFILES, Device, detect_device, train_dtype
 from ftassist.errors import UserError
 from ftassist.train.precision import MatmulRates, cpu_rates, fast_bf16, probe_enabled
 from ftassist.train.schedule import describe_schedule
@@ -169,8 +170,20 @@ class Hardware:
     name: str
     budget: int  # bytes available to training
     total: int
-    bf16: bool = False
+    bf16: bool = False  # a GPU with native bfloat16, or a CPU the probe measured fast at it
     rates: MatmulRates | None = None  # CPU only: the bf16 probe's figures (None when it did not run)
+    capability: tuple[int, int] | None = None  # CUDA only: the compute capability
+
+    @property
+    def accelerator(self) -> Device:
+        """This hardware as `ftassist.device` decides on it."""
+        return Device(self.device, self.name, self.total if self.device == "cuda" else 0, self.capability)
+
+    @classmethod
+    def from_device(cls, device: Device, *, share: float = 0.9) -> "Hardware":
+        """The GPU `device` with `share` of its memory usable: how tests inject a T4 or an H100."""
+        return cls(device.kind, device.name, int(device.total_bytes * share), device.total_bytes, device.bf16,
+                   capability=device.capability)
 
 
 def detect_hardware(device: str = "auto", *, probe: Callable[[], MatmulRates] | None = None) -> Hardware:
@@ -183,7 +196,10 @@ def detect_hardware(device: str = "auto", *, probe: Callable[[], MatmulRates] | 
 
     if device in ("auto", "cuda") and torch.cuda.is_available():
         free, total = torch.cuda.mem_get_info()
-        return Hardware("cuda", torch.cuda.get_device_name(0), int(free * 0.9), total, torch.cuda.is_bf16_supported())
+        # Native bfloat16 from the compute capability: torch.cuda.is_bf16_supported() also says True for a T4,
+        # which only emulates it.
+        gpu = detect_device()
+        return Hardware("cuda", gpu.name, int(free * 0.9), total, gpu.bf16, capability=gpu.capability)
     if device == "cuda":
         raise UserError("--device cuda: no CUDA GPU is visible; use --device cpu or auto")
     try:
@@ -240,8 +256,9 @@ def resolve_dtype(dtype: str, hw: Hardware, method: str = "lora") -> str:
     if dtype != "auto":
         return dtype
     if hw.device == "cuda":
-        return "bfloat16" if hw.bf16 else "float16"
-    return "bfloat16" if hw.bf16 and method != "qlora" else "float32"
+        return train_dtype(hw.accelerator if hw.capability else Device("cuda", hw.name, hw.total,
+                                                                        BF16_CAPABILITY if hw.bf16 else None))
+    return train_dtype(PROFILES["cpu"], cpu_bf16=hw.bf16, method=method)
 
 
 def plan_training(shape: ModelShape, hw: Hardware, *, seq_len: int, method: str, dtype: str, lora_r: int,

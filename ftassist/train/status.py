@@ -42,10 +42,21 @@ class JobStatus:
     started_at: float | None = None
     ended_at: float | None = None
     resumable: bool = False
+    gpu: int | None = None  # the GPU the job is pinned to (CUDA_VISIBLE_DEVICES), None when it is not pinned
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def pinned_gpu(env: dict[str, str] | None = None) -> int | None:
+    """The one GPU index CUDA_VISIBLE_DEVICES pins this process to; None when unset, empty or a list.
+
+    >>> pinned_gpu({"CUDA_VISIBLE_DEVICES": "1"}), pinned_gpu({"CUDA_VISIBLE_DEVICES": "0,1"}), pinned_gpu({})
+    (1, None, None)
+    """
+    value = (os.environ if env is None else env).get("CUDA_VISIBLE_DEVICES", "").strip()
+    return int(value) if value.isdigit() else None
 
 
 def status_path(run_dir: str | Path) -> Path:
@@ -91,7 +102,7 @@ class StatusWriter:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         pid = os.getpid()
-        self.data = JobStatus(run_dir=str(run_dir), pid=pid, pid_started=process_started(pid)).to_dict()
+        self.data = JobStatus(run_dir=str(run_dir), pid=pid, pid_started=process_started(pid), gpu=pinned_gpu()).to_dict()
         self.data.pop("resumable")
         self.data.update(fields)
 

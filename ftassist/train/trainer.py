@@ -246,8 +246,6 @@ def split_validation(cfg: TrainConfig, rows: list[dict], run: Path | None,
 
 
 def _train(cfg: TrainConfig, run: Path, status: StatusWriter | None, *, resume: bool, progress: bool) -> TrainResult:
-    import torch
-
     from ftassist.train.dataset import as_dataset
     from ftassist.train.schedule import Clock, budget_stop
     from ftassist.train.selection import BEST_DIR, EVAL_SHARE, TaskMetricCallback, counted_seconds, describe_choice, \
@@ -322,8 +320,9 @@ def _train(cfg: TrainConfig, run: Path, status: StatusWriter | None, *, resume: 
         if same_split(prep.source, prep.val.source):
             seed_from_sft(run, prep.source)  # judged on the SFT run's own split: its adapter is step 0
 
-    retries = 0
-    while True:
+    built: dict[str, Any] = {"selector": None, "resume": resume_from}
+
+    def build():
         # The time a resumed run has already trained (the last kept row's count) and its last evaluation's length.
         rows = read_jsonl(run / "metrics.jsonl") if (run / "metrics.jsonl").exists() else []
         done = eval_rows(rows)
@@ -354,23 +353,20 @@ def _train(cfg: TrainConfig, run: Path, status: StatusWriter | None, *, resume: 
             trainer, guard = build_trainer(cfg, plan, model_path, tokenizer, dataset, run, status, progress, **common)
         if selector is not None:  # the task metric reaches the tracker as the loss does
             selector.report = lambda logs, t=trainer: _report(t, logs)
-        try:
-            output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-            break
-        except torch.cuda.OutOfMemoryError as exc:
-            shrunk = shrink_after_oom(plan.micro_batch, plan.grad_accum, retries)
-            if shrunk is None:
-                raise TrainingFailed(f"CUDA out of memory at micro-batch {plan.micro_batch} after {retries} retries; "
-                                     "lower --max-length or use a smaller --model") from exc
-            retries += 1
-            log.warning("CUDA out of memory at micro-batch %d: retrying with %d x %d", plan.micro_batch, *shrunk)
-            plan.micro_batch, plan.grad_accum = shrunk
-            del trainer
-            gc.collect()
-            torch.cuda.empty_cache()
-            resume_from = checkpoints.newest_checkpoint(ckdir)
-            info.plan = plan.to_dict()
-            write_run_record(run, info)
+        built["selector"] = selector
+        return trainer, guard
+
+    def shrunk():
+        if built["selector"] is not None:
+            built["selector"].report = None  # its closure holds the failed trainer
+        built["resume"] = checkpoints.newest_checkpoint(ckdir)
+        info.plan = plan.to_dict()
+        write_run_record(run, info)
+
+    trainer, guard, output = fit_retrying_oom(
+        build, lambda t: t.train(resume_from_checkpoint=str(built["resume"]) if built["resume"] else None),
+        plan, on_shrink=shrunk)
+    selector = built["selector"]
 
     rows = read_jsonl(run / "metrics.jsonl") if (run / "metrics.jsonl").exists() else []
     losses = [r["loss"] for r in rows if isinstance(r.get("loss"), (int, float))]
@@ -415,6 +411,44 @@ def _train(cfg: TrainConfig, run: Path, status: StatusWriter | None, *, resume: 
         summary += f"; tracked in Trackio: {opened}"
     log.info(summary)
     return TrainResult(run, adapter, summary, final, first, trainer.state.global_step, plan, info.selection)
+
+
+def fit_retrying_oom(build, fit, plan: Plan, *, on_shrink=None, release=None):
+    """(trainer, guard, fit's result) of `build()` then `fit(trainer)`, rebuilt with half the micro-batch (and twice
+    the accumulation, `shrink_after_oom`) each time CUDA runs out of memory. Raises TrainingFailed when it gives up.
+
+    The failed trainer is dropped and memory released *after* the except block: inside it the traceback's frames
+    still hold the trainer and its model, so nothing could be freed before the next model loads beside it.
+    `release` (default: gc, then torch's CUDA cache) runs between the two; `on_shrink` after it.
+    """
+    import torch
+
+    retries = 0
+    while True:
+        trainer, guard = build()
+        try:
+            return trainer, guard, fit(trainer)
+        except torch.cuda.OutOfMemoryError as exc:
+            smaller = shrink_after_oom(plan.micro_batch, plan.grad_accum, retries)
+            if smaller is None:
+                raise TrainingFailed(f"CUDA out of memory at micro-batch {plan.micro_batch} after {retries} retries; "
+                                     "lower --max-length or use a smaller --model") from exc
+        retries += 1
+        log.warning("CUDA out of memory at micro-batch %d: retrying with %d x %d", plan.micro_batch, *smaller)
+        plan.micro_batch, plan.grad_accum = smaller
+        trainer = guard = None
+        (release or release_memory)()
+        if on_shrink is not None:
+            on_shrink()
+
+
+def release_memory() -> None:
+    """Collect the dropped trainer's reference cycles, then hand the CUDA allocator's cached blocks back."""
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _validator(cfg: TrainConfig, prep: Prepared):
