@@ -144,6 +144,11 @@ def field_sentences(arms: list[dict]) -> list[str]:
         elif f.get("mean_abs_error") is not None and acc != 1:
             extra = f"; off by {f['mean_abs_error']:.3g} on average"
         out.append(f"- `{f['field']}` ({f['kind']}): {words}{extra}")
+    mistakes = arm["content"].get("mistakes") or {}
+    if mistakes.get("kinds"):
+        out.append("\n**What kind of wrong**: " + ", ".join(f"{k.replace('_', ' ')} {n}" for k, n in mistakes["kinds"][:4])
+                   + f". The commonest: {mistakes['advice']} (the report shows the {len(mistakes['worst_rows'])} worst "
+                   "rows side by side).")
     return out
 
 

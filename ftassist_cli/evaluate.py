@@ -43,6 +43,9 @@ def handle(args: argparse.Namespace) -> int:
     content = [a for a in result.arms if a.get("content") and not a["constrained"]]
     if content:
         print(f"next step ({content[-1]['name']}): {content[-1]['content']['suggestion']}")
+        mistakes = content[-1]["content"].get("mistakes") or {}
+        if mistakes.get("kinds"):
+            print("wrong fields by kind: " + ", ".join(f"{k} {n}" for k, n in mistakes["kinds"]) + f" ({mistakes['advice']})")
     print(result.table)
     for comparison in result.report["comparisons"]:
         print(comparison["verdict"])

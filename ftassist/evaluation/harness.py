@@ -99,7 +99,8 @@ def run_eval(cfg: EvalConfig, progress: Callable[[str], None] | None = None) -> 
         summaries.append(summarize_arm(arm.name, arm_scores, task, model=arm.model, constrained=bool(arm.response_format),
                                        endpoint=arm.url, canon=canon, speed=_speed(replies, wall)))
         if task == "json":
-            summaries[-1]["content"] = read_content(summaries[-1], examples, arm_scores, schema)
+            summaries[-1]["content"] = read_content(summaries[-1], examples, arm_scores, schema,
+                                                    [row[0].text for row in replies])
         replies_rows += [_reply_row(ex, arm.name, j, r, s) for ex, row, srow in zip(examples, replies, arm_scores)
                          for j, (r, s) in enumerate(zip(row, srow))]
         if cfg.forgetting_probe and arm.response_format is None:
@@ -149,10 +150,16 @@ def _track(run_dir: Path, summaries: list[dict], say: Callable[[str], None]) -> 
         say(f"eval: could not add the figures to Trackio ({type(exc).__name__}: {exc})")
 
 
-def read_content(summary: dict, examples: list[Example], scores: list[list[dict]], schema: dict | None) -> dict:
-    """The arm's field-by-field reading (first samples), its verdict and the suggested next step."""
+def read_content(summary: dict, examples: list[Example], scores: list[list[dict]], schema: dict | None,
+                 replies: list[str] | None = None) -> dict:
+    """The arm's field-by-field reading (first samples), its mistakes by kind with the worst rows, its verdict and the
+    suggested next step."""
+    from ftassist.evaluation.mistakes import cluster_mistakes
+
     prompts = [str(next((m.get("content", "") for m in reversed(e.prompt) if m.get("role") == "user"), "")) for e in examples]
-    reading = diagnose_fields([e.reference for e in examples], [s[0] for s in scores], schema, prompts)
+    references, first = [e.reference for e in examples], [s[0] for s in scores]
+    reading = diagnose_fields(references, first, schema, prompts)
+    reading["mistakes"] = cluster_mistakes(references, first, prompts, replies)
     return {**reading, "verdict": verdict(summary),
             "suggestion": suggest(reading, summary["rates"]["schema_valid"]["value"], summary["means"]["field_accuracy"]["value"])}
 

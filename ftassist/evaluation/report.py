@@ -123,7 +123,25 @@ def content_sections(arms: list[dict]) -> list[str]:
             md += [f"Weakest field `{reading['weakest']}`, examples:", ""]
             md += table(["input", "reference", "replied"], [[_cell(e["prompt"], 200), _cell(e["reference"]), _cell(e["replied"])]
                                                           for e in reading["weakest_examples"]]) + [""]
+        md += mistake_lines(reading.get("mistakes"))
         md += [f"_Next step_: {reading['suggestion']}", ""]
+    return md
+
+
+def mistake_lines(mistakes: dict | None) -> list[str]:
+    """The wrong fields by kind (all fields, then per field) and the worst rows side by side."""
+    if not mistakes or not mistakes["kinds"]:
+        return []
+    total = sum(n for _, n in mistakes["kinds"])
+    md = [f"Wrong fields by kind ({total} in all): " + ", ".join(f"{k} {n}" for k, n in mistakes["kinds"])
+          + f". The commonest: {mistakes['advice']}.", ""]
+    md += table(["field", "wrong fields by kind"], [[f"`{f}`", ", ".join(f"{k} {n}" for k, n in kinds.items())]
+                                                    for f, kinds in mistakes["by_field"].items()]) + [""]
+    if mistakes["worst_rows"]:
+        md += [f"The {len(mistakes['worst_rows'])} rows with the most wrong fields:", ""]
+        md += table(["row", "input", "reference", "replied", "wrong fields"],
+                    [[str(r["row"]), _cell(r["prompt"], 200), _cell(r["reference"]), _cell(r["replied"]), str(r["wrong_fields"])]
+                     for r in mistakes["worst_rows"]]) + [""]
     return md
 
 
