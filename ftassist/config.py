@@ -501,6 +501,8 @@ class EvalConfig(Checked):
     forgetting_probe: bool = _f(True, "Also ask each model a few general questions (arithmetic, a summary, a refusal) to spot forgetting.")
     history: str | None = _f(None, "JSONL file that gets one summary line per eval (default: history.jsonl beside the --out folder).")
     worst: int = _f(5, "How many worst examples the report shows side by side.")
+    vote: bool = _f(False, "Also score each arm's per-field majority over its --samples replies as an arm of its own "
+                           "(self-consistency; costs --samples completions per example).")
     sampling: dict[str, str] = _f({}, "Server-specific sampling field sent with every request: NAME=VALUE (repeatable), "
                                       "e.g. repeat_penalty=1.0 for llama.cpp's server, whose default of 1.1 changes greedy replies.")
 
@@ -535,6 +537,9 @@ class EvalConfig(Checked):
             problems.append("--samples, --concurrency and --max-tokens must be >= 1")
         if self.samples > 1 and self.temperature == 0:
             problems.append("--samples > 1 needs --temperature > 0, otherwise every sample is the same")
+        if self.vote and self.samples < 3:
+            problems.append(f"--vote needs --samples 3 or more (got {self.samples}) and --temperature > 0, e.g. "
+                            "--vote --samples 5 --temperature 0.7")
         _raise(problems)
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from ftassist_cli import main
 from ftassist.config import EvalConfig
-from ftassist.errors import UserError
+from ftassist.errors import ConfigError, UserError
 from ftassist.evaluation.harness import run_eval
 from ftassist.evaluation.testset import load_examples
 from ftassist.schema import infer_schema
@@ -48,6 +48,9 @@ class FakeOpenAI(ThreadingHTTPServer):
         self.refs = {e.prompt[-1]["content"]: e.reference_text for e in examples}
         self.index = {e.prompt[-1]["content"]: i for i, e in enumerate(examples)}
         self.requests: list[dict] = []
+        self.noisy = False  # when set, every third "tuned" reply to a prompt gets its first field wrong
+        self.asked: dict[str, int] = {}
+        self.lock = threading.Lock()
         super().__init__(("127.0.0.1", 0), Handler)
 
 
@@ -79,6 +82,13 @@ class Handler(JsonHandler):
                                               "type": "NotFoundError", "param": None, "code": 404}})
         user = body["messages"][-1]["content"]
         text = canned(body["model"], user, self.server.refs, self.server.index, "response_format" in body)
+        if self.server.noisy and body["model"] == "tuned" and user in self.server.refs:
+            with self.server.lock:
+                seen = self.server.asked[user] = self.server.asked.get(user, 0) + 1
+            if seen % 3 == 2:
+                value = json.loads(text)
+                value[next(iter(value))] = "WRONG"
+                text = json.dumps(value)
         self._send(200, {"id": "c", "object": "chat.completion", "created": 0, "model": body["model"],
                          "choices": [{"index": 0, "finish_reason": "stop",
                                       "message": {"role": "assistant", "content": text}}],
@@ -190,6 +200,24 @@ def test_sampled_mode_measures_stability(fake_server, tmp_path):
     assert arm["samples"] == 3 and arm["stability"]["value"] == 1.0
     assert arm["all_samples"]["exact"]["n"] == 3 * N and arm["speed"]["requests"] == 3 * N
     assert all(r["temperature"] == 0.7 for r in fake_server.requests)
+
+
+def test_the_vote_arm_takes_each_field_from_the_majority_of_samples(fake_server, tmp_path):
+    """One sample in three has its first field wrong: the plain arm's samples are 2/3 exact, the voted arm is right on
+    every example; its comparison with base is reported and its cost is said."""
+    fake_server.noisy = True
+    result = run_eval(config(fake_server, tmp_path, models=["tuned"], samples=3, temperature=0.7, vote=True,
+                             forgetting_probe=False), progress=lambda m: None)
+    plain, voted = result.arms
+    assert voted["name"] == "tuned + vote of 3" and voted["samples"] == 1
+    assert plain["all_samples"]["exact"]["value"] == pytest.approx(2 / 3)
+    assert voted["rates"]["exact"]["value"] == 1.0 and voted["means"]["field_accuracy"]["value"] == 1.0
+    assert len(fake_server.requests) == 3 * N  # the vote asks for nothing more than the samples
+    assert any("cost 3 completions per example" in n for n in result.report["notes"])
+    assert [c["b"] for c in result.report["comparisons"]] == ["tuned + vote of 3"]
+    with pytest.raises(ConfigError, match="--vote needs --samples 3 or more"):
+        EvalConfig(data="t.jsonl", out="o", models=["m"], base_url="http://x/v1", vote=True, samples=2,
+                   temperature=0.7).validate()
 
 
 def test_unknown_model_lists_served_models(fake_server, tmp_path):

@@ -38,6 +38,7 @@ from ftassist.evaluation.probe import PROBES, check_probe, probe_messages
 from ftassist.evaluation.report import EvalReport, markdown_table, write_report
 from ftassist.evaluation.summary import PRIMARY, compare_arms, constrained_speed, select_worst, summarize_arm
 from ftassist.evaluation.taxonomy import describe
+from ftassist.evaluation.vote import voted_reply
 from ftassist.data.fingerprint import read_fingerprint
 from ftassist.evaluation.testset import Example, file_sha256, load_examples
 from ftassist.schema import infer_schema, load_schema
@@ -103,6 +104,15 @@ def run_eval(cfg: EvalConfig, progress: Callable[[str], None] | None = None) -> 
                                                     [row[0].text for row in replies])
         replies_rows += [_reply_row(ex, arm.name, j, r, s) for ex, row, srow in zip(examples, replies, arm_scores)
                          for j, (r, s) in enumerate(zip(row, srow))]
+        if cfg.vote and task == "json":
+            name = f"{arm.name} + vote of {cfg.samples}"
+            voted = [Reply(voted_reply([r.text for r in row if r.error is None] or [row[0].text], ex.reference),
+                           completion_tokens=sum(r.completion_tokens for r in row)) for row, ex in zip(replies, examples)]
+            scores[name] = [[_score(r, ex, task, validator)] for r, ex in zip(voted, examples)]
+            summaries.append(summarize_arm(name, scores[name], task, model=arm.model, constrained=bool(arm.response_format),
+                                           endpoint=arm.url, speed=_speed([[r] for r in voted], wall)))
+            summaries[-1]["content"] = read_content(summaries[-1], examples, scores[name], schema, [r.text for r in voted])
+            replies_rows += [_reply_row(ex, name, 0, r, s[0]) for ex, r, s in zip(examples, voted, scores[name])]
         if cfg.forgetting_probe and arm.response_format is None:
             say(f"eval: {arm.name}: forgetting probe ({len(PROBES)} prompts)")
             probe["arms"][arm.name] = run_probe(endpoint, arm, cfg)
@@ -121,7 +131,7 @@ def run_eval(cfg: EvalConfig, progress: Callable[[str], None] | None = None) -> 
                  "dataset": (read_fingerprint(Path(cfg.data).parent) or {}).get("id")},
         "schema": {"source": schema_source, "schema": schema} if schema is not None else None,
         "arms": summaries,
-        "comparisons": compare_arms(arms[0].name, [a.name for a in arms[1:]], success, primary),
+        "comparisons": compare_arms(arms[0].name, [a for a in scores if a != arms[0].name], success, primary),
         "constrained_speed": constrained_speed(summaries),
         "probe": probe if probe["arms"] else None,
         "worst": [_worst_entry(examples[i], scores, replies_rows, task, i) for i in select_worst(scores, task, cfg.worst)],
@@ -234,6 +244,10 @@ def _notes(cfg: EvalConfig, task: str, arms: list[dict]) -> list[str]:
     if task == "text":
         notes.append("Free-text task: exact match and ROUGE-L are computed locally with rouge_score, because "
                      "evaluate.load('exact_match'/'rouge') needs the Hugging Face hub.")
+    if cfg.vote:
+        notes.append(f"'+ vote of {cfg.samples}' arms: each key takes the value most of the {cfg.samples} sampled replies "
+                     f"gave it (ties: the first seen); they cost {cfg.samples} completions per example, the wall time "
+                     "shown is that of the arm's whole sampling.")
     if cfg.samples > 1:
         notes.append(f"{cfg.samples} samples per example at temperature {cfg.temperature}: headline rates and the paired "
                      "tests use each example's first sample; stability compares all samples.")
