@@ -286,9 +286,12 @@ def test_grpo_steps_change_the_sft_adapter_and_log_the_reward_parts_and_kl(toy, 
     losses = [r for r in _rows(run) if "loss" in r]
     assert [r["step"] for r in losses] == [1, 2, 3, 4]
     for r in losses:
-        assert {"reward", "kl", "rewards_json_mean", "rewards_schema_mean", "rewards_fields_mean", "rewards_exact_mean"} <= r.keys()
+        assert {"reward", "rewards_json_mean", "rewards_schema_mean", "rewards_fields_mean", "rewards_exact_mean"} <= r.keys()
         assert "rewards_length_mean" not in r  # weight 0: not computed
         assert 0.0 <= r["rewards_fields_mean"] <= 1.0
+        assert 0.0 <= r["skipped_groups"] <= 1.0  # the share of the step's micro-batches whose group agreed (skipped)
+        assert ("kl" in r) == (r["skipped_groups"] < 1.0)  # the KL is computed only where the loss is
+    assert any(r["skipped_groups"] < 1.0 for r in losses), "every step was skipped"
     # The total is the weighted sum of the parts' means.
     r = losses[0]
     assert r["reward"] == pytest.approx(r["rewards_json_mean"] + r["rewards_schema_mean"] + 3 * r["rewards_fields_mean"]
@@ -400,3 +403,33 @@ def test_the_nan_guard_stops_a_stage_and_marks_it_not_mergeable(toy, tmp_path):
     info = json.loads((run / "run.json").read_text())
     assert info["mergeable"] is False and info["stage"] == "dpo" and "nan" in info["failure"]
     assert not (run / "adapter").exists()
+
+
+def test_a_grpo_micro_batch_whose_group_agrees_is_skipped_and_logged(caplog):
+    """The mixin in front of trl's loss: all-zero advantages never reach the forward pass; others do."""
+    import logging
+
+    from collections import defaultdict
+    from types import SimpleNamespace
+
+    from ftassist.train.stages import AgreeingGroupSkipMixin
+
+    class Loss:
+        def __init__(self):
+            self.calls = []
+            self._metrics = {"train": defaultdict(list)}
+            self.state = SimpleNamespace(global_step=6)
+
+        def _compute_loss(self, model, inputs):
+            self.calls.append(inputs)
+            return torch.tensor(0.5, requires_grad=True)
+
+    trainer = type("T", (AgreeingGroupSkipMixin, Loss), {})()
+    with caplog.at_level(logging.INFO, logger="ftassist.train"):
+        skipped = trainer._compute_loss(None, {"advantages": torch.zeros(4)})
+    assert skipped.item() == 0.0 and skipped.requires_grad and trainer.calls == []
+    skipped.backward()  # what the trainer does next: no error, no parameter touched
+    assert "GRPO step 7: every reply of the group scored alike" in caplog.text
+    varied = {"advantages": torch.tensor([0.5, -0.5, 0.0, 0.0])}
+    assert trainer._compute_loss(None, varied).item() == 0.5 and trainer.calls == [varied]
+    assert trainer._metrics["train"]["skipped_groups"] == [1.0, 0.0]

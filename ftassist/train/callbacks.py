@@ -152,7 +152,7 @@ class NanInjectionCallback(TrainerCallback):
 
 # What DPO and GRPO log beside the loss (trl's names): the reward and each of its parts, the KL to the SFT
 # adapter, the preference margins and log-probabilities, reply lengths.
-STAGE_KEYS = ("reward", "reward_std", "kl", "entropy", "frac_reward_zero_std")
+STAGE_KEYS = ("reward", "reward_std", "kl", "entropy", "frac_reward_zero_std", "skipped_groups")
 STAGE_PREFIXES = ("rewards/", "logps/", "completions/mean_length")
 
 

@@ -20,7 +20,9 @@ the best-step selection.
   logged), with a KL penalty to the SFT adapter (`--grpo-beta`). Replies are generated with the
   model being trained, in transformers (no server). By default it trains only on the prompts the
   SFT adapter answers wrong greedily (found as DPO finds its pairs, written to RUN/pairs.jsonl): on
-  a prompt it answers right, every reply of the group scores alike and the step has no gradient.
+  a prompt it answers right, every reply of the group scores alike and the step has no reward signal.
+  A micro-batch whose groups all agree anyway is skipped (no forward or backward) and logged as
+  `skipped_groups`.
 
 Both train on the rows the SFT run held out for them (`--reward-size`, RUN/reward_rows.jsonl) when
 it held any: on the rows it trained on, the SFT adapter is nearly always right.
@@ -348,13 +350,35 @@ def build_grpo_trainer(cfg: TrainConfig, plan, model_path: str, tokenizer, rows:
     return trainer, guard
 
 
+class AgreeingGroupSkipMixin:
+    """GRPO: a micro-batch whose every advantage is 0 (each group's replies all scored alike) has no reward signal,
+    only the KL pull towards the SFT adapter; its forward and backward are skipped. Each micro-batch logs
+    `skipped_groups` (1 skipped, 0 trained; the logged value is the share skipped since the last log) and a skip is
+    said in the log, so a run whose groups never disagree shows it instead of looking like training."""
+
+    def _compute_loss(self, model, inputs):
+        import torch
+
+        advantages = inputs.get("advantages")
+        metrics = self._metrics["train"]  # type: ignore[attr-defined]
+        if advantages is not None and bool((advantages == 0).all()):
+            metrics["skipped_groups"].append(1.0)
+            log.info("GRPO step %d: every reply of the group scored alike (no reward signal): skipped",
+                     self.state.global_step + 1)  # type: ignore[attr-defined]
+            return torch.zeros((), device=advantages.device, requires_grad=True)
+        metrics["skipped_groups"].append(0.0)
+        return super()._compute_loss(model, inputs)  # type: ignore[misc]
+
+
 def _stage_class(stage: str):
-    """The stage's trl trainer with ftassist's atomic checkpoints and budget schedule mixed in."""
+    """The stage's trl trainer with ftassist's atomic checkpoints and budget schedule mixed in (GRPO: and the skip of
+    groups that agree)."""
     from trl import DPOTrainer, GRPOTrainer
 
     from ftassist.train.checkpoints import AtomicCheckpointMixin
     from ftassist.train.schedule import BudgetScheduleMixin
 
     base = {"dpo": DPOTrainer, "grpo": GRPOTrainer}[stage]
-    return type(f"Atomic{base.__name__}", (AtomicCheckpointMixin, BudgetScheduleMixin, base),
+    extra = (AgreeingGroupSkipMixin,) if stage == "grpo" else ()
+    return type(f"Atomic{base.__name__}", (AtomicCheckpointMixin, BudgetScheduleMixin, *extra, base),
                 {"__doc__": f"{base.__name__} whose checkpoints appear only when complete, on the budget's schedule."})
