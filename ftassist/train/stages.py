@@ -360,14 +360,14 @@ class AgreeingGroupSkipMixin:
         import torch
 
         advantages = inputs.get("advantages")
-        metrics = self._metrics["train"]  # type: ignore[attr-defined]
+        metrics = self._metrics["train"]
         if advantages is not None and bool((advantages == 0).all()):
             metrics["skipped_groups"].append(1.0)
             log.info("GRPO step %d: every reply of the group scored alike (no reward signal): skipped",
-                     self.state.global_step + 1)  # type: ignore[attr-defined]
+                     self.state.global_step + 1)
             return torch.zeros((), device=advantages.device, requires_grad=True)
         metrics["skipped_groups"].append(0.0)
-        return super()._compute_loss(model, inputs)  # type: ignore[misc]
+        return super()._compute_loss(model, inputs)
 
 
 def _stage_class(stage: str):
