@@ -544,6 +544,34 @@ class EvalConfig(Checked):
 
 
 @dataclass
+class NextConfig(Checked):
+    """How `ftassist next` tries the levers that could improve a finished SFT run, on its own validation split."""
+
+    run_dir: str = _f("", "Finished SFT run folder written by `ftassist train`.", positional=True)
+    budget: float = _f(60.0, "Minutes all the levers' runs may take together; a lever that does not fit what is left is "
+                             "skipped and said so.")
+    levers: list[str] = _f(["dpo", "grpo", "minutes", "rank", "model"],
+                           "Levers to try (repeatable): dpo, grpo, minutes, rank, model (model needs --larger-model).",
+                           flag="lever")
+    larger_model: str | None = _f(None, "A larger base model to try the same SFT on (a folder, a .gguf file or a hub id).")
+    out: str | None = _f(None, "Folder for the levers' runs and next.md / next.json (default: RUN_DIR/next).")
+
+    def validate(self) -> None:
+        problems = []
+        if not self.run_dir:
+            problems.append("RUN_DIR is missing: pass the folder written by `ftassist train`")
+        if not self.budget > 0:
+            problems.append(f"--budget {self.budget:g} must be above 0 minutes, e.g. --budget 60")
+        known = ("dpo", "grpo", "minutes", "rank", "model")
+        unknown = [lever for lever in self.levers if lever not in known]
+        if unknown or not self.levers:
+            problems.append(f"--lever {', '.join(unknown) or '(none)'}: use any of {', '.join(known)}")
+        if self.levers == ["model"] and not self.larger_model:
+            problems.append("--lever model needs --larger-model PATH (the model to try)")
+        _raise(problems)
+
+
+@dataclass
 class PushConfig(Checked):
     """How `ftassist push` uploads a run's merged model (or its adapter) to the Hugging Face Hub."""
 

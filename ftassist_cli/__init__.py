@@ -17,7 +17,7 @@ import sys
 from ftassist.errors import ConfigError, UserError
 
 # Modules of this package that add subcommands; each has register(subparsers).
-COMMAND_MODULES = ("data", "train", "jobs", "merge", "export", "push", "serve", "verify", "evaluate", "demo")
+COMMAND_MODULES = ("data", "train", "jobs", "merge", "export", "push", "serve", "verify", "evaluate", "nextstep", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

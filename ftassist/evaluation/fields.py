@@ -142,7 +142,9 @@ def suggest(reading: dict, schema_valid: float, field_accuracy: float) -> str:
         detail = f": numbers are off by {weakest['mean_abs_error']:.3g} on average; add examples with varied values"
     else:
         detail = "; add more examples that show it"
-    tail = (". Then train longer (`--time-budget`), try `ftassist train --search`, or a bigger `--model`."
+    tail = (". Which lever helps (a reward stage, more minutes, a larger rank or model) is measured, not guessed: "
+            "`ftassist next RUN_DIR` tries those that fit a budget on the validation split and recommends the one that "
+            "moved the metric."
             if field_accuracy < GOOD_FIELDS else ".")
     return head + detail + tail
 
