@@ -544,6 +544,52 @@ class EvalConfig(Checked):
 
 
 @dataclass
+class AugmentConfig(Checked):
+    """How `ftassist data augment` grows a handful of labelled rows with a teacher model the user's scorer vouches for."""
+
+    seed: str = _f("", "Labelled rows: a train.jsonl from `ftassist data build` (messages; the reply is the JSON label).",
+                   positional=True)
+    unlabelled: str | None = _f(None, "Inputs to label: a text file (one input per line) or JSONL with a `text` or `input` "
+                                      "field.")
+    schema: str | None = _f(None, "JSON schema of the labels (default: schema.json beside the seed file).")
+    test: str | None = _f(None, "Test rows no new row may resemble (default: test.jsonl beside the seed file).")
+    out: str = _f("", "Folder for augmented.jsonl, provenance.jsonl and the report (augment.md, augment.json).")
+    teacher_url: str = _f("", "OpenAI-compatible endpoint of the teacher (a served bigger model, or a hosted API).")
+    teacher_model: str = _f("", "Model name the teacher endpoint serves.")
+    teacher_api_key: str | None = _f(None, "API key for the teacher endpoint (default: $OPENAI_API_KEY or 'EMPTY').")
+    samples: int = _f(5, "Labels the teacher samples per input; each field keeps the majority's value.")
+    temperature: float = _f(0.7, "Sampling temperature of those labels.")
+    agreement: float = _f(0.8, "Keep a row only when at least this share of the samples gave every field its kept value.")
+    shots: int = _f(8, "Labelled rows shown to the teacher as examples in each request.")
+    holdout: int = _f(0, "Labelled rows held out of the examples to measure the teacher (0: a third, at most 10).")
+    accuracy_floor: float = _f(0.8, "Refuse to label when the teacher's field accuracy on the held-out rows is below this.")
+    force: bool = _f(False, "Label even when the teacher is below --accuracy-floor (the report still says so first).")
+    concurrency: int = _f(4, "Teacher requests in flight at once.")
+    max_tokens: int = _f(512, "Longest label in tokens.")
+    timeout: float = _f(120.0, "Seconds allowed for one teacher request.")
+
+    def validate(self) -> None:
+        problems = []
+        if not self.seed:
+            problems.append("SEED is missing: pass the labelled rows (train.jsonl from `ftassist data build`)")
+        if not self.out:
+            problems.append("--out is missing: name a folder for the augmented rows and the report")
+        if not self.teacher_url.startswith(("http://", "https://")):
+            problems.append(f"--teacher-url {self.teacher_url!r} must start with http:// or https://, e.g. "
+                            "http://127.0.0.1:8000/v1")
+        if not self.teacher_model:
+            problems.append("--teacher-model is missing: name the model the teacher endpoint serves")
+        if self.samples < 1 or self.shots < 1 or self.concurrency < 1 or self.holdout < 0 or self.max_tokens < 16:
+            problems.append("--samples, --shots and --concurrency must be >= 1, --holdout >= 0, --max-tokens >= 16")
+        if self.samples > 1 and self.temperature <= 0:
+            problems.append("--samples above 1 needs --temperature above 0, or every sample is the same label")
+        for flag, value in (("--agreement", self.agreement), ("--accuracy-floor", self.accuracy_floor)):
+            if not 0.0 <= value <= 1.0:
+                problems.append(f"{flag} {value:g} must be a share between 0 and 1, e.g. 0.8")
+        _raise(problems)
+
+
+@dataclass
 class NextConfig(Checked):
     """How `ftassist next` tries the levers that could improve a finished SFT run, on its own validation split."""
 

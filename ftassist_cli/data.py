@@ -5,6 +5,7 @@
     ftassist data build manual.pdf --teacher-url http://127.0.0.1:8000/v1 --teacher-model base --out data/
     ftassist data inspect tickets.csv
     ftassist data measure data/             # the base model prompted on 8 test rows, then the advice
+    ftassist data augment data/train.jsonl --unlabelled tweets.txt --teacher-url URL --teacher-model big --out more/
 
 Exit codes: 0 usable, 1 errors found (report written), 2 input unusable (one line on stderr).
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 import argparse
 
 from ftassist_cli.args import add_command, config_from_args
-from ftassist.config import DataConfig, EvidenceConfig, InspectConfig
+from ftassist.config import AugmentConfig, DataConfig, EvidenceConfig, InspectConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,6 +27,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_command(sub, "measure", EvidenceConfig, run_measure,
                 help="Before training: what the base model gets on your test rows with a good prompt and examples, "
                      "and under structured outputs; then the advice, from those figures.")
+    add_command(sub, "augment", AugmentConfig, run_augment,
+                help="From a handful of labelled rows: a teacher model labels your unlabelled inputs, measured first on "
+                     "labelled rows it did not see; only labels it agrees on, that pass the schema and resemble no "
+                     "labelled or test row are kept, with provenance.")
+
+
+def run_augment(args: argparse.Namespace) -> int:
+    from ftassist.data.augment import augment
+
+    result = augment(config_from_args(AugmentConfig, args), progress=lambda m: print(m, flush=True))
+    t = result.report["teacher"]
+    print(f"teacher {t['model']}: {t['field_accuracy']:.1%} of fields right on {t['rows']} held-out labelled rows")
+    print(f"kept {result.kept} of {result.report['inputs']} inputs; rejected "
+          + ", ".join(f"{r} {n}" for r, n in result.rejected.items() if n))
+    print(f"wrote {result.out}/augmented.jsonl (provenance.jsonl beside it; report augment.md)")
+    return 0
 
 
 def run_build(args: argparse.Namespace) -> int:

@@ -64,3 +64,24 @@ def test_bad_input_exits_2_with_the_fix(tmp_path, capsys):
     assert "--lever bigger: use any of dpo, grpo, minutes, rank, model" in capsys.readouterr().err
     assert main(["next", str(stage), "--lever", "model"]) == 2
     assert "--lever model needs --larger-model PATH" in capsys.readouterr().err
+
+
+def test_a_lever_really_trains_on_the_runs_validation_split(tiny_model, small_data, tmp_path, capsys):
+    """End to end on the tiny model: an SFT run, then `ftassist next --lever rank` trains the rank-32 run for real
+    (the run's own settings: 2 steps) and reports its kept step's figures on the same validation rows."""
+    from ftassist.train.trainer import train
+
+    run = tmp_path / "sft"
+    train(TrainConfig(data=str(small_data), out=str(run), model=str(tiny_model), max_steps=2, eval_steps=2, batch_size=2,
+                      grad_accum=1, max_length=256, report_to="none"), progress=False)
+    sft = json.loads((run / "run.json").read_text())
+    assert main(["next", str(run), "--lever", "rank", "--budget", "10"]) == 0
+    out = capsys.readouterr().out
+    trial = json.loads((run / "next" / "next.json").read_text())["trials"][0]
+    assert trial["lever"] == "rank" and trial["metrics"] is not None and trial["seconds"] > 0
+    rank = json.loads((run / "next" / "rank" / "run.json").read_text())
+    assert json.loads((run / "next" / "rank" / "adapter" / "adapter_config.json").read_text())["r"] == 32
+    assert rank["validation"] == sft["validation"]  # the same rows held out of the same train.jsonl
+    assert json.loads((run / "next" / "rank" / "val.jsonl").read_text().splitlines()[0]) == \
+        json.loads((run / "val.jsonl").read_text().splitlines()[0])
+    assert "- rank (SFT at LoRA rank 32 (was 16)" in out

@@ -236,6 +236,16 @@ def _shingles(text: str) -> set[str]:
     return {" ".join(words[k:k + 3]) for k in range(max(1, len(words) - 2))}
 
 
+def similarity(a: str, b: str) -> float:
+    """Jaccard similarity of two texts' word 3-grams after `norm`: what `duplicate_near` (>= NEAR_JACCARD) measures.
+
+    >>> similarity("Flood in Leeds, roads closed!", "flood in leeds roads closed"), similarity("a b c", "x y z")
+    (1.0, 0.0)
+    """
+    s1, s2 = _shingles(norm(a)), _shingles(norm(b))
+    return len(s1 & s2) / len(s1 | s2) if s1 | s2 else 1.0
+
+
 def minhash(texts: list[str], chunk: int = 2000) -> np.ndarray:
     """MinHash signatures (len(texts) x PERMS) of each text's word 3-grams, computed in numpy chunks."""
     rng = np.random.default_rng(0)

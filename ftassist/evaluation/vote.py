@@ -31,10 +31,21 @@ def _canon(value: Any) -> str:
 
 def vote(replies: list[str], keys: list[str]) -> dict | None:
     """The per-field majority object of `replies` over `keys`; None when no reply holds a JSON object."""
+    return vote_agreement(replies, keys)[0]
+
+
+def vote_agreement(replies: list[str], keys: list[str]) -> tuple[dict | None, float]:
+    """(the per-field majority object, its agreement): the agreement is the smallest share of `replies` (all of them,
+    those without JSON included) that gave a key its winning value; (None, 0.0) when no reply holds a JSON object.
+
+    >>> vote_agreement(['{"a": 1}', '{"a": 1}', '{"a": 2}', 'no'], ["a"])
+    ({'a': 1}, 0.5)
+    """
     objects = [p.value for p in (parse_reply(r, expect=dict) for r in replies) if p.found and isinstance(p.value, dict)]
     if not objects:
-        return None
+        return None, 0.0
     voted: dict[str, Any] = {}
+    agreement = 1.0
     for key in keys:
         counts: Counter = Counter()
         first: dict[str, Any] = {}
@@ -44,9 +55,10 @@ def vote(replies: list[str], keys: list[str]) -> dict | None:
             counts[tag] += 1
             first.setdefault(tag, value)
         best = max(counts, key=lambda tag: (counts[tag], -list(first).index(tag)))
+        agreement = min(agreement, counts[best] / len(replies))
         if best != "absent":
             voted[key] = first[best]
-    return voted
+    return voted, agreement
 
 
 def voted_reply(replies: list[str], reference: Any) -> str:
