@@ -55,7 +55,7 @@ def test_suggestion_names_the_confusion_and_next_steps():
     reading = diagnose_fields(REFS, _scores(), SCHEMA, ["a", "b", "c", "d"])
     text = suggest(reading, schema_valid=0.95, field_accuracy=0.5)
     assert text.startswith("The weakest field is `sentiment` (25% right)")
-    assert '"negative" the model says "neutral" in 2 of 2' in text and "--search" in text
+    assert '"negative" the model says "neutral" in 2 of 2' in text and "`ftassist next RUN_DIR` tries those that fit a budget" in text
     assert suggest(reading, schema_valid=0.5, field_accuracy=0.5).startswith("Fix the format first")
 
 
