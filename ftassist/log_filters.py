@@ -11,11 +11,16 @@ emits its message and drops that message alone; everything else the logger says 
   Face Hub at import time by the `kernels` package; ftassist trains 4-bit (QLoRA) on CUDA and LoRA
   on a CPU, and bitsandbytes falls back to its own CPU path when the kernel is absent, so there is
   nothing for the user to do.
+- trl 1.16 warns at import of its vLLM helpers (`trl/generation/`, loaded by its DPO and GRPO trainers)
+  "TRL currently supports vLLM versions from 0.22.0 to 0.31.0. You have version 0.32.0 installed". ftassist
+  never generates through trl's vLLM path (`use_vllm=False`); vLLM 0.32 is installed for `ftassist serve`,
+  which needs exactly that version. Dropped with `warnings.filterwarnings` (it is a warning, not a log record).
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 
 # (logger name, the start of the message it logs)
 UNACTIONABLE = (
@@ -41,8 +46,15 @@ class DropMessage(logging.Filter):
         return not record.getMessage().startswith(self.prefix)
 
 
+# Python warnings (module, the start of the message) a user cannot act on, as `warnings.filterwarnings` takes them.
+UNACTIONABLE_WARNINGS = (("trl", "TRL currently supports vLLM versions"),)
+
+
 def install_log_filters() -> None:
-    """Put a `DropMessage` filter for each entry of `UNACTIONABLE` on its logger; calling it again adds none."""
+    """Put a `DropMessage` filter for each entry of `UNACTIONABLE` on its logger and ignore each of
+    `UNACTIONABLE_WARNINGS`; calling it again adds none."""
+    for module, prefix in UNACTIONABLE_WARNINGS:
+        warnings.filterwarnings("ignore", message=prefix, category=UserWarning, module=module)
     for name, prefix in UNACTIONABLE:
         logger = logging.getLogger(name)
         if not any(isinstance(f, DropMessage) and f.prefix == prefix for f in logger.filters):

@@ -77,3 +77,21 @@ def test_only_that_message_is_dropped(caplog):
         "some other bitsandbytes warning",
         "Failed to load CPU gemm_4bit_forward from a parent logger",
     ]
+
+
+def test_trls_vllm_version_warning_is_dropped_and_other_warnings_stay():
+    """trl warns that vLLM 0.32 is newer than it lists: nothing a user of ftassist can change. Other warnings,
+    trl's included, still show."""
+    import warnings
+
+    import ftassist  # noqa: F401  (installs the filters)
+
+    def trl_warns(message: str) -> list[str]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
+            ftassist.log_filters.install_log_filters()  # catch_warnings reset the filters: install them as at import
+            warnings.warn_explicit(message, UserWarning, "trl/generation/vllm_client.py", 48, module="trl.generation.vllm_client")
+        return [str(w.message) for w in caught]
+
+    assert trl_warns("TRL currently supports vLLM versions from 0.22.0 to 0.31.0. You have version 0.32.0 installed.") == []
+    assert trl_warns("Something else trl wants you to know") == ["Something else trl wants you to know"]
