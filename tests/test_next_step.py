@@ -28,15 +28,18 @@ def test_the_lever_that_moved_whole_objects_is_recommended_with_its_figures(tmp_
     run = finished(tmp_path / "sft", figures(0.5, 0.80))
     finished(run / "next" / "dpo", figures(0.46875, 0.81), stage="dpo")  # worse on whole objects
     finished(run / "next" / "rank", figures(0.5625, 0.79))  # +2 rows of whole objects
-    code = main(["next", str(run), "--budget", "4", "--lever", "dpo", "--lever", "rank", "--lever", "minutes"])
+    code = main(["next", str(run), "--budget", "4", "--lever", "dpo", "--lever", "rank", "--lever", "minutes",
+                 "--lever", "model"])
     out = capsys.readouterr().out
     assert code == 0
     assert "**Recommended: rank** (SFT at LoRA rank 32 (was 16), 10 min): it moved whole objects by +6.2 and fields by -1.0" in out
     assert "- dpo (--stage dpo from the kept adapter, 1.33333 min): whole objects 46.9%" in out
     # minutes needs the run's 10 min plus a share: more than the 4-min budget, so it is not trained
     assert "- minutes (SFT again with 11 min and plateau patience 6): not tried: needs 11 min, 4 of the 4-min budget left" in out
+    assert "- model (model): not tried: no --larger-model given" in out
     report = json.loads((run / "next" / "next.json").read_text())
-    assert report["recommended"] == "rank" and [t["lever"] for t in report["trials"]] == ["dpo", "rank", "minutes"]
+    assert report["recommended"] == "rank" and [t["lever"] for t in report["trials"]] == ["model", "dpo", "rank", "minutes"]
+    assert not (run / "next" / "model").exists()
     assert not (run / "next" / "minutes").exists()
     assert "Recommended: rank" in (run / "next" / "next.md").read_text()
 

@@ -69,7 +69,9 @@ def kept_metrics(run: Path) -> dict | None:
 def trials_for(cfg: NextConfig, run_cfg: TrainConfig, run_minutes: float) -> list[Trial]:
     """The levers `cfg` asks for that apply to this run, cheapest first."""
     out, run = Path(cfg.out or Path(cfg.run_dir) / "next"), Path(cfg.run_dir).resolve()
-    share = cfg.budget / max(1, len(cfg.levers))
+    applies = [lever for lever in cfg.levers
+               if not (lever == "model" and not cfg.larger_model) and not (lever == "rank" and run_cfg.method == "full")]
+    share = cfg.budget / max(1, len(applies))  # the incremental levers' share of the budget
     base = dataclasses.replace(run_cfg, from_run=None, stage="sft")
     found = []
     for lever in cfg.levers:
@@ -91,6 +93,9 @@ def trials_for(cfg: NextConfig, run_cfg: TrainConfig, run_minutes: float) -> lis
         elif lever == "model" and cfg.larger_model:
             found.append(Trial(lever, f"SFT on {cfg.larger_model}, {run_minutes:.0f} min", dataclasses.replace(
                 base, out=where, model=cfg.larger_model, time_budget=run_minutes, report_to="none"), run_minutes))
+        else:  # a lever that does not apply here is listed with the reason, never trained
+            why = "no --larger-model given" if lever == "model" else "the run trained every weight (--method full)"
+            found.append(Trial(lever, lever, dataclasses.replace(base, out=where), 0.0, note=why))
     return sorted(found, key=lambda t: (t.minutes, LEVERS.index(t.lever)))
 
 
@@ -155,6 +160,8 @@ def next_step(cfg: NextConfig, progress: Callable[[str], None] = print) -> tuple
     trials = trials_for(cfg, run_cfg, run_minutes)
     left = cfg.budget
     for t in trials:
+        if t.note:  # does not apply to this run
+            continue
         t.metrics = kept_metrics(Path(t.config.out))
         if t.metrics is not None:
             t.note = "read from its finished run"
