@@ -7,8 +7,10 @@ Trackio is local-first (a SQLite file per project, a Gradio dashboard): a run in
 
 opens it in a browser. `--report-to tensorboard|wandb|mlflow` passes through to transformers'
 integrations instead (the loss and the task metric; the eval goes to Trackio only). A TRACKIO_DIR
-already set in the environment wins. Trackio reads TRACKIO_DIR when it is first imported, so a
-process that imported it earlier keeps its first folder: `run.json` records the folder used.
+already set in the environment wins. Trackio reads TRACKIO_DIR once, when it is first imported, into a
+module global that several of its modules copy: a process that imported it earlier (a notebook, a test
+session, a second `train()` call) has every loaded copy pointed at this run's folder, so a run never logs
+into another run's folder. `run.json` records the folder used.
 """
 
 from __future__ import annotations
@@ -31,9 +33,15 @@ def tracker_missing(report_to: str) -> str | None:
     return None
 
 
+_SET_HERE: list[str] = []  # the TRACKIO_DIR values prepare() set, which are not the user's choice
+
+
 def tracking_dir(run_dir: str | Path) -> Path:
-    """Where Trackio keeps this run's project: $TRACKIO_DIR, else `trackio/` beside the run folder."""
-    return Path(os.environ.get("TRACKIO_DIR") or Path(run_dir).resolve().parent / "trackio")
+    """Where Trackio keeps this run's project: the user's $TRACKIO_DIR, else `trackio/` beside the run folder."""
+    chosen = os.environ.get("TRACKIO_DIR")
+    if chosen and chosen not in _SET_HERE:
+        return Path(chosen)
+    return Path(run_dir).resolve().parent / "trackio"
 
 
 def prepare(run_dir: str | Path, report_to: str) -> dict:
@@ -41,13 +49,22 @@ def prepare(run_dir: str | Path, report_to: str) -> dict:
     if report_to != "trackio":
         return {"report_to": report_to}
     wanted = tracking_dir(run_dir)
-    if "trackio" not in sys.modules:
-        os.environ["TRACKIO_DIR"] = str(wanted)
+    os.environ["TRACKIO_DIR"] = str(wanted)
+    _SET_HERE.append(str(wanted))
+    if "trackio" in sys.modules:
+        _repoint(wanted)
     import trackio.utils
 
     used = Path(trackio.utils.TRACKIO_DIR)
     return {"report_to": "trackio", "dir": str(used), "project": PROJECT, "run": Path(run_dir).name,
             "open": f"TRACKIO_DIR={used} trackio show --project {PROJECT}"}
+
+
+def _repoint(folder: Path) -> None:
+    """Point an already imported Trackio at `folder`: each of its modules holds its own copy of the folder."""
+    for name, module in list(sys.modules.items()):
+        if (name == "trackio" or name.startswith("trackio.")) and isinstance(getattr(module, "TRACKIO_DIR", None), Path):
+            setattr(module, "TRACKIO_DIR", folder)  # noqa: B010 - a module global, not an attribute mypy knows
 
 
 def scalars(row: dict, prefix: str = "") -> dict[str, float]:

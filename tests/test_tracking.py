@@ -98,3 +98,22 @@ def test_a_tracker_that_is_not_installed_is_refused_with_the_fix():
         TrainConfig(data="d", out="o", report_to="wandb").validate()
     with pytest.raises(ConfigError, match="report_to 'neptune' is not one of"):
         TrainConfig(data="d", out="o", report_to="neptune")
+
+
+def test_a_second_run_in_the_same_process_tracks_into_its_own_folder(tmp_path, monkeypatch):
+    """Trackio binds its folder at import; each run of a process that already imported it is pointed at its own."""
+    import trackio.sqlite_storage
+    import trackio.utils
+
+    from ftassist.tracking import prepare
+
+    monkeypatch.delenv("TRACKIO_DIR", raising=False)
+    for module in (trackio.utils, trackio.sqlite_storage):  # left as this session found them
+        monkeypatch.setattr(module, "TRACKIO_DIR", module.TRACKIO_DIR)
+    first = prepare(tmp_path / "a" / "runs" / "one", "trackio")
+    second = prepare(tmp_path / "b" / "runs" / "two", "trackio")
+    assert first["dir"] == str(tmp_path / "a" / "runs" / "trackio")
+    assert second["dir"] == str(tmp_path / "b" / "runs" / "trackio") and second["run"] == "two"
+    assert trackio.sqlite_storage.TRACKIO_DIR == trackio.utils.TRACKIO_DIR == tmp_path / "b" / "runs" / "trackio"
+    monkeypatch.setenv("TRACKIO_DIR", str(tmp_path / "mine"))  # the user's own choice still wins
+    assert prepare(tmp_path / "c" / "runs" / "three", "trackio")["dir"] == str(tmp_path / "mine")
