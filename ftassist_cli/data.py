@@ -28,8 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                 help="Before training: what the base model gets on your test rows with a good prompt and examples, "
                      "and under structured outputs; then the advice, from those figures.")
     add_command(sub, "augment", AugmentConfig, run_augment,
-                help="From a handful of labelled rows: a teacher model labels your unlabelled inputs, measured first on "
-                     "labelled rows it did not see; only labels it agrees on, that pass the schema and resemble no "
+                help="From a handful of labelled rows: a teacher model labels your unlabelled inputs (and, with --write N, "
+                     "new ones it writes in their style), measured first on labelled rows it did not see; only labels it agrees on, that pass the schema and resemble no "
                      "labelled or test row are kept, with provenance.")
 
 
@@ -41,7 +41,10 @@ def run_augment(args: argparse.Namespace) -> int:
     print(f"teacher {t['model']}: {t['field_accuracy']:.1%} of fields right on {t['rows']} held-out labelled rows")
     print(f"kept {result.kept} of {result.report['inputs']} inputs; rejected "
           + ", ".join(f"{r} {n}" for r, n in result.rejected.items() if n))
+    tr = result.report["train"]
     print(f"wrote {result.out}/augmented.jsonl (provenance.jsonl beside it; report augment.md)")
+    print(f"to train on {tr['seed_rows']} labelled + {tr['augmented_rows']} augmented rows, judged on "
+          f"{tr['validation_rows']} of your labelled rows: ftassist train --data {result.out} --out runs/augmented")
     return 0
 
 

@@ -26,6 +26,11 @@ NO_JSON = "Gibberish input that gets no JSON back from the teacher at all"
 UNLABELLED = [KEPT, SPLIT, "Water rising fast in Leeds city centre, please send help!",  # a near-duplicate of KEPT
               "bridge closed in Bristol after the storm damaged it badly!!",  # a test row's look-alike
               INVALID, NO_JSON, next(iter(SEED))]  # the last: a labelled row's own input
+# --write: what the planted teacher writes for each kind of request, and how it labels what it wrote
+TYPICAL, NO_CITY = "Snow blocking the only road out of Ripon this morning", "Power cut on our whole street since last night"
+WRITES = {"": TYPICAL, "shorter": "not JSON at all", "longer": "Water rising fast in Leeds city centre please send help now",
+          "nothing to put in `city`": NO_CITY}
+WRITTEN = {TYPICAL: {"city": "Ripon", "urgent": False}, NO_CITY: {"city": None, "urgent": True}}
 
 
 class Teacher(ThreadingHTTPServer):
@@ -34,6 +39,7 @@ class Teacher(ThreadingHTTPServer):
     def __init__(self, wrong_on_seed: bool = False):
         self.wrong_on_seed = wrong_on_seed
         self.asked: dict[str, int] = defaultdict(int)
+        self.writing: list[str] = []  # the writing requests' prompts
         self.lock = threading.Lock()
         super().__init__(("127.0.0.1", 0), Handler)
 
@@ -48,6 +54,8 @@ class Teacher(ThreadingHTTPServer):
             return json.dumps({"city": "Leeds", "urgent": True})
         if text == SPLIT:  # 3 of every 5 samples say York, 2 say Hull: 60% agreement
             return json.dumps({"city": "York" if n % 5 < 3 else "Hull", "urgent": False})
+        if text in WRITTEN:
+            return json.dumps(WRITTEN[text])
         if text == INVALID:
             return json.dumps({"city": 5, "urgent": False})
         return "I do not know."
@@ -61,8 +69,15 @@ class Handler(JsonHandler):
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        assert body["response_format"]["json_schema"]["schema"] == SCHEMA
-        text = self.server.label(body["messages"][-1]["content"])
+        prompt = body["messages"][-1]["content"]
+        if body["response_format"]["json_schema"]["name"] == "new_input":
+            with self.server.lock:
+                self.server.writing.append(prompt)
+            twist = next((k for k in WRITES if k and k in prompt), "")
+            text = json.dumps({"input": WRITES[twist]}) if twist != "shorter" else WRITES[twist]
+        else:
+            assert body["response_format"]["json_schema"]["schema"] == SCHEMA
+            text = self.server.label(prompt)
         self.send_json(200, {"id": "c", "object": "chat.completion", "created": 0, "model": "big",
                              "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
                              "usage": {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10}})
@@ -102,7 +117,7 @@ def test_only_rows_the_checks_vouch_for_are_kept_with_their_reason_and_provenanc
     out = capsys.readouterr().out
     assert "teacher big: 100.0% of fields right on 3 held-out labelled rows" in out
     report = json.loads((tmp_path / "out" / "augment.json").read_text())
-    assert report["rejected"] == {"no_json": 1, "disagreement": 1, "schema_invalid": 1, "duplicate": 2, "test_leak": 1,
+    assert report["rejected"] == {"no_input": 0, "no_json": 1, "disagreement": 1, "schema_invalid": 1, "duplicate": 2, "test_leak": 1,
                                   "request_error": 0}
     assert report["kept"] == 1 and report["inputs"] == len(UNLABELLED)
     rows = [json.loads(line) for line in (tmp_path / "out" / "augmented.jsonl").read_text().splitlines()]
@@ -142,3 +157,51 @@ def test_bad_input_is_named(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--teacher-url 'localhost' must start with http://" in err and "--teacher-model is missing" in err
     assert not (tmp_path / "o").exists()  # refused before anything was written
+
+
+def test_written_inputs_go_through_the_same_checks_and_out_is_a_data_folder_judged_by_the_users_labels(
+        tmp_path, capsys, tiny_model):
+    from ftassist.config import TrainConfig
+    from ftassist.train.trainer import train
+
+    data, server = write_data(tmp_path / "data"), start()
+    out = tmp_path / "out"
+    try:
+        assert main(argv(data, server, out, "--write", "5")) == 0
+    finally:
+        server.shutdown()
+    assert f"ftassist train --data {out}" in capsys.readouterr().out
+    report = json.loads((out / "augment.json").read_text())
+    # 5 requests take turns: typical, shorter, longer, a row without a city, typical again (the same text: a duplicate)
+    assert [next((k for k in WRITES if k and k in p), "") for p in server.writing] == ["", "shorter", "longer",
+                                                                                      "nothing to put in `city`", ""]
+    assert all(p.count("\n") >= 6 and '"urgent"' not in p for p in server.writing)  # 6 inputs shown, never a label
+    assert report["written"] == {"asked": 5, "usable": 4, "kept": 2}
+    assert report["rejected"]["no_input"] == 1 and report["rejected"]["duplicate"] == 2 + 2
+    prov = [json.loads(line) for line in (out / "provenance.jsonl").read_text().splitlines()]
+    assert [p["source"] for p in prov] == ["unlabelled", "written", "written"]
+    assert prov[1]["written"]["twist"] == "" and len(prov[1]["written"]["shown_rows"]) == 6
+    # OUT trains as it is: the labelled rows not held out, then the kept ones; judged on the held-out labelled rows
+    train_rows = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    val_rows = [json.loads(line) for line in (out / "val.jsonl").read_text().splitlines()]
+    assert len(train_rows) == 6 + 3 and len(val_rows) == 3 and report["train"]["augmented_lines"] == [7, 9]
+    assert [r["messages"][1]["content"] for r in train_rows[6:]] == [KEPT, TYPICAL, NO_CITY]
+    assert {r["messages"][1]["content"] for r in train_rows[:6] + val_rows} == set(SEED)
+    assert (out / "schema.json").read_text() == (data / "schema.json").read_text() and (out / "test.jsonl").is_file()
+    train(TrainConfig(data=str(out), out=str(tmp_path / "run"), model=str(tiny_model), max_steps=2, batch_size=2,
+                      eval_steps=2, time_budget=0, report_to="none"), progress=False)
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["augmented"]["augmented_lines"] == [7, 9] and record["augmented"]["seed_rows"] == 6
+    assert record["augmented"]["teacher"] == "big" and record["validation"]["rows"] == 3
+    assert record["validation"]["source"] == str(out / "val.jsonl")
+
+
+def test_out_never_overwrites_the_labelled_rows_and_something_must_be_labelled(tmp_path, capsys):
+    data = write_data(tmp_path / "data")
+    before = (data / "train.jsonl").read_bytes()
+    url = ["--teacher-url", "http://127.0.0.1:9/v1", "--teacher-model", "big"]
+    assert main(["data", "augment", str(data / "train.jsonl"), "--write", "3", *url, "--out", str(data)]) == 2
+    assert "holds training rows augment did not write" in capsys.readouterr().err
+    assert (data / "train.jsonl").read_bytes() == before
+    assert main(["data", "augment", str(data / "train.jsonl"), *url, "--out", str(tmp_path / "o")]) == 2
+    assert "nothing to label: pass --unlabelled FILE" in capsys.readouterr().err

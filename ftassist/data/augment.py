@@ -1,8 +1,9 @@
 """From a handful of labelled rows to a training set: a teacher labels unlabelled inputs, and only labels the user's
 own scorer vouches for are kept.
 
-    ftassist data augment data/train.jsonl --unlabelled tweets.txt --teacher-url http://127.0.0.1:8000/v1 \\
-        --teacher-model big --out data/augmented
+    ftassist data augment data/train.jsonl --unlabelled tweets.txt --write 50 \\
+        --teacher-url http://127.0.0.1:8000/v1 --teacher-model big --out data/augmented
+    ftassist train --data data/augmented --out runs/augmented
 
 1. **The teacher is measured first.** Some labelled rows (`--holdout`) are kept out of the examples the teacher
    sees; it labels them like any input, and its field accuracy on them (the eval's own field comparison) opens the
@@ -13,7 +14,14 @@ own scorer vouches for are kept.
 3. **What is kept.** A row survives when every field's value had `--agreement` of the samples behind it, the label
    passes the schema, and its input is not a near-duplicate (the data checks' similarity) of a labelled row, of a
    row already kept, or of a test row. Every rejection is counted by reason; every kept row gets provenance
-   (teacher, prompt id, agreement) in provenance.jsonl, line for line with augmented.jsonl.
+   (teacher, prompt id, agreement, where the input came from) in provenance.jsonl, line for line with
+   augmented.jsonl.
+4. **New inputs** (`--write N`): the teacher also writes N inputs in the style of the labelled ones
+   (`ftassist.data.writing`), which then go through 3. like any unlabelled input.
+5. **A data folder to train on.** OUT is what `ftassist train --data OUT` reads: train.jsonl holds the labelled
+   rows not held out, then the kept rows; val.jsonl holds the held-out labelled rows the teacher was
+   measured on, so the run is judged by the user's own labels, never the teacher's; schema.json and test.jsonl
+   are copied beside them. augment.json says which lines of train.jsonl are augmented, and the run records it.
 
 Nothing is written until the end, and then each file whole.
 """
@@ -33,7 +41,7 @@ from typing import Any
 from ftassist.config import AugmentConfig
 from ftassist.errors import UserError
 
-REASONS = ("no_json", "disagreement", "schema_invalid", "duplicate", "test_leak", "request_error")
+REASONS = ("no_input", "no_json", "disagreement", "schema_invalid", "duplicate", "test_leak", "request_error")
 SAMPLE_SHOWN = 5
 
 
@@ -54,7 +62,8 @@ class Outcome:
     label: dict | None = None
     agreement: float = 0.0
     reason: str | None = None
-    line: int = 0
+    line: int = 0  # its line in --unlabelled (0: written by the teacher)
+    written: dict | None = None  # --write: what the writing request asked and which labelled rows' inputs it showed
 
 
 @dataclass
@@ -173,6 +182,10 @@ def augment(cfg: AugmentConfig, progress=print) -> AugmentResult:
     if len(seed) < 5:
         raise UserError(f"{seed_path}: {len(seed)} labelled rows; augmenting needs at least 5 (some to show the teacher, "
                         "some to measure it)")
+    out = Path(cfg.out)
+    if out.resolve() == seed_path.parent.resolve() or ((out / "train.jsonl").is_file() and not (out / "augment.json").is_file()):
+        raise UserError(f"--out {out}: holds training rows augment did not write ({out / 'train.jsonl'}); name a new "
+                        "folder, so the labelled rows are never overwritten")
     schema_path = Path(cfg.schema) if cfg.schema else seed_path.parent / "schema.json"
     if not schema_path.is_file():
         raise UserError(f"no schema: {schema_path} is missing; pass --schema schema.json (what `ftassist data build` writes)")
@@ -182,6 +195,9 @@ def augment(cfg: AugmentConfig, progress=print) -> AugmentResult:
     test_path = Path(cfg.test) if cfg.test else seed_path.parent / "test.jsonl"
     test_texts = [r.text for r in read_labelled(test_path)] if test_path.is_file() else []
     inputs = read_inputs(Path(cfg.unlabelled)) if cfg.unlabelled else []
+    if not inputs and not cfg.write:
+        raise UserError("nothing to label: pass --unlabelled FILE (inputs without labels) and/or --write N (new inputs "
+                        "the teacher writes in the style of the labelled ones)")
 
     rng = random.Random(0)
     order = list(range(len(seed)))
@@ -204,13 +220,23 @@ def augment(cfg: AugmentConfig, progress=print) -> AugmentResult:
     teacher = {"url": cfg.teacher_url, "model": cfg.teacher_model, "rows": len(measure_rows), "field_accuracy": accuracy,
                "per_field": {k: v / max(1, len(measure_rows)) for k, v in per_field.items()}, "prompt_id": prompt_id,
                "shots": len(shots), "samples": cfg.samples}
-    out = Path(cfg.out)
     refused = accuracy < cfg.accuracy_floor and not cfg.force
 
     outcomes = [Outcome(text, line=n) for n, text in inputs]
+    if not refused and cfg.write:
+        from ftassist.data.writing import empty_fields, write_inputs
+
+        progress(f"augment: the teacher writes {cfg.write} new inputs in the style of the labelled ones")
+        for w in write_inputs(endpoint, cfg.teacher_model, [s.text for s in seed], empty_fields([s.label for s in seed],
+                              schema, keys), cfg.write, temperature=cfg.write_temperature, max_tokens=cfg.max_tokens,
+                              concurrency=cfg.concurrency):
+            outcomes.append(Outcome(w.text or "", written={"twist": w.twist, "shown_rows": [i + 1 for i in w.shown]},
+                                    reason=None if w.text else "no_input"))
     if not refused and outcomes:
         seen = [s.text for s in seed]
         for o in outcomes:  # duplicates and test look-alikes are dropped before any request
+            if o.reason is not None:
+                continue
             if any(similarity(o.text, t) >= NEAR_JACCARD for t in test_texts):
                 o.reason = "test_leak"
             elif any(similarity(o.text, t) >= NEAR_JACCARD for t in seen):
@@ -233,18 +259,37 @@ def augment(cfg: AugmentConfig, progress=print) -> AugmentResult:
     system = [m for m in seed[0].prompt if m.get("role") == "system"][:1]
     rows = [{"messages": system + [{"role": "user", "content": o.text},
                                    {"role": "assistant", "content": json.dumps(o.label, ensure_ascii=False)}]} for o in kept]
-    provenance = [{"row": i, "input_line": o.line, "teacher": f"{cfg.teacher_model}@{cfg.teacher_url}",
-                   "prompt_id": prompt_id, "agreement": round(o.agreement, 3), "samples": cfg.samples}
-                  for i, o in enumerate(kept)]
+    seed_rows = [{"messages": s.prompt + [{"role": "assistant", "content": json.dumps(s.label, ensure_ascii=False)}]}
+                 for s in shot_pool]
+    first = len(seed_rows) + 1  # the first augmented line of OUT/train.jsonl
+    provenance = [{"row": i, "train_line": first + i, "source": "written" if o.written else "unlabelled",
+                   **({"written": o.written} if o.written else {"input_line": o.line}),
+                   "teacher": f"{cfg.teacher_model}@{cfg.teacher_url}", "prompt_id": prompt_id,
+                   "agreement": round(o.agreement, 3), "samples": cfg.samples} for i, o in enumerate(kept)]
+    written = [o for o in outcomes if o.written]
     report = {"teacher": teacher, "refused": refused, "inputs": len(outcomes), "kept": len(kept), "rejected": rejected,
+              "written": {"asked": cfg.write, "usable": sum(o.reason != "no_input" for o in written),
+                          "kept": sum(bool(o.written) for o in kept)},
+              "train": {"seed_rows": len(seed_rows), "augmented_rows": len(kept),
+                        "augmented_lines": [first, first + len(kept) - 1] if kept else [],
+                        "validation_rows": len(measure_rows)},
               "distribution": {"seed": distribution([s.label for s in seed], keys),
                                "kept": distribution([o.label for o in kept if o.label is not None], keys)},
               "sample": [{"input": o.text, "label": o.label, "agreement": round(o.agreement, 3)} for o in kept[:SAMPLE_SHOWN]],
-              "wall_s": round(time.time() - started, 1), "settings": {"agreement": cfg.agreement, "floor": cfg.accuracy_floor}}
+              "out": str(out), "wall_s": round(time.time() - started, 1), "settings": {"agreement": cfg.agreement, "floor": cfg.accuracy_floor}}
     out.mkdir(parents=True, exist_ok=True)
     if not refused:
-        write_text_atomic(out / "augmented.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-        write_text_atomic(out / "provenance.jsonl", "".join(json.dumps(p) + "\n" for p in provenance))
+        def jsonl(items: list[dict]) -> str:
+            return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in items)
+
+        write_text_atomic(out / "augmented.jsonl", jsonl(rows))
+        write_text_atomic(out / "provenance.jsonl", jsonl(provenance))
+        write_text_atomic(out / "train.jsonl", jsonl(seed_rows + rows))
+        write_text_atomic(out / "val.jsonl", jsonl([{"messages": s.prompt + [{"role": "assistant", "content": json.dumps(
+            s.label, ensure_ascii=False)}]} for s in measure_rows]))
+        for source in (schema_path, test_path):
+            if source.is_file() and source.resolve() != (out / source.name).resolve():
+                write_text_atomic(out / source.name, source.read_text(encoding="utf-8"))
     write_json_atomic(out / "augment.json", report)
     write_text_atomic(out / "augment.md", render(report))
     if refused:
@@ -252,6 +297,20 @@ def augment(cfg: AugmentConfig, progress=print) -> AugmentResult:
                         f"below --accuracy-floor {cfg.accuracy_floor:.0%}: its labels would teach mistakes. Use a stronger "
                         f"teacher, more --shots, or pass --force to label anyway (report: {out / 'augment.md'})")
     return AugmentResult(out, len(kept), rejected, accuracy, report)
+
+
+def augmented_rows(data_dir: str | Path) -> dict | None:
+    """What a run records of a data folder `augment` wrote: its labelled and augmented rows, which lines of
+    train.jsonl are augmented, the teacher and its measured accuracy; None for any other folder."""
+    path = Path(data_dir) / "augment.json"
+    if not path.is_file():
+        return None
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+        return {**report["train"], "teacher": report["teacher"]["model"],
+                "teacher_field_accuracy": report["teacher"]["field_accuracy"], "report": str(path.with_suffix(".md"))}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{path}: not a report `ftassist data augment` wrote ({exc}); delete it or run augment again") from exc
 
 
 def render(report: dict) -> str:
@@ -264,8 +323,15 @@ def render(report: dict) -> str:
     if report["refused"]:
         lines += [f"**Refused**: below the accuracy floor {report['settings']['floor']:.0%}; nothing was labelled.", ""]
         return "\n".join(lines)
-    lines += [f"Inputs {report['inputs']}: **kept {report['kept']}**, rejected "
-              + ", ".join(f"{r} {n}" for r, n in report["rejected"].items() if n) + ".", "",
+    w, tr = report["written"], report["train"]
+    lines += [f"Inputs {report['inputs']}"
+              + (f" ({w['asked']} written by the teacher, {w['usable']} usable, {w['kept']} kept)" if w["asked"] else "")
+              + f": **kept {report['kept']}**, rejected " + ", ".join(f"{r} {n}" for r, n in report["rejected"].items() if n)
+              + ".", "",
+              f"To train: `ftassist train --data {report['out']}` trains on {tr['seed_rows']} labelled + "
+              f"{tr['augmented_rows']} augmented rows (train.jsonl lines "
+              f"{'-'.join(map(str, tr['augmented_lines'])) or 'none'}) and is judged on the {tr['validation_rows']} labelled "
+              "rows the teacher was measured on (val.jsonl): your labels, not the teacher's.", "",
               "| field | seed rows | kept rows |", "|---|---|---|"]
     for key, seed in report["distribution"]["seed"].items():
         kept = report["distribution"]["kept"].get(key, {})

@@ -51,6 +51,7 @@ class RunRecord:
     validation: dict | None = None  # rows, task, source; None when the task metric is off
     validation_note: str = ""  # one sentence: how the run is judged
     data_fingerprint: str | None = None  # the data build's id (None: data not from `ftassist data build`)
+    augmented: dict | None = None  # data from `ftassist data augment`: labelled vs augmented rows, the teacher
     tracking: dict | None = None  # `tracking.prepare`: where the run's curves are and the command that opens them
     mergeable: bool = False  # true once the run ended cleanly with an adapter
     failure: str | None = None  # why it is not mergeable (the NaN guard's reason)

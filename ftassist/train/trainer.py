@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from ftassist.config import TrainConfig, save_config
+from ftassist.data.augment import augmented_rows
 from ftassist.data.fingerprint import read_fingerprint
 from ftassist.errors import UserError
 from ftassist.files import atomic_dir, read_jsonl
@@ -294,6 +295,7 @@ def _train(cfg: TrainConfig, run: Path, status: StatusWriter | None, *, resume: 
                     validation={"rows": len(prep.val), "task": prep.val.task, "source": prep.val.source}
                     if prep.val is not None else None, validation_note=prep.val_note,
                     data_fingerprint=(read_fingerprint(cfg.data) or {}).get("id"),  # None: not from `data build`
+                    augmented=augmented_rows(cfg.data),
                     tracking=tracking.prepare(run, cfg.report_to) if is_main_process() else None,
                     stage=cfg.stage, from_run=str(prep.source.run) if prep.source is not None else None,
                     stage_data=stage_data)
