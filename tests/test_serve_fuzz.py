@@ -47,7 +47,7 @@ def test_no_server_errors_on_generated_requests(vllm_server, tmp_path):
     if not Path(st).exists():
         pytest.fail("schemathesis is not installed: pip install 'ftassist[test]'")
     argv = [st, "run", f"{vllm_server.root_url}/openapi.json", "--header", f"Authorization: Bearer {vllm_server.api_key}",
-            "--checks", "not_a_server_error", "--max-examples", "3", "--max-time", "60", "--request-timeout", "30",
+            "--checks", "not_a_server_error", "--max-examples", "3", "--max-time", "35", "--request-timeout", "30",
             "--seed", "1", "--workers", "2", "--no-shrink", "--continue-on-failure",
             "--suppress-health-check", "all", "--warnings", "off"]
     for path in EXCLUDED:
