@@ -36,6 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--assistant-model", default="", help="The model at --assistant-url (default: the first it serves).")
     p.add_argument("--assistant-key", default=os.environ.get("FTASSIST_ASSISTANT_KEY", ""),
                    help="API key of --assistant-url (default: $FTASSIST_ASSISTANT_KEY).")
+    p.add_argument("--teacher-url", default=os.environ.get("FTASSIST_TEACHER_URL", ""),
+                   help="An OpenAI-compatible endpoint of a bigger model that labels and writes rows when a visitor's "
+                        "data set is small (`ftassist data augment`; default $FTASSIST_TEACHER_URL, else none).")
+    p.add_argument("--teacher-model", default=os.environ.get("FTASSIST_TEACHER_MODEL", ""),
+                   help="The model at --teacher-url (default $FTASSIST_TEACHER_MODEL).")
+    p.add_argument("--teacher-key", default=os.environ.get("FTASSIST_TEACHER_KEY", ""),
+                   help="API key of --teacher-url (default: $FTASSIST_TEACHER_KEY; a Space secret).")
     p.add_argument("--evidence-rows", type=int, default=8,
                    help="Test rows the base model is measured on with prompting, before any advice (0: skip; default 8).")
     p.add_argument("--max-jobs", type=int, default=0, help="Training jobs at once, all visitors (default: one per GPU, 1 on CPU).")
@@ -56,7 +63,8 @@ def settings_from_args(argv: list[str] | None = None):
         model=args.model, host=args.host or ("0.0.0.0" if on_space else "127.0.0.1"), port=args.port,
         auth=parse_auth(args.auth), max_file_size=args.max_file_size, on_space=on_space, max_rows=args.max_rows,
         evidence_rows=args.evidence_rows, assistant_url=args.assistant_url, assistant_model=args.assistant_model,
-        assistant_key=args.assistant_key, max_jobs=args.max_jobs, max_waiting=args.max_waiting, max_servers=args.max_servers,
+        assistant_key=args.assistant_key, teacher_url=args.teacher_url, teacher_model=args.teacher_model,
+        teacher_key=args.teacher_key, max_jobs=args.max_jobs, max_waiting=args.max_waiting, max_servers=args.max_servers,
         server_idle_minutes=args.server_idle_minutes,
     )
 

@@ -16,7 +16,7 @@ from typing import Iterator
 from ftassist.advisor import Answers, advise_from_evidence, apply_answer, next_question, recommend
 from ftassist.errors import UserError
 from ftassist.intake import read_task
-from ftassist_app import compare_step, data_step, limits, serve_step, train_step
+from ftassist_app import augment_step, compare_step, data_step, limits, serve_step, train_step
 from ftassist_app.phrasing import phrased
 from ftassist_app.session import Session
 from ftassist_app.workspace import Workspace
@@ -29,6 +29,7 @@ UPLOAD = "Upload my data"
 USE_EXAMPLE = "Use the example data"
 CONTINUE_TRAIN = "Continue to training"
 USE_MAPPING = "Use this mapping"
+AUGMENT = "Make more rows"
 START_TRAIN = "Start training"
 QUICK_TRAIN = "Quick test run (10 steps)"
 START_SERVER = "Start the server"
@@ -82,6 +83,13 @@ def respond(s: Session, ws: Workspace, text: str = "", files: list[str] | None =
         fresh = new_session()
         fresh.id = s.id
         yield fresh
+        return
+    if text == AUGMENT:
+        yield from augment_in_chat(s, ws, files)
+        return
+    if s.augmented and text == s.augmented["choice"]:
+        s.data_dir = s.augmented["dir"]
+        yield from _propose_training(s, ws)
         return
     if files:
         if text:
@@ -170,6 +178,7 @@ def _data_reply(s: Session, ws: Workspace, text: str) -> Iterator[Session]:
 def _data(s: Session, ws: Workspace, inputs: list[str]) -> Iterator[Session]:
     if s.data_inputs != inputs:
         s.data_fixes, s.column_map, s.mapping_request = {}, None, None
+    s.augment_offered, s.augmented = False, None
     s.data_inputs = inputs
     s.stage = "data"
     s.say(f"Checking {len(inputs)} file(s)…")
@@ -216,7 +225,33 @@ def _data(s: Session, ws: Workspace, inputs: list[str]) -> Iterator[Session]:
         rec = advise_from_evidence(evidence, s.answers)
         s.say(phrased(ws.settings, rec.to_markdown()))
     s.say("The data is usable." + (" You can apply a fix first, or go on." if fixes else ""))
-    s.quick = [f.label for f in fixes] + [CONTINUE_TRAIN]
+    offer = augment_step.offer(ws.settings, result.train_rows) if data_step.is_json_data(result.out) else None
+    s.augment_offered = offer is not None
+    if offer:
+        s.say(offer)
+    s.quick = [f.label for f in fixes] + ([AUGMENT] if offer else []) + [CONTINUE_TRAIN]
+    yield s
+
+
+def augment_in_chat(s: Session, ws: Workspace, files: list[str]) -> Iterator[Session]:
+    """Make more rows with the operator's teacher; offer training on them when any were kept."""
+    if not s.augment_offered or not s.data_dir:
+        raise UserError("Make more rows needs a small JSON data set and a teacher model set by whoever runs the app "
+                        "(--teacher-url): build your data first")
+    unlabelled = data_step.stash_uploads(files, ws.uploads_dir) if files else []
+    cfg = augment_step.augment_config(ws.settings, Path(s.data_dir), ws.root / "augmented", unlabelled)
+    s.say(f"Asking the teacher ({ws.settings.teacher_model}): first on your own labelled rows, then on "
+          + (f"the inputs of {Path(unlabelled[0]).name}…" if unlabelled else f"{cfg.write} inputs it writes in your rows' style…"))
+    s.quick = []
+    yield s
+    result, report = augment_step.run(cfg)
+    s.say(report)
+    s.augmented = None
+    if result is not None and result.kept:
+        s.augmented = {"dir": str(result.out), "choice": augment_step.train_choice(result)}
+        s.quick = [s.augmented["choice"], CONTINUE_TRAIN]
+    else:
+        s.quick = [CONTINUE_TRAIN]
     yield s
 
 

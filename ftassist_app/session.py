@@ -41,6 +41,8 @@ class Session:
     evidence: dict | None = None  # ftassist.evidence.Evidence.to_dict() of the current data set
     column_map: dict[str, str] | None = None  # the table mapping the user confirmed (None: not asked or not needed)
     mapping_request: dict | None = None  # {"path", "columns", "mapping", "reason"} while a mapping is on show
+    augment_offered: bool = False  # the data is small and a teacher is set: "Make more rows" is on offer
+    augmented: dict | None = None  # {"dir", "choice"}: the augmented data folder and the quick reply that trains on it
 
     def say(self, text: str) -> None:
         self.messages.append({"role": "assistant", "content": text})

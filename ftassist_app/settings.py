@@ -33,6 +33,9 @@ class AppSettings:
     assistant_url: str = ""  # an OpenAI-compatible endpoint that may word replies (ftassist_app.phrasing); "" none
     assistant_model: str = ""  # its model ("" : the first it serves)
     assistant_key: str = ""  # its API key
+    teacher_url: str = ""  # an OpenAI-compatible endpoint that labels and writes rows (`ftassist data augment`); "" none
+    teacher_model: str = ""  # its model
+    teacher_key: str = ""  # its API key (the operator's, never a visitor's)
 
     def __post_init__(self) -> None:
         negative = [name for name in ("max_jobs", "max_waiting", "max_servers", "max_rows", "server_idle_minutes",
@@ -40,6 +43,8 @@ class AppSettings:
                     if getattr(self, name) < 0]
         if negative:
             raise UserError(f"--{negative[0].replace('_', '-')} must be 0 or more")
+        if self.teacher_url and not self.teacher_model:
+            raise UserError("--teacher-url needs --teacher-model (or $FTASSIST_TEACHER_MODEL): the model it serves")
 
     @property
     def remote(self) -> bool:

@@ -41,6 +41,8 @@ from typing import Any
 from ftassist.config import AugmentConfig
 from ftassist.errors import UserError
 
+TARGET_ROWS = 200  # below this many training rows the app offers to augment
+WRITE_AT_ONCE = 100  # the most inputs one offer asks the teacher to write
 REASONS = ("no_input", "no_json", "disagreement", "schema_invalid", "duplicate", "test_leak", "request_error")
 SAMPLE_SHOWN = 5
 
@@ -75,6 +77,15 @@ class AugmentResult:
     rejected: dict[str, int]
     teacher_accuracy: float
     report: dict = field(default_factory=dict)
+
+
+def rows_to_write(train_rows: int) -> int:
+    """How many inputs to ask the teacher for so a small set nears TARGET_ROWS (0: it holds enough).
+
+    >>> rows_to_write(12), rows_to_write(150), rows_to_write(400)
+    (100, 50, 0)
+    """
+    return max(0, min(WRITE_AT_ONCE, TARGET_ROWS - train_rows))
 
 
 def read_labelled(path: Path) -> list[Labelled]:
@@ -313,8 +324,9 @@ def augmented_rows(data_dir: str | Path) -> dict | None:
         raise UserError(f"{path}: not a report `ftassist data augment` wrote ({exc}); delete it or run augment again") from exc
 
 
-def render(report: dict) -> str:
-    """augment.md: the teacher's measured accuracy first, then kept/rejected, distributions and a sample to review."""
+def render(report: dict, command: bool = True) -> str:
+    """augment.md: the teacher's measured accuracy first, then kept/rejected, distributions and a sample to review
+    (`command`: with the `ftassist train` line, which names the folder)."""
     t = report["teacher"]
     lines = ["# Augmented rows", "",
              f"**The teacher first**: {t['model']} got **{t['field_accuracy']:.1%} of fields** right on {t['rows']} labelled "
@@ -328,7 +340,8 @@ def render(report: dict) -> str:
               + (f" ({w['asked']} written by the teacher, {w['usable']} usable, {w['kept']} kept)" if w["asked"] else "")
               + f": **kept {report['kept']}**, rejected " + ", ".join(f"{r} {n}" for r, n in report["rejected"].items() if n)
               + ".", "",
-              f"To train: `ftassist train --data {report['out']}` trains on {tr['seed_rows']} labelled + "
+              (f"To train: `ftassist train --data {report['out']}` trains" if command else "Training on them trains")
+              + f" on {tr['seed_rows']} labelled + "
               f"{tr['augmented_rows']} augmented rows (train.jsonl lines "
               f"{'-'.join(map(str, tr['augmented_lines'])) or 'none'}) and is judged on the {tr['validation_rows']} labelled "
               "rows the teacher was measured on (val.jsonl): your labels, not the teacher's.", "",

@@ -1,0 +1,61 @@
+"""The chat's augment step: when a visitor's data set is small and the operator set a teacher (`--teacher-url`),
+the teacher labels the visitor's unlabelled inputs or writes new ones, measured first on the visitor's own rows
+(`ftassist.data.augment` decides and checks everything; this only wires it to the workspace)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ftassist.config import AugmentConfig
+from ftassist.data.augment import AugmentResult, augment, render, rows_to_write
+from ftassist.errors import UserError
+from ftassist_app.settings import AppSettings
+
+UNLABELLED_SUFFIXES = (".txt", ".jsonl")
+
+
+def offer(settings: AppSettings, train_rows: int) -> str | None:
+    """The sentence offering more rows, or None (no teacher set, or enough rows)."""
+    if not settings.teacher_url or not rows_to_write(train_rows):
+        return None
+    return (f"Your data holds {train_rows} training rows; fine-tuning does better with a few hundred. A bigger model "
+            f"(**{settings.teacher_model}**) can make more: drop a text file of your unlabelled inputs (one per line) "
+            f"with **Make more rows**, or press it alone and the teacher writes {rows_to_write(train_rows)} inputs in "
+            "your rows' style. It is measured on your own labelled rows first, and only labels it agrees with itself "
+            "on, that pass your schema and resemble none of your rows are kept.")
+
+
+def count_rows(path: Path) -> int:
+    return sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+
+
+def augment_config(settings: AppSettings, data_dir: Path, out: Path, unlabelled: list[str]) -> AugmentConfig:
+    """The augment run for the workspace's data: its train rows as the seed, at most one unlabelled file."""
+    usable = [f for f in unlabelled if Path(f).suffix.lower() in UNLABELLED_SUFFIXES]
+    if len(usable) != len(unlabelled) or len(usable) > 1:
+        raise UserError("drop one file of unlabelled inputs with Make more rows: a .txt (one input per line) or a "
+                        ".jsonl with a `text` field")
+    seed = data_dir / "train.jsonl"
+    return AugmentConfig(seed=str(seed), unlabelled=usable[0] if usable else None,
+                         write=0 if usable else rows_to_write(count_rows(seed)), out=str(out),
+                         teacher_url=settings.teacher_url, teacher_model=settings.teacher_model,
+                         teacher_api_key=settings.teacher_key or None)
+
+
+def run(cfg: AugmentConfig) -> tuple[AugmentResult | None, str]:
+    """(result, the report to show); (None, the report and why) when the teacher was below the accuracy floor."""
+    try:
+        result = augment(cfg, progress=lambda _: None)
+    except UserError as exc:
+        report = Path(cfg.out) / "augment.md"
+        if "--accuracy-floor" in str(exc) and report.is_file():
+            return None, (report.read_text(encoding="utf-8") + "\nIts labels would teach mistakes, so nothing was "
+                          "labelled: train on your own rows, or ask for a stronger teacher.")
+        raise
+    return result, render(result.report, command=False)
+
+
+def train_choice(result: AugmentResult) -> str:
+    """The quick reply that trains on the augmented folder."""
+    tr = result.report["train"]
+    return f"Train on {tr['seed_rows']} of your rows + {tr['augmented_rows']} augmented"
