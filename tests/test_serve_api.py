@@ -137,3 +137,30 @@ def test_valid_json_schema_constrains_the_reply(client):
         response_format={"type": "json_schema", "json_schema": {"name": "r", "schema": schema, "strict": True}},
     )
     assert isinstance(json.loads(resp.choices[0].message.content)["ok"], bool)
+
+
+def test_a_vote_returns_the_per_field_majority_of_k_sampled_replies_as_one(client):
+    import json
+
+    from ftassist.evaluation.vote import vote_agreement
+
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}, "n": {"type": "integer", "minimum": 0,
+                                                                               "maximum": 3}},
+              "required": ["ok", "n"], "additionalProperties": False}
+    fmt = {"type": "json_schema", "json_schema": {"name": "r", "schema": schema, "strict": True}}
+    resp = client.chat.completions.create(model="tuned", messages=HI, max_tokens=24, temperature=1.0, seed=3,
+                                          response_format=fmt, extra_body={"vote": 5})
+    extra = resp.model_extra["ftassist_vote"]
+    assert len(resp.choices) == 1 and extra["k"] == 5 and extra["voted"] is True and len(extra["replies"]) == 5
+    assert len(set(extra["replies"])) > 1  # really sampled, not one reply five times
+    voted, agreement = vote_agreement(extra["replies"], ["ok", "n"])
+    assert json.loads(resp.choices[0].message.content) == voted and extra["agreement"] == round(agreement, 3)
+    assert resp.usage.completion_tokens >= 5 * 5  # all five replies are paid for, and said to be
+    plain = client.chat.completions.create(model="tuned", messages=HI, max_tokens=8, temperature=0)
+    assert "ftassist_vote" not in (plain.model_extra or {})  # no vote: vLLM's reply, untouched
+    for bad, words in (({"vote": 1}, "from 2 to 16"), ({"vote": 3, "n": 2}, 'drop "n"'),
+                       ({"vote": 3, "temperature": 0}, "temperature 0"), ({"vote": "5"}, "whole number")):
+        body = {k: v for k, v in bad.items() if k != "temperature"}
+        with pytest.raises(openai.BadRequestError, match=words):
+            client.chat.completions.create(model="tuned", messages=HI, max_tokens=8, response_format=fmt,
+                                           temperature=bad.get("temperature", 0.7), extra_body=body)

@@ -21,7 +21,7 @@ def test_argv_base_only():
     assert build_vllm_argv(cfg, python="py", cuda=False) == [
         "py", "-m", "vllm.entrypoints.openai.api_server", "--model", "/m", "--served-model-name", "base",
         "--host", "127.0.0.1", "--port", "8123", "--dtype", "float32", "--max-model-len", "1024",
-        "--generation-config", "auto", "--block-size", "32",
+        "--generation-config", "auto", "--middleware", "serving.vote.VoteReplies", "--block-size", "32",
     ]
 
 
@@ -33,7 +33,7 @@ def test_argv_adapters_key_eager_extra():
     assert argv[argv.index("--served-model-name") + 1] == "merged"
     tail = argv[argv.index("--generation-config") + 2:]
     assert tail == ["--enable-lora", "--max-lora-rank", "16", "--max-loras", "2", "--lora-modules", "tuned=/a", "other=/b",
-                    "--middleware", "serving.guard.RequireKeyEverywhere", "--enforce-eager", "--max-num-seqs", "32"]
+                    "--middleware", "serving.vote.VoteReplies", "--middleware", "serving.guard.RequireKeyEverywhere", "--enforce-eager", "--max-num-seqs", "32"]
     assert "k" not in argv  # the key goes in the environment, never on the command line
 
 
@@ -42,7 +42,8 @@ def test_a_cpu_server_with_adapters_refuses_prompt_logprobs_behind_the_key_check
     argv = build_vllm_argv(cfg, python="py", cuda=False)
     middleware = [argv[i + 1] for i, a in enumerate(argv) if a == "--middleware"]
     # Starlette runs the last one added first: the key is checked before any body is read.
-    assert middleware == ["serving.guard.RefusePromptLogprobs", "serving.guard.RequireKeyEverywhere"]
+    assert middleware == ["serving.vote.VoteReplies", "serving.guard.RefusePromptLogprobs",
+                          "serving.guard.RequireKeyEverywhere"]
     assert "serving.guard.RefusePromptLogprobs" not in build_vllm_argv(ServeConfig(model="/m"), cuda=False)
     assert "serving.guard.RefusePromptLogprobs" not in build_vllm_argv(cfg, cuda=True)
 
