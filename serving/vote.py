@@ -16,6 +16,7 @@ Requests without `vote` pass through untouched.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from ftassist.evaluation.extraction import parse_reply
 from ftassist.evaluation.vote import vote_agreement
@@ -73,7 +74,7 @@ def voted_response(response: dict, k: int, keys: list[str] | None) -> dict:
         keys = list(dict.fromkeys(key for t in texts for p in [parse_reply(t, expect=dict)]
                                   if p.found and isinstance(p.value, dict) for key in p.value))
     voted, agreement = vote_agreement(texts, keys)
-    first = dict(choices[0]) if choices else {"index": 0, "message": {"role": "assistant", "content": ""}}
+    first: dict[str, Any] = dict(choices[0]) if choices else {"index": 0, "message": {"role": "assistant", "content": ""}}
     if voted is not None:
         first["message"] = {**(first.get("message") or {}), "content": json.dumps(voted, ensure_ascii=False)}
         first["finish_reason"] = "stop"
