@@ -122,3 +122,19 @@ def test_bench_doctests():
     for module in (real_tasks, recipes, task_metric):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
+def test_the_augment_bench_gives_the_teacher_only_the_inputs_of_rows_outside_the_seed(tmp_path):
+    from bench.augment_gain import split_seed
+
+    rows = [{"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": f"tweet {i}"},
+                          {"role": "assistant", "content": json.dumps({"n": i})}]} for i in range(20)]
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    seed_file, inputs = split_seed(train, 5, 1, tmp_path / "a")
+    seeds = [json.loads(line) for line in seed_file.read_text().splitlines()]
+    texts = [json.loads(line)["text"] for line in inputs.read_text().splitlines()]
+    assert len(seeds) == 5 and len(texts) == 15 and all(r in rows for r in seeds)
+    assert sorted(texts + [r["messages"][1]["content"] for r in seeds]) == sorted(f"tweet {i}" for i in range(20))
+    assert not any('"n"' in line for line in inputs.read_text().splitlines())  # no label reaches the teacher's file
+    assert split_seed(train, 5, 1, tmp_path / "b")[0].read_text() == seed_file.read_text()  # seeded
