@@ -122,7 +122,7 @@ def main() -> None:
     rows = [f"| {arm} | {f['schema_valid']:.1%} | {f['field_accuracy']:.1%} | {f['exact']:.1%} | {minutes[arm]} |"
             for arm, f in figures.items()]
     print("\n| arm | schema-valid | fields | whole objects | train min |\n|---|---|---|---|---|\n" + "\n".join(rows))
-    if {"base", "augmented", "full"} <= set(figures):
+    if {"base", "augmented", "full"} <= set(figures) and figures["full"]["field_accuracy"] > figures["base"]["field_accuracy"]:
         gain = figures["full"]["field_accuracy"] - figures["base"]["field_accuracy"]
         got = figures["augmented"]["field_accuracy"] - figures["base"]["field_accuracy"]
         print(f"\nThe augmented set recovers {got / gain:.0%} of the full human-labelled set's field-accuracy gain "

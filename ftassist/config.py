@@ -557,6 +557,7 @@ class AugmentConfig(Checked):
     teacher_url: str = _f("", "OpenAI-compatible endpoint of the teacher (a served bigger model, or a hosted API).")
     teacher_model: str = _f("", "Model name the teacher endpoint serves.")
     teacher_api_key: str | None = _f(None, "API key for the teacher endpoint (default: $OPENAI_API_KEY or 'EMPTY').")
+    max_inputs: int = _f(0, "Label at most this many of the unlabelled inputs, the first ones (0: all).")
     write: int = _f(0, "New inputs the teacher writes in the style of the labelled ones, then labels like any input.")
     write_temperature: float = _f(1.0, "Sampling temperature of the written inputs (higher: more varied).")
     samples: int = _f(5, "Labels the teacher samples per input; each field keeps the majority's value.")
@@ -583,6 +584,8 @@ class AugmentConfig(Checked):
             problems.append("--teacher-model is missing: name the model the teacher endpoint serves")
         if self.samples < 1 or self.shots < 1 or self.concurrency < 1 or self.holdout < 0 or self.max_tokens < 16:
             problems.append("--samples, --shots and --concurrency must be >= 1, --holdout >= 0, --max-tokens >= 16")
+        if self.max_inputs < 0:
+            problems.append(f"--max-inputs {self.max_inputs} must be 0 (all) or more")
         if self.write < 0 or self.write_temperature < 0:
             problems.append(f"--write {self.write} and --write-temperature {self.write_temperature:g} must be >= 0")
         if self.samples > 1 and self.temperature <= 0:

@@ -48,9 +48,11 @@ def prepare(run_dir: str | Path, report_to: str) -> dict:
     """Point Trackio at this run's folder (before it is imported) and say where the run is tracked."""
     if report_to != "trackio":
         return {"report_to": report_to}
+    chosen = os.environ.get("TRACKIO_DIR")
     wanted = tracking_dir(run_dir)
-    os.environ["TRACKIO_DIR"] = str(wanted)
-    _SET_HERE.append(str(wanted))
+    if not chosen or chosen in _SET_HERE:  # the user's own TRACKIO_DIR stays theirs for every later run too
+        os.environ["TRACKIO_DIR"] = str(wanted)
+        _SET_HERE.append(str(wanted))
     if "trackio" in sys.modules:
         _repoint(wanted)
     import trackio.utils
@@ -60,11 +62,16 @@ def prepare(run_dir: str | Path, report_to: str) -> dict:
             "open": f"TRACKIO_DIR={used} trackio show --project {PROJECT}"}
 
 
+FOLDERS = {"TRACKIO_DIR": "", "MEDIA_DIR": "media", "ARTIFACTS_DIR": "artifacts"}  # trackio.utils' globals
+
+
 def _repoint(folder: Path) -> None:
-    """Point an already imported Trackio at `folder`: each of its modules holds its own copy of the folder."""
+    """Point an already imported Trackio at `folder`: each of its modules holds its own copy of the folders."""
     for name, module in list(sys.modules.items()):
-        if (name == "trackio" or name.startswith("trackio.")) and isinstance(getattr(module, "TRACKIO_DIR", None), Path):
-            setattr(module, "TRACKIO_DIR", folder)  # noqa: B010 - a module global, not an attribute mypy knows
+        if name == "trackio" or name.startswith("trackio."):
+            for attr, sub in FOLDERS.items():
+                if isinstance(getattr(module, attr, None), Path):
+                    setattr(module, attr, folder / sub if sub else folder)
 
 
 def scalars(row: dict, prefix: str = "") -> dict[str, float]:

@@ -19,9 +19,9 @@ def offer(settings: AppSettings, train_rows: int) -> str | None:
     if not settings.teacher_url or not rows_to_write(train_rows):
         return None
     return (f"Your data holds {train_rows} training rows; fine-tuning does better with a few hundred. A bigger model "
-            f"(**{settings.teacher_model}**) can make more: drop a text file of your unlabelled inputs (one per line) "
-            f"with **Make more rows**, or press it alone and the teacher writes {rows_to_write(train_rows)} inputs in "
-            "your rows' style. It is measured on your own labelled rows first, and only labels it agrees with itself "
+            f"(**{settings.teacher_model}**) can make more: send the message *Make more rows* with a text file of your "
+            f"unlabelled inputs attached (one per line; the first {rows_to_write(train_rows)} are labelled), or press "
+            f"**Make more rows** and the teacher writes {rows_to_write(train_rows)} inputs in your rows' style. It is measured on your own labelled rows first, and only labels it agrees with itself "
             "on, that pass your schema and resemble none of your rows are kept.")
 
 
@@ -36,8 +36,9 @@ def augment_config(settings: AppSettings, data_dir: Path, out: Path, unlabelled:
         raise UserError("drop one file of unlabelled inputs with Make more rows: a .txt (one input per line) or a "
                         ".jsonl with a `text` field")
     seed = data_dir / "train.jsonl"
-    return AugmentConfig(seed=str(seed), unlabelled=usable[0] if usable else None,
-                         write=0 if usable else rows_to_write(count_rows(seed)), out=str(out),
+    wanted = rows_to_write(count_rows(seed))  # the operator's teacher is paid per request: one offer's worth, no more
+    return AugmentConfig(seed=str(seed), unlabelled=usable[0] if usable else None, max_inputs=wanted,
+                         write=0 if usable else wanted, out=str(out),
                          teacher_url=settings.teacher_url, teacher_model=settings.teacher_model,
                          teacher_api_key=settings.teacher_key or None)
 
@@ -51,6 +52,9 @@ def run(cfg: AugmentConfig) -> tuple[AugmentResult | None, str]:
         if "--accuracy-floor" in str(exc) and report.is_file():
             return None, (report.read_text(encoding="utf-8") + "\nIts labels would teach mistakes, so nothing was "
                           "labelled: train on your own rows, or ask for a stronger teacher.")
+        if "teacher endpoint" in str(exc):  # names the operator's URL and CLI flags: not the visitor's to fix
+            raise UserError(f"the teacher model ({cfg.teacher_model}) did not answer or refused the request; try again "
+                            "later, or go on training on your own rows") from exc
         raise
     return result, render(result.report, command=False)
 

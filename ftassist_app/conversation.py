@@ -238,8 +238,9 @@ def augment_in_chat(s: Session, ws: Workspace, files: list[str]) -> Iterator[Ses
     if not s.augment_offered or not s.data_dir:
         raise UserError("Make more rows needs a small JSON data set and a teacher model set by whoever runs the app "
                         "(--teacher-url): build your data first")
-    unlabelled = data_step.stash_uploads(files, ws.uploads_dir) if files else []
-    cfg = augment_step.augment_config(ws.settings, Path(s.data_dir), ws.root / "augmented", unlabelled)
+    unlabelled = data_step.stash_uploads(files, ws.uploads_dir / "unlabelled") if files else []
+    out = train_step.new_run_dir(ws.root / "augmented")  # a new folder each time: a queued job keeps its rows
+    cfg = augment_step.augment_config(ws.settings, Path(s.data_dir), out, unlabelled)
     s.say(f"Asking the teacher ({ws.settings.teacher_model}): first on your own labelled rows, then on "
           + (f"the inputs of {Path(unlabelled[0]).name}…" if unlabelled else f"{cfg.write} inputs it writes in your rows' style…"))
     s.quick = []

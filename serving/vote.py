@@ -26,6 +26,7 @@ FIELD = "vote"
 MAX_VOTES = 16
 DEFAULT_TEMPERATURE = 0.7
 PATHS = frozenset({"/v1/chat/completions"})
+OTHER_PATHS = frozenset({"/v1/completions", "/v1/responses"})  # "vote" there is refused, never silently dropped
 
 
 def vote_request(body: dict) -> tuple[dict | None, str | None]:
@@ -77,7 +78,9 @@ def voted_response(response: dict, k: int, keys: list[str] | None) -> dict:
     first: dict[str, Any] = dict(choices[0]) if choices else {"index": 0, "message": {"role": "assistant", "content": ""}}
     if voted is not None:
         first["message"] = {**(first.get("message") or {}), "content": json.dumps(voted, ensure_ascii=False)}
-        first["finish_reason"] = "stop"
+        cut = any(c.get("finish_reason") == "length" for c in choices)
+        first["finish_reason"] = "length" if cut else "stop"  # a reply cut short among the K is said, not hidden
+        first["logprobs"] = None  # the voted text is no reply's own tokens
     first["index"] = 0
     return {**response, "choices": [first], "ftassist_vote": {"k": k, "voted": voted is not None,
                                                                "agreement": round(agreement, 3), "replies": texts}}
@@ -90,7 +93,11 @@ class VoteReplies:
         self.app = app
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or scope.get("method") != "POST" or scope.get("path") not in PATHS:
+        path = scope.get("path", "")
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root):]
+        if scope["type"] != "http" or scope.get("method") != "POST" or path not in PATHS | OTHER_PATHS:
             return await self.app(scope, receive, send)
         chunks, more = [], True
         while more:
@@ -100,11 +107,16 @@ class VoteReplies:
             chunks.append(message.get("body", b""))
             more = message.get("more_body", False)
         body = b"".join(chunks)
-        try:
-            parsed = json.loads(body) if body else None
-        except ValueError:
-            parsed = None  # not JSON: vLLM answers it itself
+        parsed = None
+        if b'"vote"' in body:  # only a body that may ask for a vote is parsed here; vLLM parses the rest itself
+            try:
+                parsed = json.loads(body)
+            except ValueError:
+                parsed = None  # not JSON: vLLM answers it itself
         k = parsed.get(FIELD) if isinstance(parsed, dict) else None
+        if k is not None and path in OTHER_PATHS:
+            return await send_error(send, 400, error_body(f"vote: only /v1/chat/completions votes, not {path}",
+                                                          "BadRequestError", 400, FIELD))
         if k is not None:
             sent, problem = vote_request(parsed)  # type: ignore[arg-type]
             if problem:

@@ -5,6 +5,7 @@ and a teacher below the floor labels nothing."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -45,16 +46,19 @@ def test_small_data_and_a_teacher_offer_more_rows_that_the_next_reply_trains_on(
         assert report.index("The teacher first") < report.index("kept 2") and "ftassist train --data" not in report
         assert s.quick == [s.augmented["choice"], conversation.CONTINUE_TRAIN]
         assert s.augmented["choice"].endswith("+ 2 augmented")
-        rows = (ws.root / "augmented" / "train.jsonl").read_text()
+        folder = s.augmented["dir"]
+        assert folder.startswith(str(ws.root / "augmented") + "/")  # a new folder per augment, in the workspace
+        rows = (Path(folder) / "train.jsonl").read_text()
         assert TYPICAL in rows and NO_CITY in rows
         s = last(conversation.respond(s, ws, s.augmented["choice"]))
-        assert s.stage == "train" and s.data_dir == str(ws.root / "augmented")
-        assert str(ws.root / "augmented") in s.messages[-1]["content"]  # the proposed command trains on it
+        assert s.stage == "train" and s.data_dir == folder
+        assert folder in s.messages[-1]["content"]  # the proposed command trains on it
         # with a file of unlabelled inputs, the teacher labels those instead of writing
         (tmp_path / "inputs.txt").write_text("\n".join(UNLABELLED) + "\n")
         s, ws, _ = built(tmp_path / "again", tiny_model, teacher)
         s = last(conversation.respond(s, ws, conversation.AUGMENT, files=[str(tmp_path / "inputs.txt")]))
-        assert KEPT in (ws.root / "augmented" / "augmented.jsonl").read_text() and "kept 1" in s.messages[-1]["content"]
+        assert KEPT in (Path(s.augmented["dir"]) / "augmented.jsonl").read_text() and "kept 1" in s.messages[-1]["content"]
+        assert (ws.uploads_dir / "unlabelled" / "inputs.txt").is_file()  # apart from the data's own uploads
         with pytest.raises(UserError, match="drop one file of unlabelled inputs"):
             last(conversation.respond(s, ws, conversation.AUGMENT, files=[str(data / "schema.json")]))
     finally:
@@ -68,7 +72,7 @@ def test_a_teacher_below_the_floor_labels_nothing_and_no_teacher_means_no_offer(
         s = last(conversation.respond(s, ws, conversation.AUGMENT))
         assert "**Refused**" in s.messages[-1]["content"] and "nothing was labelled" in s.messages[-1]["content"]
         assert s.quick == [conversation.CONTINUE_TRAIN] and s.augmented is None
-        assert not (ws.root / "augmented" / "train.jsonl").exists()
+        assert not list((ws.root / "augmented").glob("*/train.jsonl"))
     finally:
         teacher.shutdown()
     s, ws, _ = built(tmp_path / "plain", tiny_model)

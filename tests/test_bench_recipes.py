@@ -136,5 +136,5 @@ def test_the_augment_bench_gives_the_teacher_only_the_inputs_of_rows_outside_the
     texts = [json.loads(line)["text"] for line in inputs.read_text().splitlines()]
     assert len(seeds) == 5 and len(texts) == 15 and all(r in rows for r in seeds)
     assert sorted(texts + [r["messages"][1]["content"] for r in seeds]) == sorted(f"tweet {i}" for i in range(20))
-    assert not any('"n"' in line for line in inputs.read_text().splitlines())  # no label reaches the teacher's file
+    assert all(set(json.loads(line)) == {"text"} for line in inputs.read_text().splitlines())  # inputs only, no label
     assert split_seed(train, 5, 1, tmp_path / "b")[0].read_text() == seed_file.read_text()  # seeded

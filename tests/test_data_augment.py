@@ -10,6 +10,8 @@ from collections import defaultdict
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
+import pytest
+
 from ftassist_cli import main
 from tests.fake_http import JsonHandler
 
@@ -173,9 +175,9 @@ def test_written_inputs_go_through_the_same_checks_and_out_is_a_data_folder_judg
     assert f"ftassist train --data {out}" in capsys.readouterr().out
     report = json.loads((out / "augment.json").read_text())
     # 5 requests take turns: typical, shorter, longer, a row without a city, typical again (the same text: a duplicate)
-    assert [next((k for k in WRITES if k and k in p), "") for p in server.writing] == ["", "shorter", "longer",
-                                                                                      "nothing to put in `city`", ""]
-    assert all(p.count("\n") >= 6 and '"urgent"' not in p for p in server.writing)  # 6 inputs shown, never a label
+    asked = sorted(next((k for k in WRITES if k and k in p), "") for p in server.writing)  # sent 4 at a time
+    assert asked == sorted(["", "shorter", "longer", "nothing to put in `city`", ""])
+    assert all(p.count("\n") >= 6 and "urgent" not in p for p in server.writing)  # 6 inputs shown, never a label
     assert report["written"] == {"asked": 5, "usable": 4, "kept": 2}
     assert report["rejected"]["no_input"] == 1 and report["rejected"]["duplicate"] == 2 + 2
     prov = [json.loads(line) for line in (out / "provenance.jsonl").read_text().splitlines()]
@@ -205,3 +207,32 @@ def test_out_never_overwrites_the_labelled_rows_and_something_must_be_labelled(t
     assert (data / "train.jsonl").read_bytes() == before
     assert main(["data", "augment", str(data / "train.jsonl"), *url, "--out", str(tmp_path / "o")]) == 2
     assert "nothing to label: pass --unlabelled FILE" in capsys.readouterr().err
+
+
+def test_a_schema_and_test_file_given_by_flag_land_under_the_names_train_reads_and_a_refusal_leaves_no_rows(
+        tmp_path, capsys):
+    data, server = write_data(tmp_path / "data"), start()
+    (data / "schema.json").rename(data / "tickets_schema.json")
+    (data / "test.jsonl").rename(data / "holdout.jsonl")
+    out = tmp_path / "out"
+    flags = ("--schema", str(data / "tickets_schema.json"), "--test", str(data / "holdout.jsonl"))
+    try:
+        assert main(argv(data, server, out, *flags)) == 0
+    finally:
+        server.shutdown()
+    assert (out / "schema.json").read_text() == (data / "tickets_schema.json").read_text()
+    assert (out / "test.jsonl").read_text() == (data / "holdout.jsonl").read_text()
+    assert not (out / "tickets_schema.json").exists()
+    # the same folder again, with a teacher below the floor: the earlier rows go, and no run can train on them
+    wrong = start(wrong_on_seed=True)
+    try:
+        assert main(argv(data, wrong, out, *flags)) == 2
+    finally:
+        wrong.shutdown()
+    assert not [n for n in ("train.jsonl", "val.jsonl", "augmented.jsonl", "provenance.jsonl", "test.jsonl")
+                if (out / n).exists()]
+    from ftassist.data.augment import augmented_rows
+    from ftassist.errors import UserError
+
+    with pytest.raises(UserError, match="the teacher was refused there"):
+        augmented_rows(out)

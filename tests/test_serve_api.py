@@ -156,6 +156,8 @@ def test_a_vote_returns_the_per_field_majority_of_k_sampled_replies_as_one(clien
     voted, agreement = vote_agreement(extra["replies"], ["ok", "n"])
     assert json.loads(resp.choices[0].message.content) == voted and extra["agreement"] == round(agreement, 3)
     assert resp.usage.completion_tokens >= 5 * 5  # all five replies are paid for, and said to be
+    with pytest.raises(openai.BadRequestError, match="only /v1/chat/completions votes"):
+        client.completions.create(model="tuned", prompt="Hi", max_tokens=4, extra_body={"vote": 3})
     plain = client.chat.completions.create(model="tuned", messages=HI, max_tokens=8, temperature=0)
     assert "ftassist_vote" not in (plain.model_extra or {})  # no vote: vLLM's reply, untouched
     for bad, words in (({"vote": 1}, "from 2 to 16"), ({"vote": 3, "n": 2}, 'drop "n"'),

@@ -102,18 +102,26 @@ def test_a_tracker_that_is_not_installed_is_refused_with_the_fix():
 
 def test_a_second_run_in_the_same_process_tracks_into_its_own_folder(tmp_path, monkeypatch):
     """Trackio binds its folder at import; each run of a process that already imported it is pointed at its own."""
+    import sys
+
+    import trackio.run
     import trackio.sqlite_storage
     import trackio.utils
 
-    from ftassist.tracking import prepare
+    from ftassist.tracking import FOLDERS, prepare
 
     monkeypatch.delenv("TRACKIO_DIR", raising=False)
-    for module in (trackio.utils, trackio.sqlite_storage):  # left as this session found them
-        monkeypatch.setattr(module, "TRACKIO_DIR", module.TRACKIO_DIR)
+    for name, module in list(sys.modules.items()):  # every copy left as this session found it
+        for attr in FOLDERS:
+            if name.startswith("trackio") and isinstance(getattr(module, attr, None), Path):
+                monkeypatch.setattr(module, attr, getattr(module, attr))
     first = prepare(tmp_path / "a" / "runs" / "one", "trackio")
     second = prepare(tmp_path / "b" / "runs" / "two", "trackio")
     assert first["dir"] == str(tmp_path / "a" / "runs" / "trackio")
     assert second["dir"] == str(tmp_path / "b" / "runs" / "trackio") and second["run"] == "two"
     assert trackio.sqlite_storage.TRACKIO_DIR == trackio.utils.TRACKIO_DIR == tmp_path / "b" / "runs" / "trackio"
-    monkeypatch.setenv("TRACKIO_DIR", str(tmp_path / "mine"))  # the user's own choice still wins
+    assert trackio.run.MEDIA_DIR == tmp_path / "b" / "runs" / "trackio" / "media"
+    monkeypatch.setenv("TRACKIO_DIR", str(tmp_path / "mine"))  # the user's own choice wins, run after run
     assert prepare(tmp_path / "c" / "runs" / "three", "trackio")["dir"] == str(tmp_path / "mine")
+    assert prepare(tmp_path / "d" / "runs" / "four", "trackio")["dir"] == str(tmp_path / "mine")
+    assert trackio.utils.TRACKIO_DIR == tmp_path / "mine"

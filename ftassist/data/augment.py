@@ -206,6 +206,8 @@ def augment(cfg: AugmentConfig, progress=print) -> AugmentResult:
     test_path = Path(cfg.test) if cfg.test else seed_path.parent / "test.jsonl"
     test_texts = [r.text for r in read_labelled(test_path)] if test_path.is_file() else []
     inputs = read_inputs(Path(cfg.unlabelled)) if cfg.unlabelled else []
+    left_out = max(0, len(inputs) - cfg.max_inputs) if cfg.max_inputs else 0
+    inputs = inputs[:cfg.max_inputs] if cfg.max_inputs else inputs
     if not inputs and not cfg.write:
         raise UserError("nothing to label: pass --unlabelled FILE (inputs without labels) and/or --write N (new inputs "
                         "the teacher writes in the style of the labelled ones)")
@@ -278,7 +280,7 @@ def augment(cfg: AugmentConfig, progress=print) -> AugmentResult:
                    "teacher": f"{cfg.teacher_model}@{cfg.teacher_url}", "prompt_id": prompt_id,
                    "agreement": round(o.agreement, 3), "samples": cfg.samples} for i, o in enumerate(kept)]
     written = [o for o in outcomes if o.written]
-    report = {"teacher": teacher, "refused": refused, "inputs": len(outcomes), "kept": len(kept), "rejected": rejected,
+    report = {"teacher": teacher, "refused": refused, "inputs": len(outcomes), "inputs_left_out": left_out, "kept": len(kept), "rejected": rejected,
               "written": {"asked": cfg.write, "usable": sum(o.reason != "no_input" for o in written),
                           "kept": sum(bool(o.written) for o in kept)},
               "train": {"seed_rows": len(seed_rows), "augmented_rows": len(kept),
@@ -288,19 +290,27 @@ def augment(cfg: AugmentConfig, progress=print) -> AugmentResult:
                                "kept": distribution([o.label for o in kept if o.label is not None], keys)},
               "sample": [{"input": o.text, "label": o.label, "agreement": round(o.agreement, 3)} for o in kept[:SAMPLE_SHOWN]],
               "out": str(out), "wall_s": round(time.time() - started, 1), "settings": {"agreement": cfg.agreement, "floor": cfg.accuracy_floor}}
-    out.mkdir(parents=True, exist_ok=True)
-    if not refused:
-        def jsonl(items: list[dict]) -> str:
-            return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in items)
+    def jsonl(items: list[dict]) -> str:
+        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in items)
 
-        write_text_atomic(out / "augmented.jsonl", jsonl(rows))
-        write_text_atomic(out / "provenance.jsonl", jsonl(provenance))
-        write_text_atomic(out / "train.jsonl", jsonl(seed_rows + rows))
-        write_text_atomic(out / "val.jsonl", jsonl([{"messages": s.prompt + [{"role": "assistant", "content": json.dumps(
-            s.label, ensure_ascii=False)}]} for s in measure_rows]))
-        for source in (schema_path, test_path):
-            if source.is_file() and source.resolve() != (out / source.name).resolve():
-                write_text_atomic(out / source.name, source.read_text(encoding="utf-8"))
+    files = {"augmented.jsonl": jsonl(rows), "provenance.jsonl": jsonl(provenance), "train.jsonl": jsonl(seed_rows + rows),
+             "val.jsonl": jsonl([{"messages": s.prompt + [{"role": "assistant", "content": json.dumps(
+                 s.label, ensure_ascii=False)}]} for s in measure_rows])}
+    copies = {"schema.json": schema_path, "test.jsonl": test_path}  # under the names `ftassist train` and eval read
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "augment.json").unlink(missing_ok=True)  # written last: a folder without it was not finished
+    for name, source in copies.items():
+        if source.is_file() and source.resolve() == (out / name).resolve():
+            continue  # the user's own file, already in place
+        if refused or not source.is_file():
+            (out / name).unlink(missing_ok=True)  # an earlier run's copy must not outlive this report
+        else:
+            write_text_atomic(out / name, source.read_text(encoding="utf-8"))
+    for name, text in files.items():
+        if refused:
+            (out / name).unlink(missing_ok=True)  # an earlier run's rows are not trained on under this report
+        else:
+            write_text_atomic(out / name, text)
     write_json_atomic(out / "augment.json", report)
     write_text_atomic(out / "augment.md", render(report))
     if refused:
@@ -318,6 +328,9 @@ def augmented_rows(data_dir: str | Path) -> dict | None:
         return None
     try:
         report = json.loads(path.read_text(encoding="utf-8"))
+        if report.get("refused"):
+            raise UserError(f"{path.parent}: the teacher was refused there (below the accuracy floor), so it holds no "
+                            "rows to train on; train on your own data folder, or augment again with a stronger teacher")
         return {**report["train"], "teacher": report["teacher"]["model"],
                 "teacher_field_accuracy": report["teacher"]["field_accuracy"], "report": str(path.with_suffix(".md"))}
     except (ValueError, KeyError, TypeError) as exc:
@@ -339,7 +352,8 @@ def render(report: dict, command: bool = True) -> str:
     lines += [f"Inputs {report['inputs']}"
               + (f" ({w['asked']} written by the teacher, {w['usable']} usable, {w['kept']} kept)" if w["asked"] else "")
               + f": **kept {report['kept']}**, rejected " + ", ".join(f"{r} {n}" for r, n in report["rejected"].items() if n)
-              + ".", "",
+              + "." + (f" {report['inputs_left_out']} more unlabelled inputs were left out (--max-inputs)."
+                       if report.get("inputs_left_out") else ""), "",
               (f"To train: `ftassist train --data {report['out']}` trains" if command else "Training on them trains")
               + f" on {tr['seed_rows']} labelled + "
               f"{tr['augmented_rows']} augmented rows (train.jsonl lines "
