@@ -41,6 +41,32 @@ def bearer_ok(authorization: str | None, key_digest: bytes) -> bool:
     return scheme.lower() == "bearer" and secrets.compare_digest(_digest(token.strip()), key_digest)
 
 
+async def read_body(receive) -> bytes | None:
+    """A request's whole body, read from the ASGI `receive`; None when the client left before sending it."""
+    chunks, more = [], True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunks.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    return b"".join(chunks)
+
+
+def replaying(body: bytes, receive):
+    """An ASGI `receive` for the app behind a middleware that read the body: `body` once, then the client's own."""
+    delivered = False
+
+    async def replay():
+        nonlocal delivered
+        if delivered:
+            return await receive()
+        delivered = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
 def error_body(message: str, kind: str, code: int, param: str | None = None) -> bytes:
     """An error in the OpenAI shape vLLM itself answers with."""
     return json.dumps({"error": {"message": message, "type": kind, "param": param, "code": code}}).encode()
@@ -126,14 +152,9 @@ class RefusePromptLogprobs:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope.get("method") != "POST":
             return await self.app(scope, receive, send)
-        chunks, more = [], True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":  # the client left before sending its body
-                return
-            chunks.append(message.get("body", b""))
-            more = message.get("more_body", False)
-        body = b"".join(chunks)
+        body = await read_body(receive)
+        if body is None:  # the client left before sending its body
+            return
         try:
             parsed = json.loads(body) if body else None
         except ValueError:
@@ -142,13 +163,4 @@ class RefusePromptLogprobs:
         if field:
             return await send_error(send, 400, error_body(PROMPT_LOGPROBS_OFF.format(field=field),
                                                           "BadRequestError", 400, field))
-        sent = False
-
-        async def replay():
-            nonlocal sent
-            if sent:
-                return await receive()
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replaying(body, receive), send)

@@ -20,7 +20,7 @@ from typing import Any
 
 from ftassist.evaluation.extraction import parse_reply
 from ftassist.evaluation.vote import vote_agreement
-from serving.guard import error_body, send_error
+from serving.guard import error_body, read_body, replaying, send_error
 
 FIELD = "vote"
 MAX_VOTES = 16
@@ -99,14 +99,9 @@ class VoteReplies:
             path = path[len(root):]
         if scope["type"] != "http" or scope.get("method") != "POST" or path not in PATHS | OTHER_PATHS:
             return await self.app(scope, receive, send)
-        chunks, more = [], True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":  # the client left before sending its body
-                return
-            chunks.append(message.get("body", b""))
-            more = message.get("more_body", False)
-        body = b"".join(chunks)
+        body = await read_body(receive)
+        if body is None:  # the client left before sending its body
+            return
         parsed = None
         if b'"vote"' in body:  # only a body that may ask for a vote is parsed here; vLLM parses the rest itself
             try:
@@ -124,15 +119,7 @@ class VoteReplies:
             body = json.dumps(sent).encode()
             scope = {**scope, "headers": [(n, v) for n, v in scope.get("headers", []) if n.lower() != b"content-length"]
                      + [(b"content-length", str(len(body)).encode())]}
-        delivered = False
-
-        async def replay():
-            nonlocal delivered
-            if delivered:
-                return await receive()
-            delivered = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
+        replay = replaying(body, receive)
         if k is None:
             return await self.app(scope, replay, send)
         start: dict = {}
