@@ -89,6 +89,7 @@ def respond(s: Session, ws: Workspace, text: str = "", files: list[str] | None =
         return
     if s.augmented and text == s.augmented["choice"]:
         s.data_dir = s.augmented["dir"]
+        s.augment_offered = False  # the teacher's rows are not a seed for more teacher rows
         yield from _propose_training(s, ws)
         return
     if files:
