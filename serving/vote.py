@@ -86,6 +86,14 @@ def voted_response(response: dict, k: int, keys: list[str] | None) -> dict:
                                                                "agreement": round(agreement, 3), "replies": texts}}
 
 
+def fold(payload: bytes, k: int, keys: list[str] | None) -> bytes:
+    """vLLM's K-choice response body as the voted one; the body as it came when it is not the JSON vLLM answers."""
+    try:
+        return json.dumps(voted_response(json.loads(payload), k, keys)).encode()
+    except (ValueError, TypeError, AttributeError):
+        return payload
+
+
 class VoteReplies:
     """Fold `"vote": K` chat completions into one voted reply (see the module's docstring)."""
 
@@ -136,10 +144,7 @@ class VoteReplies:
         async def finish():
             payload = b"".join(out)
             if start.get("status") == 200:
-                try:
-                    payload = json.dumps(voted_response(json.loads(payload), k, schema_keys(parsed))).encode()
-                except (ValueError, TypeError, AttributeError):
-                    pass  # not the JSON vLLM answers with: handed on as it came
+                payload = fold(payload, k, schema_keys(parsed))
             headers = [(n, v) for n, v in start.get("headers", []) if n.lower() != b"content-length"]
             await send({**start, "headers": headers + [(b"content-length", str(len(payload)).encode())]})
             await send({"type": "http.response.body", "body": payload, "more_body": False})

@@ -13,14 +13,8 @@ from ftassist.errors import UserError
 from ftassist_app import conversation
 from ftassist_app.settings import AppSettings
 from ftassist_app.workspace import workspace_for
+from tests.test_app_handlers import run as last
 from tests.test_data_augment import NO_CITY, TYPICAL, UNLABELLED, KEPT, start, write_data
-
-
-def last(gen):
-    out = None
-    for out in gen:
-        pass
-    return out
 
 
 def built(tmp_path, tiny_model, teacher=None):
