@@ -45,6 +45,8 @@ def test_qlora_trains_lora_on_a_frozen_nf4_base_and_saves_a_plain_peft_adapter(t
         assert layer.weight.dtype == torch.uint8 and layer.weight.numel() * 2 == layer.in_features * layer.out_features
         assert (state.quant_type, state.nested, state.dtype) == ("nf4", True, torch.float32), name
         assert torch.equal(layer.weight, seen["nf4_before"][name]), f"{name}: the 4-bit base changed"
+        # never repacked for bitsandbytes' fused bf16 CPU kernel (no backward): scored between steps, trained after
+        assert not layer.support_avx512bf16_for_cpu and not getattr(state, "packing_format_for_cpu", False), name
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n and p.dtype == torch.float32 for n, p in trainable.items())
     for name, before in seen["lora_before"].items():
