@@ -38,6 +38,7 @@ EXPORT = "Export GGUF for llama.cpp / Ollama"
 COMPARE = "Compare on a test example"
 EVAL = "Run the JSON eval"
 STOP_SERVER = "Stop the server"
+NEXT = "Find what helps next"
 QUICK_STEPS = 10
 
 WELCOME = ("Hi! Tell me in your own words what the model should do — for example *\"turn customer reviews into "
@@ -96,6 +97,9 @@ def respond(s: Session, ws: Workspace, text: str = "", files: list[str] | None =
         if text:
             _take_in(s, text, ws)
         yield from _data(s, ws, data_step.stash_uploads(files, ws.uploads_dir))
+        return
+    if text == NEXT:
+        yield from next_in_chat(s, ws)
         return
     if text in (USE_EXAMPLE, USE_MAPPING, CONTINUE_TRAIN) or text in s.fix_options:
         yield from _data_reply(s, ws, text)  # data can come at any point; the questions still open stay open
@@ -317,19 +321,53 @@ def poll(s: Session, ws: Workspace) -> tuple[Session, object | None, list[dict]]
     status, metrics = train_step.job_snapshot(s.run_dir)
     if status.state not in limits.PENDING and s.reported_state != status.state:
         s.reported_state = status.state
-        if status.state == "completed":
+        if train_step.next_source(s.run_dir) is not None:
+            _levers_ended(s, status)
+        elif status.state == "completed":
             last = next((m for m in reversed(metrics) if m.get("loss") is not None), None)
             loss = f" Final loss {last['loss']:.4f}." if last else ""
             s.say(f"Training finished: {status.step} steps.{loss} {train_step.selection_sentence(s.run_dir)} "
                   "Next: merge the adapter into a full model and check it answers like the adapter, or serve base "
                   "and tuned side by side to compare them (vLLM takes about a minute to start).")
             s.stage = "train"
-            s.quick = [MERGE, START_SERVER]
+            s.quick = [MERGE, START_SERVER] + ([NEXT] if train_step.can_try_next(s.run_dir) else [])
         else:
             why = f" ({status.reason})" if status.reason else ""
             s.say(f"The job is **{status.state}**{why}. Resume it from the progress panel, or start again.")
             s.quick = [START_TRAIN, QUICK_TRAIN]
     return s, status, metrics
+
+
+def next_in_chat(s: Session, ws: Workspace) -> Iterator[Session]:
+    """Try the levers that could improve the session's finished run (`ftassist next`) as a background job."""
+    from ftassist.train.levers import CHAT_BUDGET_RUNS, CHAT_LEVERS
+
+    source = s.run_dir
+    job = train_step.start_next(ws, source)
+    s.run_dir, s.reported_state, s.stage = str(job), None, "train"
+    waiting = limits.waiting_sentence(ws.settings, job)
+    s.say(f"Trying what could improve run `{Path(source or '-').name}`, each measured on its own validation split: "
+          f"{', '.join(CHAT_LEVERS)} (a reward stage each, the LoRA rank doubled, more minutes), within "
+          f"{CHAT_BUDGET_RUNS:g} times the minutes the run took, as job `{job.name}`" + (f", {waiting}" if waiting else "")
+          + ". I recommend the one that moved the task metric, with the figures, or say that none did.")
+    s.quick = []
+    yield s
+
+
+def _levers_ended(s: Session, status) -> None:
+    """Say how the levers' try ended; the run to go on with becomes the session's run."""
+    source = train_step.next_source(s.run_dir) or ""
+    if status.state == "completed":
+        text, go_on = train_step.next_result(s.run_dir or "") or ("", source)
+        s.say(text + ("" if go_on == source else f"\n\nThe recommended run `{Path(go_on).name}` is now this "
+                                                  "conversation's run: merge it, or serve it to compare."))
+        s.run_dir, s.quick = go_on, [MERGE, START_SERVER]
+    else:
+        why = f" ({status.reason})" if status.reason else ""
+        s.say(f"The levers' try is **{status.state}**{why}. The levers that finished are kept: trying again goes on "
+              "from them.")
+        s.run_dir, s.quick = source, [NEXT, MERGE, START_SERVER]
+    s.reported_state, s.stage = "completed", "train"
 
 
 SERVE_QUICK = [COMPARE, EVAL, MERGE, STOP_SERVER]
@@ -454,11 +492,13 @@ def _serve_reply(s: Session, ws: Workspace, text: str) -> Iterator[Session]:
             chart = compare_step.eval_chart(result)
             if chart:
                 s.show_image(chart)
+            if train_step.can_try_next(s.run_dir):
+                s.say(f"To find what would improve it, measured: **{NEXT}** (it trains; the server can stay up).")
         else:
             s.say(serve_step.describe_server(info))
     except UserError as exc:
         s.say(f"That did not work: {exc}")
-    s.quick = list(SERVE_QUICK)
+    s.quick = list(SERVE_QUICK) + ([NEXT] if text == EVAL and train_step.can_try_next(s.run_dir) else [])
     yield s
 
 

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ftassist.config import ServeConfig, TrainConfig
+from ftassist.config import NextConfig, ServeConfig, TrainConfig
 from ftassist.errors import UserError
 from ftassist.train.status import JobStatus
 from ftassist_app.settings import AppSettings
@@ -84,14 +84,19 @@ def queue_position(settings: AppSettings, run_dir: str | Path) -> tuple[int, int
     return (queue.index(run) + 1, len(queue)) if run in queue else None
 
 
-def admit_job(ws: Workspace, cfg: TrainConfig, search: bool = False) -> Path:
-    """Accept the workspace's job: it starts now when a slot is free, else waits in the queue.
+def admit_job(ws: Workspace, cfg: TrainConfig | NextConfig, search: bool = False, job_dir: Path | None = None) -> Path:
+    """Accept the workspace's job: it starts now when a slot is free, else waits in the queue. A NextConfig is the
+    levers' try of `ftassist next` on one of the workspace's runs, as a job in `job_dir`.
 
     Raises UserError when the workspace already has a job, or the queue is full.
     """
-    from ftassist.train.jobs import enqueue_job
+    from ftassist.train.jobs import enqueue_job, enqueue_next
 
-    if not ws.owns(cfg.out):
+    if isinstance(cfg, NextConfig):
+        folders, enqueue = [job_dir, cfg.run_dir, cfg.out], lambda: enqueue_next(cfg, job_dir or "")
+    else:
+        folders, enqueue = [cfg.out], lambda: enqueue_job(cfg, search=search)
+    if not all(f and ws.owns(f) for f in folders):
         raise UserError("a run folder outside your workspace cannot be used")
     mine = pending_job(ws)
     if mine is not None:
@@ -101,7 +106,7 @@ def admit_job(ws: Workspace, cfg: TrainConfig, search: bool = False) -> Path:
         queued = waiting_jobs(ws.settings)
         if len(queued) >= ws.settings.max_waiting:
             raise UserError(f"the training queue is full ({len(queued)} jobs are waiting for this machine); try again later")
-        run = enqueue_job(cfg, search=search)
+        run = enqueue()
     schedule(ws.settings)
     return run
 

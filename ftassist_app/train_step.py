@@ -212,6 +212,49 @@ def propose_stage(ws: Any, run_id: str, stage: str) -> TrainConfig:
     return cfg
 
 
+def start_next(ws: Any, run_dir: str | Path | None) -> Path:
+    """Start (or queue) the levers' try (`ftassist next`) on one of the workspace's finished SFT runs; returns the
+    job's folder. UserError for no run, another workspace's, an unfinished one or one with nothing to measure by."""
+    from ftassist.train.levers import chat_config
+    from ftassist_app.limits import admit_job
+
+    if not run_dir or not ws.owns(run_dir) or job_snapshot(run_dir)[0].state != "completed":
+        raise UserError("no finished training run in this conversation: train first")
+    return Path(admit_job(ws, chat_config(Path(run_dir)), job_dir=new_run_dir(ws.jobs_dir)))
+
+
+def next_result(job_dir: str | Path) -> tuple[str, str] | None:
+    """(next.md's text, the run to go on with) when `job_dir` is a finished levers' try; None for any other job."""
+    from ftassist.config import NextConfig, load_config
+    from ftassist.train.jobs import NEXT_FILE
+    from ftassist.train.levers import outcome
+
+    path = Path(job_dir) / NEXT_FILE
+    return outcome(load_config(NextConfig, path)) if path.is_file() else None
+
+
+def next_source(job_dir: str | Path | None) -> str | None:
+    """The run a levers' try works on, when `job_dir` is one (its next.yaml); None for any other job."""
+    from ftassist.config import NextConfig, load_config
+    from ftassist.train.jobs import NEXT_FILE
+
+    path = Path(job_dir or "") / NEXT_FILE
+    return load_config(NextConfig, path).run_dir if job_dir and path.is_file() else None
+
+
+def can_try_next(run_dir: str | Path | None) -> bool:
+    """True when `run_dir` is a finished SFT run scored on a validation split (what the levers are measured against)."""
+    from ftassist.train.levers import sft_run
+
+    if not run_dir:
+        return False
+    try:
+        sft_run(Path(run_dir))
+    except (UserError, ValueError, OSError):
+        return False
+    return True
+
+
 def cancel_training(run_dir: str | Path) -> None:
     from ftassist.train.jobs import cancel_job
 

@@ -23,18 +23,23 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from ftassist.config import TrainConfig, load_config, save_config
+from ftassist.config import NextConfig, TrainConfig, load_config, save_config
 from ftassist.errors import UserError
 from ftassist.process import group_alive, pid_alive, process_started, stop_group
 from ftassist.train.status import ACTIVE, JobStatus, StatusWriter, read_status
 
-__all__ = ["start_job", "enqueue_job", "start_waiting", "resume_job", "cancel_job", "read_status", "list_jobs", "read_metrics", "follow_job",
+__all__ = ["start_job", "enqueue_job", "enqueue_next", "start_waiting", "resume_job", "cancel_job", "read_status", "list_jobs", "read_metrics", "follow_job",
            "job_command", "JobStatus"]
+
+
+NEXT_FILE = "next.yaml"  # a job folder holding it tries `ftassist next`'s levers instead of training (`enqueue_next`)
 
 
 def worker_argv(run_dir: str | Path, resume: bool = False, search: bool = False) -> list[str]:
     """The argv that runs a job's worker (what `start_job` executes): `accelerate launch` of it when the run's
     config asks for several processes (`distributed.launch_argv`), else the worker itself."""
+    if (Path(run_dir) / NEXT_FILE).is_file():
+        return [sys.executable, "-m", "ftassist.train.worker", str(run_dir), "--next"]
     cfg = load_config(TrainConfig, Path(run_dir) / "config.yaml", out=str(run_dir))
     if cfg.num_processes > 1:
         if search:
@@ -72,11 +77,22 @@ def enqueue_job(cfg: TrainConfig, search: bool = False) -> Path:
     `start_waiting` starts it later (the app's queue decides when). Returns the run folder.
     """
     cfg.validate()
-    run = Path(cfg.out).resolve()
+    return _wait(Path(cfg.out), cfg, "config.yaml", search)
+
+
+def enqueue_next(cfg: NextConfig, job_dir: str | Path) -> Path:
+    """Accept a job that tries `cfg`'s levers (`ftassist.train.levers.run_next_job`) once a training slot is free:
+    `job_dir` gets next.yaml and a `waiting` status; the levers' runs go where `cfg.out` says. Returns `job_dir`."""
+    cfg.validate()
+    return _wait(Path(job_dir), cfg, NEXT_FILE, False)
+
+
+def _wait(run: Path, cfg: TrainConfig | NextConfig, name: str, search: bool) -> Path:
+    run = run.resolve()
     if (run / "status.json").exists():
         raise UserError(f"{run}: the folder already holds a run; pick another --out")
     run.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run / "config.yaml")
+    save_config(cfg, run / name)
     writer = StatusWriter(run, state="waiting", pid=None, pid_started=None, reason="waiting for a free training slot",
                           mergeable=False)
     writer.data["extra"] = {"search": search, "waiting_since": time.time()}
@@ -105,6 +121,8 @@ def resume_job(run_dir: str | Path) -> Path:
         raise UserError(f"{run}: the job is still {status.state} (pid {status.pid}); nothing to resume")
     if status.state == "completed":
         raise UserError(f"{run}: the job already completed; start a new run to train further")
+    if (run / NEXT_FILE).is_file():  # the levers' try starts again, reading the levers already finished
+        return _spawn(run, resume=False)
     if not (run / "config.yaml").exists():
         raise UserError(f"{run}: config.yaml is missing, so the run cannot be resumed")
     return _spawn(run, resume=True)

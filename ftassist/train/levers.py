@@ -14,6 +14,9 @@ The cheapest levers go first; one that does not fit what is left of `--budget` i
 whose folder already holds a finished run is read, not trained again (a second `ftassist next` resumes).
 `choose` then recommends the lever that moved whole objects most (fields break ties) without losing schema
 validity, or says that none did, with the figures.
+
+The app runs the same as a background job (`chat_config`, `run_next_job`): its folder holds next.yaml and
+status.json, the levers' runs and next.md go where `ftassist next` puts them (RUN/next), so a second try resumes.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from ftassist.config import NextConfig, TrainConfig, load_config
 from ftassist.errors import UserError
 
 LEVERS = ("dpo", "grpo", "minutes", "rank", "model")
+CHAT_LEVERS = ["dpo", "grpo", "rank", "minutes"]  # what the app tries (no larger model is at hand there)
+CHAT_BUDGET_RUNS = 6.0  # the app's budget, in multiples of the run's own minutes: each lever gets about a run's time
 METRICS = ("val_exact", "val_field_accuracy", "val_schema_valid")
 
 
@@ -137,11 +142,8 @@ def _figures(m: dict) -> str:
             f"schema-valid {100 * m['val_schema_valid']:.1f}%")
 
 
-def next_step(cfg: NextConfig, progress: Callable[[str], None] = print) -> tuple[Choice, list[Trial]]:
-    """Try the levers within `cfg.budget` minutes (reading those already tried), recommend one, and write
-    next.md and next.json into the levers' folder. Raises UserError for a run that is not a finished SFT run."""
-    cfg.validate()
-    run = Path(cfg.run_dir)
+def sft_run(run: Path) -> tuple[TrainConfig, dict]:
+    """(config, kept step's metrics) of a finished SFT run scored on a validation split; UserError naming what is not."""
     baseline = kept_metrics(run)
     if not (run / "config.yaml").is_file() or baseline is None:
         raise UserError(f"{run}: not a finished run with a validation split (config.yaml and run.json's kept step); "
@@ -154,7 +156,15 @@ def next_step(cfg: NextConfig, progress: Callable[[str], None] = print) -> tuple
         stage = "sft"  # load_config below names what is wrong with the file
     if stage != "sft":
         raise UserError(f"{run} is a --stage {stage} run: run `ftassist next` on the SFT run it started from")
-    run_cfg = load_config(TrainConfig, run / "config.yaml")
+    return load_config(TrainConfig, run / "config.yaml"), baseline
+
+
+def next_step(cfg: NextConfig, progress: Callable[[str], None] = print) -> tuple[Choice, list[Trial]]:
+    """Try the levers within `cfg.budget` minutes (reading those already tried), recommend one, and write
+    next.md and next.json into the levers' folder. Raises UserError for a run that is not a finished SFT run."""
+    cfg.validate()
+    run = Path(cfg.run_dir)
+    run_cfg, baseline = sft_run(run)
     record = json.loads((run / "run.json").read_text(encoding="utf-8"))
     run_minutes = max(1.0, float(record.get("train_runtime_s") or 60.0 * (run_cfg.time_budget or 30.0)) / 60.0)
     trials = trials_for(cfg, run_cfg, run_minutes)
@@ -193,3 +203,63 @@ def next_step(cfg: NextConfig, progress: Callable[[str], None] = print) -> tuple
                                                       "metrics": t.metrics, "seconds": t.seconds, "note": t.note}
                                                      for t in trials]})
     return choice, trials
+
+
+def run_minutes(run: Path) -> float:
+    """The minutes a finished run trained (run.json), at least 1."""
+    try:
+        record = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{run}: no readable run.json ({exc}); pick a run that `ftassist train` completed") from exc
+    return max(1.0, float(record.get("train_runtime_s") or 0.0) / 60.0)
+
+
+def chat_config(run: Path) -> NextConfig:
+    """What the app's "find what helps next" tries on `run`: CHAT_LEVERS within CHAT_BUDGET_RUNS times the run's
+    minutes, into RUN/next (where `ftassist next` resumes from). UserError for a run that is not a finished SFT run
+    scored on a validation split."""
+    sft_run(run)
+    cfg = NextConfig(run_dir=str(run), budget=round(CHAT_BUDGET_RUNS * run_minutes(run), 1), levers=list(CHAT_LEVERS),
+                     out=str(run / "next"))
+    cfg.validate()
+    return cfg
+
+
+def run_next_job(cfg: NextConfig, job: Path) -> str:
+    """`next_step` as a background job whose status.json is in `job`: running / completed (the recommendation is its
+    reason) / failed / cancelled; returns the summary line."""
+    import os
+    import signal
+
+    from ftassist.train.status import StatusWriter
+    from ftassist.train.trainer import JobCancelled, raise_cancelled
+
+    status = StatusWriter(job, state="running", pid=os.getpid(), started_at=time.time(), mergeable=False,
+                          reason=f"trying {', '.join(cfg.levers)} within {cfg.budget:g} min", step=0, total_steps=0)
+    status.update()
+    status.start_heartbeat()
+    old = signal.signal(signal.SIGTERM, raise_cancelled)  # between levers too (each train() sets its own)
+    try:
+        choice, _ = next_step(cfg, progress=lambda m: print(m, flush=True))
+    except BaseException as exc:
+        status.update(state="cancelled" if isinstance(exc, (KeyboardInterrupt, JobCancelled)) else "failed",
+                      reason=str(exc) or type(exc).__name__, ended_at=time.time())
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        status.stop_heartbeat()
+    said = f"recommended: {choice.lever}" if choice.lever else "no lever moved the task metric"
+    status.update(state="completed", reason=said, ended_at=time.time())
+    return f"{said}; table: {Path(cfg.out or Path(cfg.run_dir) / 'next') / 'next.md'}"
+
+
+def outcome(cfg: NextConfig) -> tuple[str, str]:
+    """(next.md's text, the run to go on with: the recommended lever's run, else the run itself) of a finished try."""
+    out = Path(cfg.out or Path(cfg.run_dir) / "next")
+    try:
+        report = json.loads((out / "next.json").read_text(encoding="utf-8"))
+        text = (out / "next.md").read_text(encoding="utf-8")
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{out}: the levers' report is missing or unreadable ({exc}); try again") from exc
+    chosen = next((t["out"] for t in report.get("trials", []) if t.get("lever") == report.get("recommended")), None)
+    return text, str(chosen or cfg.run_dir)

@@ -98,7 +98,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, log_
         status.start_heartbeat()
     old_sigterm = None
     if threading.current_thread() is threading.main_thread():
-        old_sigterm = signal.signal(signal.SIGTERM, _raise_cancelled)
+        old_sigterm = signal.signal(signal.SIGTERM, raise_cancelled)
     try:
         result = _train(cfg, run, status, resume=resume, progress=progress and main)
     except (JobCancelled, KeyboardInterrupt) as exc:
@@ -541,7 +541,7 @@ def _finish(status: StatusWriter | None, state: str, reason: str | None, **field
         status.update(state=state, reason=reason, ended_at=time.time(), **fields)
 
 
-def _raise_cancelled(signum, frame):
+def raise_cancelled(signum, frame):
     raise JobCancelled(f"signal {signum}")
 
 
