@@ -260,7 +260,9 @@ def test_example_data_then_training_job_to_completion(settings):
             break
         time.sleep(2)
     assert status is not None and status.state == "completed", (status, (Path(s.run_dir) / "train.log").read_text()[-2000:])
-    assert "Training finished" in s.messages[-1]["content"] and s.quick == [conversation.MERGE, conversation.START_SERVER]
+    assert "Training finished" in s.messages[-1]["content"]
+    # the run kept a step scored on its validation split, so the levers can be measured against it
+    assert s.quick == [conversation.MERGE, conversation.START_SERVER, conversation.NEXT]
     assert list(train_step.loss_frame(metrics)["step"]) == [1, 2, 3]  # a loss point for each of the 3 steps asked for
     from ftassist.data.fingerprint import read_fingerprint
 
@@ -270,14 +272,14 @@ def test_example_data_then_training_job_to_completion(settings):
     s = run(conversation.respond(s, settings, conversation.MERGE))
     assert "**Parity check passed**" in s.messages[-1]["content"] and "| merged_hf | 100.0% |" in s.messages[-1]["content"]
     assert (Path(s.run_dir) / "merged" / "config.json").is_file() and (Path(s.run_dir) / "verify.md").is_file()
-    assert s.quick == [conversation.START_SERVER, conversation.EXPORT]
+    assert s.quick == [conversation.START_SERVER, conversation.NEXT, conversation.EXPORT]
     # GGUF for llama.cpp / Ollama, from the chat: the files, the Modelfile, and the figures of each file
     s = run(conversation.respond(s, settings, conversation.EXPORT))
     said = s.messages[-1]["content"]
     assert "| model-f16.gguf |" in said and "| model-q4_k_m.gguf |" in said and "ollama create" in said
     exported = Path(s.run_dir) / "gguf"
     assert (exported / "Modelfile").is_file() and json.loads((exported / "export.json").read_text())["verified"] is True
-    assert s.quick == [conversation.START_SERVER]
+    assert s.quick == [conversation.START_SERVER, conversation.NEXT]
     # after a reload the finished run is at hand again, without interrupting the new conversation
     again = conversation.reattach(conversation.new_session(), settings)
     assert again.run_dir == s.run_dir and again.stage == "decide" and again.data_dir == s.data_dir
