@@ -126,7 +126,7 @@ def main() -> None:
         gain = figures["full"]["field_accuracy"] - figures["base"]["field_accuracy"]
         got = figures["augmented"]["field_accuracy"] - figures["base"]["field_accuracy"]
         print(f"\nThe augmented set recovers {got / gain:.0%} of the full human-labelled set's field-accuracy gain "
-              f"({got:+.1%} of {gain:+.1%}); teacher {t['model']} measured at {t['field_accuracy']:.1%}.")
+              f"({got:+.1%} of {gain:+.1%}); teacher {args.teacher} measured at {t['field_accuracy']:.1%}.")
 
 
 if __name__ == "__main__":

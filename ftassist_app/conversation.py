@@ -316,17 +316,19 @@ def start_job_in_chat(s: Session, ws: Workspace, cfg, search: bool = False) -> I
 
 def poll(s: Session, ws: Workspace) -> tuple[Session, object | None, list[dict]]:
     """Read the session's job (only ever one of this workspace); when it finishes, say so once and offer the next step."""
-    if not s.run_dir or not ws.owns(s.run_dir):
+    if not s.followed or not ws.owns(s.followed):
         return s, None, []
-    status, metrics = train_step.job_snapshot(s.run_dir)
+    status, metrics = train_step.job_snapshot(s.followed)
+    if s.levers_job:
+        if status.state not in limits.PENDING:
+            _levers_ended(s, status)
+        return s, status, metrics
     if status.state not in limits.PENDING and s.reported_state != status.state:
         s.reported_state = status.state
-        if train_step.next_source(s.run_dir) is not None:
-            _levers_ended(s, status)
-        elif status.state == "completed":
+        if status.state == "completed":
             last = next((m for m in reversed(metrics) if m.get("loss") is not None), None)
             loss = f" Final loss {last['loss']:.4f}." if last else ""
-            s.say(f"Training finished: {status.step} steps.{loss} {train_step.selection_sentence(s.run_dir)} "
+            s.say(f"Training finished: {status.step} steps.{loss} {train_step.selection_sentence(s.run_dir or '')} "
                   "Next: merge the adapter into a full model and check it answers like the adapter, or serve base "
                   "and tuned side by side to compare them (vLLM takes about a minute to start).")
             s.stage = "train"
@@ -344,7 +346,7 @@ def next_in_chat(s: Session, ws: Workspace) -> Iterator[Session]:
 
     source = s.run_dir
     job = train_step.start_next(ws, source)
-    s.run_dir, s.reported_state, s.stage = str(job), None, "train"
+    s.levers_job, s.stage = str(job), "train"  # run_dir stays the run tried (a server may serve it meanwhile)
     waiting = limits.waiting_sentence(ws.settings, job)
     s.say(f"Trying what could improve run `{Path(source or '-').name}`, each measured on its own validation split: "
           f"{', '.join(CHAT_LEVERS)} (a reward stage each, the LoRA rank doubled, more minutes), within "
@@ -356,9 +358,10 @@ def next_in_chat(s: Session, ws: Workspace) -> Iterator[Session]:
 
 def _levers_ended(s: Session, status) -> None:
     """Say how the levers' try ended; the run to go on with becomes the session's run."""
-    source = train_step.next_source(s.run_dir) or ""
+    job, s.levers_job = s.levers_job or "", None
+    source = train_step.next_source(job) or s.run_dir or ""
     if status.state == "completed":
-        text, go_on = train_step.next_result(s.run_dir or "") or ("", source)
+        text, go_on = train_step.next_result(job) or ("", source)
         s.say(text + ("" if go_on == source else f"\n\nThe recommended run `{Path(go_on).name}` is now this "
                                                   "conversation's run: merge it, or serve it to compare."))
         s.run_dir, s.quick = go_on, [MERGE, START_SERVER]
@@ -514,7 +517,13 @@ def reattach(s: Session, ws: Workspace) -> Session:
     if s.data_dir and not ws.owns(s.data_dir):
         s.data_dir, s.data_ready = None, False
     run_dir = train_step.newest_active_job(ws.jobs_dir)
-    if run_dir and run_dir != s.run_dir:
+    source = train_step.next_source(run_dir)
+    if source is not None and ws.owns(source):  # a levers' try: followed beside the run it tries
+        if s.levers_job != run_dir:
+            s.levers_job, s.run_dir, s.stage = run_dir, source, "train"
+            s.say(f"Welcome back: the levers' try `{Path(run_dir or '-').name}` is still running — progress below.")
+            s.quick = []
+    elif run_dir and run_dir != s.run_dir:
         s.run_dir, s.stage, s.reported_state = run_dir, "train", None
         s.say(f"Welcome back: job `{Path(run_dir).name}` is still running — progress below.")
         s.quick = []

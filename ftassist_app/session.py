@@ -43,6 +43,12 @@ class Session:
     mapping_request: dict | None = None  # {"path", "columns", "mapping", "reason"} while a mapping is on show
     augment_offered: bool = False  # the data is small and a teacher is set: "Make more rows" is on offer
     augmented: dict | None = None  # {"dir", "choice"}: the augmented data folder and the quick reply that trains on it
+    levers_job: str | None = None  # the job trying `ftassist next`'s levers on run_dir, while it is followed
+
+    @property
+    def followed(self) -> str | None:
+        """The job the progress panel follows (and cancel / resume act on): the levers' try while one runs, else run_dir."""
+        return self.levers_job or self.run_dir
 
     def say(self, text: str) -> None:
         self.messages.append({"role": "assistant", "content": text})

@@ -203,6 +203,8 @@ def propose_stage(ws: Any, run_id: str, stage: str) -> TrainConfig:
     if not run_id:
         raise UserError("pick the finished training run to improve in the Run list first")
     run = ws.run(run_id)
+    if next_source(run) is not None:
+        raise UserError(f"{run_id} is a try of levers, not a training run: pick the run it tried, or the run it recommended")
     data = run_data_dir(run)
     if data is None:
         raise UserError(f"the data run {run_id} was trained on is gone: build it again, then train")

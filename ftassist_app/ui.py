@@ -246,7 +246,7 @@ def build_app(settings: AppSettings) -> gr.Blocks:
             except UserError:
                 return [*skip, gr.update(visible=False), gr.skip(), gr.skip(), gr.skip()]
             s = state(s, ws)
-            if not s.run_dir or not ws.owns(s.run_dir):
+            if not s.followed or not ws.owns(s.followed):
                 return [*skip, gr.update(visible=False), gr.skip(), gr.skip(), gr.skip()]
             n = len(s.messages)
             try:
@@ -254,15 +254,15 @@ def build_app(settings: AppSettings) -> gr.Blocks:
             except UserError as exc:
                 return [*skip, gr.update(visible=True), ws.public(str(exc)), gr.skip(), gr.skip()]
             chat = render(s, ws) if len(s.messages) != n else skip
-            waiting = limits.waiting_sentence(settings, s.run_dir)
+            waiting = limits.waiting_sentence(settings, s.followed)
             return [*chat, gr.update(visible=True), ws.public(train_step.progress_markdown(status, metrics, waiting)),
                     train_step.loss_frame(metrics), train_step.metric_frame(metrics)]
 
         def own_run(s: Session | None, ws: Workspace) -> Path:
             s = state(s, ws)
-            if not s.run_dir or not ws.owns(s.run_dir):
+            if not s.followed or not ws.owns(s.followed):
                 raise UserError("no training job in this conversation")
-            return ws.run(s.run_dir)
+            return ws.run(s.followed)
 
         @guard
         def on_mapping(instruction: str | None, extra: str | None, output: str | None, system: str | None,

@@ -33,7 +33,8 @@ from ftassist.errors import UserError
 
 LEVERS = ("dpo", "grpo", "minutes", "rank", "model")
 CHAT_LEVERS = ["dpo", "grpo", "rank", "minutes"]  # what the app tries (no larger model is at hand there)
-CHAT_BUDGET_RUNS = 6.0  # the app's budget, in multiples of the run's own minutes: each lever gets about a run's time
+CHAT_BUDGET_RUNS = 9.0  # the app's budget in the run's minutes R: a share B/4 each for dpo and grpo, R for rank and
+# R + B/4 for minutes fit when B >= 8R; one R more for loading models and scoring between them
 METRICS = ("val_exact", "val_field_accuracy", "val_schema_valid")
 
 
@@ -85,12 +86,13 @@ def trials_for(cfg: NextConfig, run_cfg: TrainConfig, run_minutes: float) -> lis
             found.append(Trial(lever, f"--stage {lever} from the kept adapter, {share:g} min", TrainConfig(
                 data=run_cfg.data, out=where, model=run_cfg.model, stage=lever, from_run=str(run), time_budget=share,
                 seed=run_cfg.seed, report_to="none"), share))
-        elif lever == "minutes":
+        elif lever == "minutes":  # more training: more minutes, twice the patience (and the steps, when capped)
             minutes = run_minutes + share
             found.append(Trial(lever, f"SFT again with {minutes:.0f} min and plateau patience "
                                       f"{2 * run_cfg.early_stopping_patience}", dataclasses.replace(
                 base, out=where, time_budget=minutes, early_stopping_patience=2 * run_cfg.early_stopping_patience,
-                report_to="none"), minutes))
+                max_steps=2 * run_cfg.max_steps if run_cfg.max_steps > 0 else run_cfg.max_steps, report_to="none"),
+                minutes))
         elif lever == "rank" and run_cfg.method != "full":
             found.append(Trial(lever, f"SFT at LoRA rank {2 * run_cfg.lora_r} (was {run_cfg.lora_r}), {run_minutes:.0f} min",
                                dataclasses.replace(base, out=where, lora_r=2 * run_cfg.lora_r, lora_alpha=None,
@@ -187,6 +189,8 @@ def next_step(cfg: NextConfig, progress: Callable[[str], None] = print) -> tuple
             train(t.config, progress=False)
         except UserError as exc:
             t.note = f"its run failed: {exc}"
+        except Exception as exc:  # one lever's crash (its train.log has the traceback) must not cost the others
+            t.note = f"its run crashed: {type(exc).__name__}: {exc} (see {t.config.out}/train.log)"
         t.seconds = time.time() - started
         left -= t.seconds / 60
         t.metrics = kept_metrics(Path(t.config.out))

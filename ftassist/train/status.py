@@ -88,7 +88,8 @@ def read_status(run_dir: str | Path, stale_after: float = STALE_AFTER) -> JobSta
                 f"no heartbeat for {quiet:.0f} s")
             status.state = "interrupted"
     ckpt = newest_checkpoint(Path(run_dir) / "checkpoints")
-    status.resumable = status.state in ("interrupted", "failed", "cancelled") and (Path(run_dir) / "config.yaml").exists()
+    status.resumable = status.state in ("interrupted", "failed", "cancelled") and any(
+        (Path(run_dir) / name).exists() for name in ("config.yaml", "next.yaml"))  # next.yaml: a levers' try
     status.extra["checkpoint"] = str(ckpt) if ckpt else None
     return status
 
