@@ -74,9 +74,16 @@ def main() -> None:
     figures = []
     try:
         client = OpenAI(base_url=server.base_url, api_key=cfg.api_key or "EMPTY", timeout=600)
-        ask(client, examples[0].prompt, 1, 0.0, None, args.max_tokens)  # warm-up, not counted
+        votes = [int(v) for v in args.votes.split(",") if v.strip()]
+        # Warm-up, not counted: vLLM compiles for each new batch shape on first sight (it cost the first timed arm
+        # ~60 s here), so every arm's batch shapes are seen once on the first rows before anything is timed.
+        for k in [1] + votes:
+            for constrained in (False, True):
+                with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
+                    list(pool.map(lambda e: ask(client, e.prompt, k, args.temperature, schema if constrained else None,
+                                                args.max_tokens), examples[:args.concurrency]))
         for constrained in (False, True):
-            for k in [1] + [int(v) for v in args.votes.split(",") if v.strip()]:
+            for k in [1] + votes:
                 started = time.perf_counter()
                 with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
                     results = list(pool.map(lambda e: ask(client, e.prompt, k, args.temperature,
