@@ -225,23 +225,27 @@ def start_next(ws: Any, run_dir: str | Path | None) -> Path:
     return Path(admit_job(ws, chat_config(Path(run_dir)), job_dir=new_run_dir(ws.jobs_dir)))
 
 
-def next_result(job_dir: str | Path) -> tuple[str, str] | None:
-    """(next.md's text, the run to go on with) when `job_dir` is a finished levers' try; None for any other job."""
-    from ftassist.config import NextConfig, load_config
-    from ftassist.train.jobs import NEXT_FILE
-    from ftassist.train.levers import outcome
-
-    path = Path(job_dir) / NEXT_FILE
-    return outcome(load_config(NextConfig, path)) if path.is_file() else None
-
-
-def next_source(job_dir: str | Path | None) -> str | None:
-    """The run a levers' try works on, when `job_dir` is one (its next.yaml); None for any other job."""
+def levers_config(job_dir: str | Path | None) -> Any:
+    """The NextConfig of a levers' try (its job folder's next.yaml), or None when `job_dir` is any other job."""
     from ftassist.config import NextConfig, load_config
     from ftassist.train.jobs import NEXT_FILE
 
     path = Path(job_dir or "") / NEXT_FILE
-    return load_config(NextConfig, path).run_dir if job_dir and path.is_file() else None
+    return load_config(NextConfig, path) if job_dir and path.is_file() else None
+
+
+def next_result(job_dir: str | Path) -> tuple[str, str] | None:
+    """(next.md's text, the run to go on with) when `job_dir` is a finished levers' try; None for any other job."""
+    from ftassist.train.levers import outcome
+
+    cfg = levers_config(job_dir)
+    return outcome(cfg) if cfg is not None else None
+
+
+def next_source(job_dir: str | Path | None) -> str | None:
+    """The run a levers' try works on, when `job_dir` is one; None for any other job."""
+    cfg = levers_config(job_dir)
+    return cfg.run_dir if cfg is not None else None
 
 
 def can_try_next(run_dir: str | Path | None) -> bool:

@@ -167,9 +167,7 @@ def next_step(cfg: NextConfig, progress: Callable[[str], None] = print) -> tuple
     cfg.validate()
     run = Path(cfg.run_dir)
     run_cfg, baseline = sft_run(run)
-    record = json.loads((run / "run.json").read_text(encoding="utf-8"))
-    run_minutes = max(1.0, float(record.get("train_runtime_s") or 60.0 * (run_cfg.time_budget or 30.0)) / 60.0)
-    trials = trials_for(cfg, run_cfg, run_minutes)
+    trials = trials_for(cfg, run_cfg, run_minutes(run, run_cfg))
     left = cfg.budget
     for t in trials:
         if t.note:  # does not apply to this run
@@ -209,21 +207,21 @@ def next_step(cfg: NextConfig, progress: Callable[[str], None] = print) -> tuple
     return choice, trials
 
 
-def run_minutes(run: Path) -> float:
-    """The minutes a finished run trained (run.json), at least 1."""
+def run_minutes(run: Path, run_cfg: TrainConfig) -> float:
+    """The minutes a finished run trained (run.json; its time budget when it did not say), at least 1."""
     try:
         record = json.loads((run / "run.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise UserError(f"{run}: no readable run.json ({exc}); pick a run that `ftassist train` completed") from exc
-    return max(1.0, float(record.get("train_runtime_s") or 0.0) / 60.0)
+    return max(1.0, float(record.get("train_runtime_s") or 60.0 * (run_cfg.time_budget or 30.0)) / 60.0)
 
 
 def chat_config(run: Path) -> NextConfig:
     """What the app's "find what helps next" tries on `run`: CHAT_LEVERS within CHAT_BUDGET_RUNS times the run's
     minutes, into RUN/next (where `ftassist next` resumes from). UserError for a run that is not a finished SFT run
     scored on a validation split."""
-    sft_run(run)
-    cfg = NextConfig(run_dir=str(run), budget=round(CHAT_BUDGET_RUNS * run_minutes(run), 1), levers=list(CHAT_LEVERS),
+    run_cfg, _ = sft_run(run)
+    cfg = NextConfig(run_dir=str(run), budget=round(CHAT_BUDGET_RUNS * run_minutes(run, run_cfg), 1), levers=list(CHAT_LEVERS),
                      out=str(run / "next"))
     cfg.validate()
     return cfg
