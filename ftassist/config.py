@@ -491,7 +491,9 @@ class EvalConfig(Checked):
     api_key: str | None = _f(None, "API key for the endpoint (default: $OPENAI_API_KEY or 'EMPTY'); also sent to "
                                    "NAME@URL endpoints that have no --api-key-for.")
     api_keys: dict[str, str] = _f({}, "API key of one arm's endpoint: LABEL=KEY (repeatable), e.g. gpt=sk-...", flag="api_key_for")
-    max_tokens: int = _f(256, "Longest reply generated.")
+    max_tokens: int = _f(0, "Longest reply generated; 0: from the test set, the longest reference's length in UTF-8 bytes "
+                            "+ 32, between 64 and 1024 (a token is at least one byte, so a right reply fits, and a model "
+                            "that never stops costs no more than that).")
     temperature: float = _f(0.0, "Sampling temperature (0: greedy).")
     samples: int = _f(1, "Samples per example (with temperature > 0 this measures stability).")
     concurrency: int = _f(8, "Requests in flight at once.")
@@ -533,8 +535,8 @@ class EvalConfig(Checked):
             problems.append("--data is missing: pass a test.jsonl from `ftassist data build`")
         if not self.out:
             problems.append("--out is missing: name a folder for the report")
-        if self.samples < 1 or self.concurrency < 1 or self.max_tokens < 1:
-            problems.append("--samples, --concurrency and --max-tokens must be >= 1")
+        if self.samples < 1 or self.concurrency < 1 or self.max_tokens < 0:
+            problems.append("--samples and --concurrency must be >= 1, --max-tokens >= 0 (0: from the references)")
         if self.samples > 1 and self.temperature == 0:
             problems.append("--samples > 1 needs --temperature > 0, otherwise every sample is the same")
         if self.vote and self.samples < 3:

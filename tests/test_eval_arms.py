@@ -85,7 +85,7 @@ def test_eval_config_lists_every_problem_together():
         "--api-key-for x: no --model has that label; labels: base, base",
         "--data is missing: pass a test.jsonl from `ftassist data build`",
         "--out is missing: name a folder for the report",
-        "--samples, --concurrency and --max-tokens must be >= 1",
+        "--samples and --concurrency must be >= 1, --max-tokens >= 0 (0: from the references)",
     ]
     with pytest.raises(ConfigError) as info:
         EvalConfig(data="d", out="o").validate()

@@ -139,7 +139,13 @@ def test_run_eval_exact_numbers_files_and_history(fake_server, tmp_path):
     # The request sent: the prompt without the reference, greedy, max_tokens, the schema for constrained arms.
     sent = [r for r in fake_server.requests if r["model"] == "tuned" and "response_format" in r]
     assert len(sent) == N
-    assert sent[0]["temperature"] == 0.0 and sent[0]["max_tokens"] == 256
+    # max_tokens from the references: the longest of the N rows' replies in UTF-8 bytes, + 32, floored at 64.
+    longest = max(len(json.loads(line)["messages"][-1]["content"].encode()) for line in
+                  (EXAMPLE / "test.jsonl").read_text().splitlines()[:N])
+    assert sent[0]["temperature"] == 0.0 and sent[0]["max_tokens"] == max(64, longest + 32)
+    assert any(n.startswith(f"max_tokens {max(64, longest + 32)} came from the test set") for n in result.report["notes"])
+    probes = [r for r in fake_server.requests if len(r["messages"]) == 1]
+    assert len(probes) == 8 and {r["max_tokens"] for r in probes} == {128}  # 4 probes x 2 unconstrained arms
     assert [m["role"] for m in sent[0]["messages"]] == ["system", "user"]
     fmt = sent[0]["response_format"]
     assert fmt["type"] == "json_schema" and fmt["json_schema"]["name"] == "reply"

@@ -34,13 +34,13 @@ from ftassist.evaluation.fields import diagnose_fields, suggest, verdict
 from ftassist.evaluation.freetext import score_text
 from ftassist.evaluation.history import append_history, history_entry, history_path, read_history, render_history
 from ftassist.evaluation.metrics import canonical, make_validator, score_reply, score_request_error
-from ftassist.evaluation.probe import PROBES, check_probe, probe_messages
+from ftassist.evaluation.probe import PROBE_MAX_TOKENS, PROBES, check_probe, probe_messages
 from ftassist.evaluation.report import EvalReport, markdown_table, write_report
 from ftassist.evaluation.summary import PRIMARY, compare_arms, constrained_speed, select_worst, summarize_arm
 from ftassist.evaluation.taxonomy import describe
 from ftassist.evaluation.vote import voted_reply
 from ftassist.data.fingerprint import read_fingerprint
-from ftassist.evaluation.testset import Example, file_sha256, load_examples
+from ftassist.evaluation.testset import REPLY_CEILING, REPLY_FLOOR, REPLY_MARGIN, Example, file_sha256, load_examples, reply_budget
 from ftassist.schema import infer_schema, load_schema
 
 INFERRED = "inferred from the references"
@@ -77,6 +77,12 @@ def run_eval(cfg: EvalConfig, progress: Callable[[str], None] | None = None) -> 
     say = progress or (lambda msg: print(msg, file=sys.stderr))
     cfg.validate()
     examples, task = load_examples(cfg.data, cfg.limit)
+    budget_note = None
+    if not cfg.max_tokens:
+        cfg = dataclasses.replace(cfg, max_tokens=reply_budget(examples))
+        budget_note = (f"max_tokens {cfg.max_tokens} came from the test set (the longest reference's UTF-8 bytes + "
+                       f"{REPLY_MARGIN}, between {REPLY_FLOOR} and {REPLY_CEILING}): a right reply fits; a reply cut "
+                       "there counts as truncated. Pass --max-tokens N to set it.")
     schema, schema_source = resolve_schema(cfg, examples, task)
     if cfg.constrained and schema is None:
         raise UserError("--constrained needs a JSON test set (its references are free text)")
@@ -136,7 +142,7 @@ def run_eval(cfg: EvalConfig, progress: Callable[[str], None] | None = None) -> 
         "probe": probe if probe["arms"] else None,
         "worst": [_worst_entry(examples[i], scores, replies_rows, task, i) for i in select_worst(scores, task, cfg.worst)],
         "files": {"rates": "rates.png", "failures": "failures.png" if task == "json" else None, "replies": "replies.jsonl"},
-        "notes": _notes(cfg, task, summaries),
+        "notes": ([budget_note] if budget_note else []) + _notes(cfg, task, summaries),
     }
     report["table"] = markdown_table(summaries, task)
     hist = history_path(cfg.out, cfg.history)
@@ -195,13 +201,14 @@ def query_arm(endpoint: Endpoint, arm: Arm, examples: list[Example], cfg: EvalCo
 
 
 def run_probe(endpoint: Endpoint, arm: Arm, cfg: EvalConfig) -> dict:
-    """{probe id: {"passed", "reply"}} for one arm, greedy (temperature 0) so reruns agree."""
-    out = {}
-    for p in PROBES:
-        reply = endpoint.chat(arm.model, probe_messages(p), temperature=0.0, max_tokens=cfg.max_tokens,
-                              sampling=cfg.sampling_fields())
-        out[p.id] = {"passed": reply.error is None and check_probe(p.id, reply.text), "reply": reply.text or reply.error}
-    return out
+    """{probe id: {"passed", "reply"}} for one arm, greedy (temperature 0) so reruns agree; the probes are sent
+    together (the server batches them), each with `PROBE_MAX_TOKENS`, whatever the task's replies get."""
+    with ThreadPoolExecutor(max_workers=len(PROBES), thread_name_prefix="ftassist-probe") as pool:
+        replies = list(pool.map(lambda p: endpoint.chat(arm.model, probe_messages(p), temperature=0.0,
+                                                        max_tokens=PROBE_MAX_TOKENS, sampling=cfg.sampling_fields()),
+                                PROBES))
+    return {p.id: {"passed": reply.error is None and check_probe(p.id, reply.text), "reply": reply.text or reply.error}
+            for p, reply in zip(PROBES, replies)}
 
 
 def _score(reply: Reply, ex: Example, task: str, validator) -> dict:

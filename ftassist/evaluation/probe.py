@@ -18,6 +18,8 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
+PROBE_MAX_TOKENS = 128  # every check is decided well within it: the longest passing reply is 60 words
+
 _STORY = (
     "The town library closed its old building in March after the roof began to leak. For six weeks "
     "books were lent from a bus parked in the market square, and volunteers carried boxes every "

@@ -65,6 +65,25 @@ def load_examples(path: str | Path, limit: int = 0) -> tuple[list[Example], str]
                     "fix those rows, or evaluate them as a separate free-text set")
 
 
+REPLY_MARGIN = 32
+REPLY_FLOOR, REPLY_CEILING = 64, 1024
+
+
+def reply_budget(examples: list[Example]) -> int:
+    """The `max_tokens` an eval gives each reply when none is set: the longest reference's UTF-8 bytes + 32, kept
+    between 64 and 1024. Byte-level tokenizers spend at least one byte per token, so a reply as long as the
+    longest right one fits (with room for a code fence or indentation), and an arm that never stops (an untuned
+    model's prose) costs no more than that instead of a fixed 256.
+
+    >>> reply_budget([Example(1, [], '{"keyword": "ablaze", "real_disaster": true}')])
+    76
+    >>> reply_budget([Example(1, [], "x" * 5000)])
+    1024
+    """
+    longest = max((len(e.reference_text.encode("utf-8")) for e in examples), default=0)
+    return max(REPLY_FLOOR, min(REPLY_CEILING, longest + REPLY_MARGIN))
+
+
 def file_sha256(path: str | Path) -> str:
     """Hex SHA-256 of a file's bytes: runs on the same test set share it."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
