@@ -10,6 +10,7 @@ With two adapters that is the 6 arms of #30 (base, tuned, plain; each also const
 - before: the settings of 2026-12-06 06:38: vLLM's own CPU LoRA ops (FTASSIST_LORA_OPS=0), max_tokens 256,
   8 requests in flight. (The probe's four prompts go together in both, as the eval now sends them.)
 - after: today's defaults: serving.lora_ops in the server, max_tokens from the references, 8 in flight.
+- after16: the same with 16 in flight (does a wider batch pay on this CPU?).
 
 Printed per setting: each arm's wall seconds, completion tokens and tokens/s from the eval's own report, its field
 accuracy (so a faster setting that changed replies shows), the eval's whole wall time and the server's start.
@@ -28,7 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 SETTINGS = {"before": {"lora_ops": "0", "max_tokens": 256, "concurrency": 8},
-            "after": {"lora_ops": "1", "max_tokens": 0, "concurrency": 8}}
+            "after": {"lora_ops": "1", "max_tokens": 0, "concurrency": 8},
+            "after16": {"lora_ops": "1", "max_tokens": 0, "concurrency": 16}}
 
 
 def run_setting(name: str, model: str, adapters: dict[str, str], args: argparse.Namespace) -> tuple[list[dict], float, float]:
@@ -59,6 +61,9 @@ def run_setting(name: str, model: str, adapters: dict[str, str], args: argparse.
         whole = time.perf_counter() - started
     finally:
         server.stop()
+    log = (out / "server.log").read_text(errors="replace")
+    print(f"[{name}] server log {out / 'server.log'}: ftassist LoRA ops "
+          f"{'installed' if 'ftassist LoRA ops installed' in log else 'NOT installed'}", flush=True)
     return result.arms, whole, ready
 
 
@@ -92,9 +97,10 @@ def main() -> None:
                   f"{100 * arm['rates']['exact']['value']:.1f}% |")
         print(f"\nthe whole eval ({len(arms)} arms and the forgetting probe): {whole:.0f} s; the server started in {ready:.0f} s",
               flush=True)
-    if len(totals) == 2:
-        (a, ta), (b, tb) = totals.items()
-        print(f"\n{a} {ta:.0f} s, {b} {tb:.0f} s: {ta / tb:.2f}x; load average now {os.getloadavg()[0]:.1f}")
+    if len(totals) >= 2:
+        (a, ta), *rest = totals.items()
+        print("\n" + "; ".join(f"{a} {ta:.0f} s / {b} {tb:.0f} s: {ta / tb:.2f}x" for b, tb in rest)
+              + f"; load average now {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,11 @@ the teacher labels the visitor's unlabelled inputs or writes new ones, measured 
 
 from __future__ import annotations
 
+import queue
+import threading
+import time
 from pathlib import Path
+from typing import Callable, Generator
 
 from ftassist.config import AugmentConfig
 from ftassist.data.augment import AugmentResult, augment, render, rows_to_write
@@ -12,6 +16,7 @@ from ftassist.errors import UserError
 from ftassist_app.settings import AppSettings
 
 UNLABELLED_SUFFIXES = (".txt", ".jsonl")
+TICK_S = 2.0  # the chat's progress line is refreshed at least this often while the teacher works
 
 
 def offer(settings: AppSettings, train_rows: int) -> str | None:
@@ -43,10 +48,42 @@ def augment_config(settings: AppSettings, data_dir: Path, out: Path, unlabelled:
                          teacher_api_key=settings.teacher_key or None)
 
 
-def run(cfg: AugmentConfig) -> tuple[AugmentResult | None, str]:
+def stream(cfg: AugmentConfig) -> Generator[str, None, tuple[AugmentResult | None, str]]:
+    """`run` in a thread: yields what the teacher is doing and for how long, at least every TICK_S seconds (the chat
+    shows it, instead of minutes of silence); returns `run`'s value, or raises what it raised."""
+    lines: queue.Queue[str | None] = queue.Queue()
+    outcome: dict = {}
+
+    def work() -> None:
+        try:
+            outcome["value"] = run(cfg, progress=lines.put)
+        except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread
+            outcome["error"] = exc
+        finally:
+            lines.put(None)
+
+    thread = threading.Thread(target=work, name="augment", daemon=True)
+    started, doing = time.monotonic(), "starting"
+    thread.start()
+    while True:
+        try:
+            line = lines.get(timeout=TICK_S)
+        except queue.Empty:
+            line = doing  # no news: the same line, a longer time
+        if line is None:
+            break
+        doing = line.removeprefix("augment: ")
+        yield f"{doing} ({time.monotonic() - started:.0f} s)"
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def run(cfg: AugmentConfig, progress: Callable[[str], None] = lambda _: None) -> tuple[AugmentResult | None, str]:
     """(result, the report to show); (None, the report and why) when the teacher was below the accuracy floor."""
     try:
-        result = augment(cfg, progress=lambda _: None)
+        result = augment(cfg, progress=progress)
     except UserError as exc:
         report = Path(cfg.out) / "augment.md"
         if "--accuracy-floor" in str(exc) and report.is_file():

@@ -246,11 +246,20 @@ def augment_in_chat(s: Session, ws: Workspace, files: list[str]) -> Iterator[Ses
     unlabelled = data_step.stash_uploads(files, ws.uploads_dir / "unlabelled") if files else []
     out = train_step.new_run_dir(ws.root / "augmented")  # a new folder each time: a queued job keeps its rows
     cfg = augment_step.augment_config(ws.settings, Path(s.data_dir), out, unlabelled)
-    s.say(f"Asking the teacher ({ws.settings.teacher_model}): first on your own labelled rows, then on "
-          + (f"the inputs of {Path(unlabelled[0]).name}…" if unlabelled else f"{cfg.write} inputs it writes in your rows' style…"))
+    intro = (f"Asking the teacher ({ws.settings.teacher_model}): first on your own labelled rows, then on "
+             + (f"the inputs of {Path(unlabelled[0]).name}…" if unlabelled else f"{cfg.write} inputs it writes in your rows' style…"))
+    s.say(intro)
     s.quick = []
     yield s
-    result, report = augment_step.run(cfg)
+    steps = augment_step.stream(cfg)
+    while True:
+        try:
+            doing = next(steps)
+        except StopIteration as done:
+            result, report = done.value
+            break
+        s.messages[-1] = {"role": "assistant", "content": f"{intro}\n\nNow: {doing}"}
+        yield s
     s.say(report)
     s.augmented = None
     if result is not None and result.kept:

@@ -5,7 +5,9 @@ vLLM's CPU LoRA ops (`vllm.lora.ops.torch_ops`) gather the adapter's weights onc
 prefill of a few thousand tokens that is hundreds of megabytes copied per layer and projection: a tuned
 adapter's first pass over an eval's prompts took 4x its second (cached) one. The ops here give the same
 result with one product per adapter present in the batch (`x[rows] @ W[adapter].T`), and keep the
-originals' signatures and their output handling (padding, slices, add or overwrite).
+originals' signatures and their output handling (padding, slices, add or overwrite). One difference, a fix: a
+token with no adapter (index -1, a base-model request batched with adapter requests) gets no LoRA; vLLM's CPU ops
+gave it the adapter in the last slot, so on a server with adapters a base reply depended on what else was running.
 
 `register` (the `vllm.general_plugins` entry point, run by vLLM in each of its processes) puts them in
 `vllm.lora.punica_wrapper.punica_cpu`, the only user of the torch ops. `FTASSIST_LORA_OPS=0` leaves vLLM's.
@@ -26,21 +28,26 @@ import os
 import torch
 
 ENV = "FTASSIST_LORA_OPS"
-_log = logging.getLogger(__name__)
+_log = logging.getLogger("vllm.ftassist_lora_ops")  # under vLLM's logger: its handler prints it in the server log
 
 
 def grouped_products(inputs: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """out[b] = inputs[b] @ weights[indices[b]].T, one product per distinct index (negative indices count from
-    the end, as in vLLM's ops)."""
+    """out[b] = inputs[b] @ weights[indices[b]].T, one product per distinct index; 0 where the index is -1.
+
+    -1 is vLLM's "no adapter" (a request for the base model). vLLM's CPU ops index the weights with it, which is
+    the last slot: a base request batched with adapter requests got the adapter in that slot (its GPU kernels skip
+    -1). Here it gets nothing, as a base request alone does.
+    """
     w = weights.squeeze(1) if weights.dim() == 4 else weights
     x = inputs.to(dtype)
     distinct = torch.unique(indices)
-    if distinct.numel() == 1:
+    if distinct.numel() == 1 and int(distinct[0]) >= 0:
         return x @ w[int(distinct[0])].to(dtype).T
-    out = torch.empty(x.shape[0], w.shape[1], dtype=dtype, device=x.device)
+    out = torch.zeros(x.shape[0], w.shape[1], dtype=dtype, device=x.device)
     for index in distinct.tolist():
-        rows = indices == index
-        out[rows] = x[rows] @ w[index].to(dtype).T
+        if index >= 0:
+            rows = indices == index
+            out[rows] = x[rows] @ w[index].to(dtype).T
     return out
 
 
@@ -109,4 +116,5 @@ def register() -> bool:
         return False
     for name, op in OPS.items():
         setattr(punica_cpu, name, op)
+    _log.info("ftassist LoRA ops installed in vLLM's CPU punica wrapper (FTASSIST_LORA_OPS=0 keeps vLLM's own)")
     return True

@@ -35,7 +35,11 @@ def test_small_data_and_a_teacher_offer_more_rows_that_the_next_reply_trains_on(
     try:
         s, ws, data = built(tmp_path, tiny_model, teacher)
         assert conversation.AUGMENT in s.quick and "can make more" in s.messages[-1]["content"]
-        s = last(conversation.respond(s, ws, conversation.AUGMENT))  # the teacher writes inputs in the rows' style
+        shown = [(len(state.messages), state.messages[-1]["content"])  # the chat as each yield left it
+                 for state in conversation.respond(s, ws, conversation.AUGMENT)]  # the teacher writes inputs in the rows' style
+        progress = [text for n, text in shown if n == shown[0][0] and "Now: " in text]  # one message, updated in place
+        assert "Now: measuring the teacher on" in progress[0], shown
+        assert any("Now: the teacher writes" in text for text in progress) and any("Now: labelling" in text for text in progress)
         report = s.messages[-1]["content"]
         assert report.index("The teacher first") < report.index("kept 2") and "ftassist train --data" not in report
         assert s.quick == [s.augmented["choice"], conversation.CONTINUE_TRAIN]

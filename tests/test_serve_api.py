@@ -35,6 +35,22 @@ def test_chat_base_and_adapter_differ(client):
     assert greedy(client, "tuned") == tuned  # greedy is repeatable
 
 
+def test_a_base_reply_batched_with_adapter_requests_is_the_base_reply_alone(client):
+    """vLLM's CPU LoRA ops gave a base request's tokens the adapter in the last slot when adapter requests ran in the
+    same batch (serving/lora_ops.py): the app's side-by-side compare sends base and tuned together."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    alone, tuned = greedy(client, "base"), greedy(client, "tuned")
+    assert alone != tuned
+    long = {"max_tokens": 200, "extra_body": {"ignore_eos": True}}
+    with ThreadPoolExecutor(5) as pool:
+        busy = [pool.submit(client.chat.completions.create, model="tuned", messages=HI, temperature=0, **long)
+                for _ in range(4)]
+        together = pool.submit(greedy, client, "base")
+        assert together.result() == alone
+        assert all(len(f.result().choices[0].message.content) > 0 for f in busy)
+
+
 def test_streaming_matches_the_full_reply(client):
     stream = client.chat.completions.create(model="tuned", messages=HI, max_tokens=16, temperature=0, stream=True)
     chunks = [c.choices[0].delta.content or "" for c in stream if c.choices]

@@ -1,4 +1,5 @@
-"""serving.lora_ops: the same numbers as vLLM's own CPU LoRA ops, installed in vLLM's processes by the plugin."""
+"""serving.lora_ops: the same numbers as vLLM's own CPU LoRA ops for tokens with an adapter, no LoRA for tokens
+without one (index -1, where vLLM's CPU ops used the last slot), installed in vLLM's processes by the plugin."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ def _case(seed: int, tokens: int, slots: int, out: int, inp: int, four_dims: boo
     if four_dims:
         weights = weights.unsqueeze(1)
     x = torch.randn(tokens, inp, generator=g)
-    indices = torch.randint(-1, slots, (tokens,), generator=g)  # -1 (no adapter) indexes from the end, as vLLM's do
+    indices = torch.randint(-1, slots, (tokens,), generator=g)  # -1: a token of a request for the base model
+    if tokens >= 2:
+        indices[:2] = torch.tensor([-1, 0])  # both kinds, whatever the draw
     base = torch.randn(tokens, out + 3, generator=g)
     return weights, x, indices, base
 
@@ -31,8 +34,15 @@ def test_bgmv_ops_match_vllm(slots, four_dims):
         ours, theirs = base.clone(), base.clone()
         getattr(lora_ops, name)(x, weights, ours, indices, *args)
         getattr(vllm_ops, name)(x, weights, theirs, indices, *args)
-        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5, msg=f"{name}{args}")
-        assert not torch.equal(ours, base)  # the op wrote something
+        lora, none = indices >= 0, indices < 0
+        torch.testing.assert_close(ours[lora], theirs[lora], rtol=1e-5, atol=1e-5, msg=f"{name}{args}")
+        assert not torch.equal(ours[lora], base[lora])  # the op wrote something
+        adds = name != "bgmv_shrink" and args[-1] is True
+        columns = ours[none] != base[none]  # what the op changed in the rows without an adapter
+        if adds:  # adding no LoRA leaves the rows as they were
+            assert not columns.any()
+        else:  # a shrink or an overwrite writes zeros there, in the columns it writes
+            assert (ours[none][columns] == 0).all() and columns.any()
 
 
 def test_sgmv_ops_match_vllm_on_a_prefill_of_three_sequences():
@@ -71,3 +81,15 @@ def test_register_installs_the_ops_in_vllms_cpu_wrapper_and_the_plugin_is_declar
             setattr(punica_cpu, name, op)
     plugins = {ep.name: ep.value for ep in importlib.metadata.entry_points(group="vllm.general_plugins")}
     assert plugins.get("ftassist_lora_ops") == "serving.lora_ops:register"
+
+
+def test_a_prefill_sequence_without_an_adapter_gets_no_lora_in_a_mixed_batch():
+    weights, x, _, base = _case(11, 12, 2, 24, 16, False)
+    seq_lens, seq_loras, starts = torch.tensor([5, 4, 3]), torch.tensor([1, -1, 0]), torch.tensor([0, 5, 9])
+    ours, theirs = base.clone(), base.clone()
+    lora_ops.sgmv_expand(x, weights, ours, starts, seq_lens, seq_loras, 3, 5, 12, True)
+    vllm_ops.sgmv_expand(x, weights, theirs, starts, seq_lens, seq_loras, 3, 5, 12, True)
+    assert torch.equal(ours[5:9], base[5:9])  # the base request's tokens: as if it ran alone
+    assert not torch.equal(theirs[5:9], base[5:9])  # vLLM's CPU op gave them the adapter in the last slot
+    torch.testing.assert_close(ours[:5], theirs[:5])
+    torch.testing.assert_close(ours[9:], theirs[9:])
