@@ -9,8 +9,9 @@ With two adapters that is the 6 arms of #30 (base, tuned, plain; each also const
 
 - before: the settings of 2026-12-06 06:38: vLLM's own CPU LoRA ops (FTASSIST_LORA_OPS=0), max_tokens 256,
   8 requests in flight. (The probe's four prompts go together in both, as the eval now sends them.)
-- after: today's defaults: serving.lora_ops in the server, max_tokens from the references, 8 in flight.
-- after16: the same with 16 in flight (does a wider batch pay on this CPU?).
+- after: today's defaults: serving.lora_ops in the server, max_tokens from the references, 32 in flight.
+- after8, after16: the same with 8 or 16 in flight (what a wider batch is worth on this CPU; on 2026-12-06 the
+  setting called "after" had 8 in flight, and "after32" was today's "after").
 
 Printed per setting: each arm's wall seconds, completion tokens and tokens/s from the eval's own report, its field
 accuracy (so a faster setting that changed replies shows), the eval's whole wall time and the server's start.
@@ -29,8 +30,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 SETTINGS = {"before": {"lora_ops": "0", "max_tokens": 256, "concurrency": 8},
-            "after": {"lora_ops": "1", "max_tokens": 0, "concurrency": 8},
-            "after16": {"lora_ops": "1", "max_tokens": 0, "concurrency": 16}}
+            "after8": {"lora_ops": "1", "max_tokens": 0, "concurrency": 8},
+            "after16": {"lora_ops": "1", "max_tokens": 0, "concurrency": 16},
+            "after": {"lora_ops": "1", "max_tokens": 0, "concurrency": 32}}
 
 
 def run_setting(name: str, model: str, adapters: dict[str, str], args: argparse.Namespace) -> tuple[list[dict], float, float]:

@@ -107,7 +107,7 @@ def run_evaluation(info: Any, data_dir: str | None, out: Path, limit: int = 0) -
     schema = Path(data_dir) / "schema.json"
     cfg = EvalConfig(base_url=info.base_url, models=list(info.models), data=str(Path(data_dir) / "test.jsonl"),
                      schema=str(schema) if schema.exists() else None, out=str(out), api_key=info.api_key,
-                     limit=limit, concurrency=4, constrained=schema.exists(), forgetting_probe=True)
+                     limit=limit, constrained=schema.exists(), forgetting_probe=True)
     cfg.validate()
     return run_eval(cfg)
 
