@@ -8,7 +8,8 @@ as a user runs it: base and each adapter, each also under `json_schema` structur
 With two adapters that is the 6 arms of #30 (base, tuned, plain; each also constrained).
 
 - before: the settings of 2026-12-06 06:38: vLLM's own CPU LoRA ops (FTASSIST_LORA_OPS=0), max_tokens 256,
-  8 requests in flight. (The probe's four prompts go together in both, as the eval now sends them.)
+  8 requests in flight. (The probe's four prompts go together, capped at 128 tokens, in every setting, as the eval
+  now sends them: the 06:38 eval sent them one by one with the task's max_tokens.)
 - after: today's defaults: serving.lora_ops in the server, max_tokens from the references, 32 in flight.
 - after8, after16: the same with 8 or 16 in flight (what a wider batch is worth on this CPU; on 2026-12-06 the
   setting called "after" had 8 in flight, and "after32" was today's "after").

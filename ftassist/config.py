@@ -496,8 +496,10 @@ class EvalConfig(Checked):
                             "that never stops costs no more than that).")
     temperature: float = _f(0.0, "Sampling temperature (0: greedy).")
     samples: int = _f(1, "Samples per example (with temperature > 0 this measures stability).")
-    concurrency: int = _f(32, "Requests in flight at once (a vLLM server batches them: on 2 CPU cores 150 rows x 6 arms "
-                              "took 504 s at 8, 365 s at 16, 307 s at 32; bench/eval_speed.py).")
+    concurrency: int = _f(32, "Requests in flight at once. A vLLM server batches them (on 2 CPU cores 150 rows x 6 arms "
+                              "took 504 s at 8, 365 s at 16, 307 s at 32; bench/eval_speed.py); for a server that "
+                              "answers one at a time (llama.cpp's default) or a rate-limited API, set 1-4 and a longer "
+                              "--timeout.")
     constrained: bool = _f(False, "Also run each model under structured outputs (response_format json_schema).")
     limit: int = _f(0, "Evaluate only the first N examples (0: all).")
     timeout: float = _f(120.0, "Seconds allowed for one request.")

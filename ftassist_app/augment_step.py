@@ -48,15 +48,26 @@ def augment_config(settings: AppSettings, data_dir: Path, out: Path, unlabelled:
                          teacher_api_key=settings.teacher_key or None)
 
 
+class Abandoned(Exception):
+    """The chat stopped following an augment (the visitor left, or Gradio cancelled the turn)."""
+
+
 def stream(cfg: AugmentConfig) -> Generator[str, None, tuple[AugmentResult | None, str]]:
     """`run` in a thread: yields what the teacher is doing and for how long, at least every TICK_S seconds (the chat
-    shows it, instead of minutes of silence); returns `run`'s value, or raises what it raised."""
+    shows it, instead of minutes of silence); returns `run`'s value, or raises what it raised. Closed early, it
+    stops the work at its next phase (no more of the operator's teacher requests than the phase under way)."""
     lines: queue.Queue[str | None] = queue.Queue()
     outcome: dict = {}
+    stop = threading.Event()
+
+    def report(line: str) -> None:
+        if stop.is_set():
+            raise Abandoned(line)
+        lines.put(line)
 
     def work() -> None:
         try:
-            outcome["value"] = run(cfg, progress=lines.put)
+            outcome["value"] = run(cfg, progress=report)
         except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread
             outcome["error"] = exc
         finally:
@@ -65,15 +76,18 @@ def stream(cfg: AugmentConfig) -> Generator[str, None, tuple[AugmentResult | Non
     thread = threading.Thread(target=work, name="augment", daemon=True)
     started, doing = time.monotonic(), "starting"
     thread.start()
-    while True:
-        try:
-            line = lines.get(timeout=TICK_S)
-        except queue.Empty:
-            line = doing  # no news: the same line, a longer time
-        if line is None:
-            break
-        doing = line.removeprefix("augment: ")
-        yield f"{doing} ({time.monotonic() - started:.0f} s)"
+    try:
+        while True:
+            try:
+                line = lines.get(timeout=TICK_S)
+            except queue.Empty:
+                line = doing  # no news: the same line, a longer time
+            if line is None:
+                break
+            doing = line.removeprefix("augment: ")
+            yield f"{doing} ({time.monotonic() - started:.0f} s)"
+    finally:
+        stop.set()  # closed early (GeneratorExit): the thread ends at its next phase
     thread.join()
     if "error" in outcome:
         raise outcome["error"]

@@ -249,6 +249,7 @@ def augment_in_chat(s: Session, ws: Workspace, files: list[str]) -> Iterator[Ses
     intro = (f"Asking the teacher ({ws.settings.teacher_model}): first on your own labelled rows, then on "
              + (f"the inputs of {Path(unlabelled[0]).name}…" if unlabelled else f"{cfg.write} inputs it writes in your rows' style…"))
     s.say(intro)
+    shown = len(s.messages) - 1  # the message the progress updates, whatever is said after it meanwhile
     s.quick = []
     yield s
     steps = augment_step.stream(cfg)
@@ -258,7 +259,7 @@ def augment_in_chat(s: Session, ws: Workspace, files: list[str]) -> Iterator[Ses
         except StopIteration as done:
             result, report = done.value
             break
-        s.messages[-1] = {"role": "assistant", "content": f"{intro}\n\nNow: {doing}"}
+        s.messages[shown] = {"role": "assistant", "content": f"{intro}\n\nNow: {doing}"}
         yield s
     s.say(report)
     s.augmented = None

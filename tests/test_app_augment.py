@@ -38,7 +38,7 @@ def test_small_data_and_a_teacher_offer_more_rows_that_the_next_reply_trains_on(
         shown = [(len(state.messages), state.messages[-1]["content"])  # the chat as each yield left it
                  for state in conversation.respond(s, ws, conversation.AUGMENT)]  # the teacher writes inputs in the rows' style
         progress = [text for n, text in shown if n == shown[0][0] and "Now: " in text]  # one message, updated in place
-        assert "Now: measuring the teacher on" in progress[0], shown
+        assert "Now: measuring the teacher on" in [text for text in progress if "Now: starting" not in text][0], shown
         assert any("Now: the teacher writes" in text for text in progress) and any("Now: labelling" in text for text in progress)
         report = s.messages[-1]["content"]
         assert report.index("The teacher first") < report.index("kept 2") and "ftassist train --data" not in report
@@ -79,3 +79,38 @@ def test_a_teacher_below_the_floor_labels_nothing_and_no_teacher_means_no_offer(
         last(conversation.respond(s, ws, conversation.AUGMENT))
     with pytest.raises(UserError, match="--teacher-url needs --teacher-model"):
         AppSettings(runs_dir=tmp_path, model="m", teacher_url="http://127.0.0.1:9/v1")
+
+
+def test_a_stream_closed_early_stops_the_work_at_its_next_phase_and_errors_reach_the_chat(monkeypatch):
+    """Gradio closes a turn's generator when the visitor leaves: the teacher's work must not run on to the end."""
+    import threading
+    import time
+
+    from ftassist_app import augment_step
+
+    phases: list[str] = []
+
+    def slow_run(cfg, progress):
+        for n in range(50):
+            progress(f"augment: phase {n}")
+            phases.append(f"phase {n}")
+            time.sleep(0.05)
+        return None, "done"
+
+    monkeypatch.setattr(augment_step, "run", slow_run)
+    steps = augment_step.stream(None)
+    assert next(steps).startswith("phase 0 (")
+    steps.close()
+    for thread in threading.enumerate():
+        if thread.name == "augment":
+            thread.join(timeout=10)
+            assert not thread.is_alive()
+    assert 1 <= len(phases) < 50  # it stopped at a phase boundary, not after all 50
+
+    def failing_run(cfg, progress):
+        progress("augment: measuring the teacher")
+        raise UserError("the teacher model (big) did not answer")
+
+    monkeypatch.setattr(augment_step, "run", failing_run)
+    with pytest.raises(UserError, match="did not answer"):
+        list(augment_step.stream(None))

@@ -80,8 +80,10 @@ def run_eval(cfg: EvalConfig, progress: Callable[[str], None] | None = None) -> 
     budget_note = None
     if not cfg.max_tokens:
         cfg = dataclasses.replace(cfg, max_tokens=reply_budget(examples))
+        fits = ("a right reply fits" if cfg.max_tokens < REPLY_CEILING else
+                f"the longest references may not fit in {REPLY_CEILING}")
         budget_note = (f"max_tokens {cfg.max_tokens} came from the test set (the longest reference's UTF-8 bytes + "
-                       f"{REPLY_MARGIN}, between {REPLY_FLOOR} and {REPLY_CEILING}): a right reply fits; a reply cut "
+                       f"{REPLY_MARGIN}, between {REPLY_FLOOR} and {REPLY_CEILING}): {fits}; a reply cut "
                        "there counts as truncated. Pass --max-tokens N to set it.")
     schema, schema_source = resolve_schema(cfg, examples, task)
     if cfg.constrained and schema is None:
@@ -202,8 +204,9 @@ def query_arm(endpoint: Endpoint, arm: Arm, examples: list[Example], cfg: EvalCo
 
 def run_probe(endpoint: Endpoint, arm: Arm, cfg: EvalConfig) -> dict:
     """{probe id: {"passed", "reply"}} for one arm, greedy (temperature 0) so reruns agree; the probes are sent
-    together (the server batches them), each with `PROBE_MAX_TOKENS`, whatever the task's replies get."""
-    with ThreadPoolExecutor(max_workers=len(PROBES), thread_name_prefix="ftassist-probe") as pool:
+    together (the server batches them; no more than --concurrency at once), each with `PROBE_MAX_TOKENS`, whatever
+    the task's replies get."""
+    with ThreadPoolExecutor(max_workers=min(len(PROBES), cfg.concurrency), thread_name_prefix="ftassist-probe") as pool:
         replies = list(pool.map(lambda p: endpoint.chat(arm.model, probe_messages(p), temperature=0.0,
                                                         max_tokens=PROBE_MAX_TOKENS, sampling=cfg.sampling_fields()),
                                 PROBES))
