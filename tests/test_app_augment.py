@@ -101,10 +101,10 @@ def test_a_stream_closed_early_stops_the_work_at_its_next_phase_and_errors_reach
     steps = augment_step.stream(None)
     assert next(steps).startswith("phase 0 (")
     steps.close()
-    for thread in threading.enumerate():
-        if thread.name == "augment":
-            thread.join(timeout=10)
-            assert not thread.is_alive()
+    workers = [t for t in threading.enumerate() if t.name == "augment"]  # empty when it has already stopped
+    for thread in workers:
+        thread.join(timeout=10)
+    assert [t for t in workers if t.is_alive()] == []
     assert 1 <= len(phases) < 50  # it stopped at a phase boundary, not after all 50
 
     def failing_run(cfg, progress):
