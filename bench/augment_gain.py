@@ -130,4 +130,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from ftassist.process import sigterm_interrupts
+
+    with sigterm_interrupts():  # a killed bench stops the servers it started
+        main()

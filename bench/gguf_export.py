@@ -51,4 +51,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from ftassist.process import sigterm_interrupts
+
+    with sigterm_interrupts():  # a killed bench stops the servers it started
+        sys.exit(main())

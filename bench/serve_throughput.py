@@ -228,4 +228,7 @@ def print_table(res: dict) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from ftassist.process import sigterm_interrupts
+
+    with sigterm_interrupts():  # a killed bench stops the servers it started
+        main()

@@ -1,7 +1,8 @@
 """Processes and process groups of the long-running children ftassist starts in their own session
 (training workers, vLLM and llama.cpp servers): is a recorded process still the same one, signal a
 whole group, ask whether it still has members, and stop it (`stop_group`, the one stop loop); and a
-free port for one to listen on (`free_port`).
+free port for one to listen on (`free_port`); and `sigterm_interrupts`, under which a process that started such a
+child stops it when it is itself terminated.
 
     >>> import os, signal
     >>> group_alive(os.getpgrp())
@@ -11,11 +12,13 @@ free port for one to listen on (`free_port`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 
 def pid_alive(pid: int | None, started: float | None = None) -> bool:
@@ -107,3 +110,23 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """Inside, SIGTERM (`kill`, a service manager, a timeout) raises KeyboardInterrupt in the main thread, as Ctrl-C
+    does, so `finally` blocks and context managers run: a server or worker this process started is stopped instead
+    of outliving it. The previous handler is restored on the way out. Outside the main thread (where Python cannot
+    set handlers) it changes nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)

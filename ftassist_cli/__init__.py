@@ -15,6 +15,7 @@ import importlib
 import sys
 
 from ftassist.errors import ConfigError, UserError
+from ftassist.process import sigterm_interrupts
 
 # Modules of this package that add subcommands; each has register(subparsers).
 COMMAND_MODULES = ("data", "train", "jobs", "merge", "export", "push", "serve", "verify", "evaluate", "nextstep", "demo")
@@ -38,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        code = args.handler(args)
+        with sigterm_interrupts():  # a server or job the command started is stopped on SIGTERM as on Ctrl-C
+            code = args.handler(args)
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"ftassist {args.command}: error: {problem}", file=sys.stderr)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import time
 from pathlib import Path
 
@@ -34,9 +33,8 @@ def handle(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(ServeConfig, args)
     print(f"starting vLLM for {cfg.model} on {cfg.host}:{cfg.port} ...", flush=True)
-    # SIGTERM (a service manager, `kill`) stops as cleanly as Ctrl-C, even during start-up:
-    # start_server stops the half-started server on any exception.
-    signal.signal(signal.SIGTERM, _interrupt)
+    # SIGTERM (a service manager, `kill`) stops as cleanly as Ctrl-C (`main` runs every command under
+    # `sigterm_interrupts`), even during start-up: start_server stops the half-started server on any exception.
     try:
         server = start_server(cfg)
     except KeyboardInterrupt:
@@ -61,7 +59,3 @@ def handle(args: argparse.Namespace) -> int:
                 Path(cfg.record).unlink(missing_ok=True)
     print("stopped", flush=True)
     return 0
-
-
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
