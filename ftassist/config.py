@@ -212,8 +212,8 @@ class TrainConfig(Checked):
                                   "rate decays to zero by then and the best step so far is kept.")
     gradient_checkpointing: str = _f("auto", "on, off or auto (planner decides).", choices=["auto", "on", "off"])
     group_by_length: bool = _f(True, "Batch examples of similar length together (less padding, faster).")
-    share_prefix: bool = _f(True, "Run the prompt tokens every row of a batch starts with (the system prompt) once per "
-                                  "batch, not once per row (same loss, less compute; CPU).")
+    share_prefix: bool = _f(True, "Run the prompt tokens every row of a batch starts with (the system prompt; in GRPO the "
+                                  "whole prompt of a group) once per batch, not once per row (same loss, less compute; CPU).")
     logging_steps: int = _f(1, "Log metrics every N steps.")
     report_to: str = _f("trackio", "Experiment tracker for the loss, the task metric and the eval: trackio (local, opened with "
                                    "`trackio show`; files beside the run folder in trackio/), tensorboard, wandb, mlflow, or none.",

@@ -394,6 +394,57 @@ def test_the_plain_head_gives_what_trls_fused_head_gives_on_cpu(toy):
     assert model(input_ids=ids, attention_mask=mask).logits.shape == (4, 40, model.config.vocab_size)
 
 
+@pytest.mark.parametrize("layout", ["dpo rows sharing a system prompt", "a grpo group of one left-padded prompt"])
+def test_the_shared_prefix_gives_the_plain_heads_fields_and_gradients(toy, monkeypatch, layout):
+    """DPO/GRPO run the prompt tokens a batch's rows start with once (`share_prefix`): same log-probabilities, loss
+    and gradients as every row run whole, and the prefix is really run once."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from ftassist.train import prefix as prefix_module
+    from ftassist.train.head import use_plain_head
+
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(toy["model"]), str(toy["sft"] / "adapter"),
+                                      is_trainable=True)
+    torch.manual_seed(0)
+    ids = torch.randint(3, model.config.vocab_size, (4, 40))
+    mask = torch.ones_like(ids)
+    if layout.startswith("dpo"):
+        ids[:, :20] = ids[0, :20]  # the system prompt; each row's question differs from position 20
+        start = 28
+        mask[1, -5:] = 0  # a shorter row, right-padded
+    else:
+        ids[:, :30] = ids[0, :30]  # one prompt, its first 6 positions left padding, in every row of the group
+        ids[:, :6], mask[:, :6] = 0, 0
+        start = 30
+        mask[2, -4:] = 0  # a shorter reply
+    labels = ids.masked_fill(mask == 0, -100)
+    labels[:, :start] = -100
+    fields = ("log_probs", "entropy", "mean_logits", "is_top1", "log_sum_sq_probs", "loss", "label_mask")
+    calls = []
+    original = prefix_module.forward_shared
+    monkeypatch.setattr(prefix_module, "forward_shared", lambda *a, **k: calls.append(a[3]) or original(*a, **k))
+
+    def once(share):
+        assert use_plain_head(model.get_base_model(), share_prefix=share)
+        model.zero_grad()
+        out = model(input_ids=ids, attention_mask=mask, labels=labels, fused_lm_head=True)
+        (out.log_probs.sum() + out.entropy.sum()).backward()
+        return out, [p.grad.clone() for p in model.parameters() if p.requires_grad]
+
+    plain, plain_grads = once(False)
+    assert calls == []
+    shared, shared_grads = once(True)
+    # The first shared batch is checked against the plain forward once, then trained on shared.
+    expected = 20 if layout.startswith("dpo") else start - 1
+    assert calls == [expected, expected], calls
+    for name in fields:
+        a, b = getattr(plain, name), getattr(shared, name)
+        assert a.dtype == b.dtype and a.shape == b.shape, name
+        assert torch.allclose(a.float(), b.float(), atol=1e-4), name
+    assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(plain_grads, shared_grads))
+
+
 def test_the_nan_guard_stops_a_stage_and_marks_it_not_mergeable(toy, tmp_path):
     from ftassist.train.trainer import TrainingFailed
 

@@ -10,6 +10,11 @@ log-softmax gives the same fields trl's head returns (log-probabilities, entropy
 log of the summed squared probabilities), zero elsewhere; the loss is the same sum over the kept
 labels. tests/test_train_stages.py checks both agree. Models trl's head treats specially
 (soft-capped or scaled logits, MoE router losses) keep trl's head.
+
+With `share_prefix` (`--share-prefix`, the default) the tokens every row of a batch starts with run once, as in
+SFT (`ftassist.train.prefix`): DPO's rows share the system prompt, and each GRPO micro-batch is one prompt's group
+of replies, which share the whole (left-padded) prompt. The first batch is scored both ways (no dropout, no
+gradient) and the plain forward kept for good when they disagree.
 """
 
 from __future__ import annotations
@@ -26,11 +31,15 @@ def can_use_plain_head(model) -> bool:
             and not getattr(text, "output_router_logits", False) and model.get_output_embeddings() is not None)
 
 
-def use_plain_head(model, temperature: float = 1.0) -> bool:
-    """Re-patch `model` (the base model trl patched; CPU) with the plain head; returns whether it was."""
+def use_plain_head(model, temperature: float = 1.0, share_prefix: bool = False) -> bool:
+    """Re-patch `model` (the base model trl patched; CPU) with the plain head; returns whether it was. `share_prefix`:
+    run the tokens a batch's rows start with once (not with gradient checkpointing, which turns the cache off)."""
+    from ftassist.train.prefix import PrefixCheck
+
     if next(model.parameters()).device.type != "cpu" or not can_use_plain_head(model):
         return False
     original = type(model).forward
+    check = PrefixCheck() if share_prefix else None
 
     @functools.wraps(original)
     def forward(self, *args, fused_lm_head=False, labels=None, shift_labels=None, num_items_in_batch=None, **kwargs):
@@ -38,25 +47,25 @@ def use_plain_head(model, temperature: float = 1.0) -> bool:
             extra = {k: v for k, v in (("labels", labels), ("shift_labels", shift_labels),
                                          ("num_items_in_batch", num_items_in_batch)) if v is not None}
             return original(self, *args, **kwargs, **extra)
-        return plain_log_probs(self, args, kwargs, labels, shift_labels, num_items_in_batch, temperature)
+        return plain_log_probs(self, args, kwargs, labels, shift_labels, num_items_in_batch, temperature, check)
 
     model.forward = types.MethodType(forward, model)
     return True
 
 
-def plain_log_probs(model, args, kwargs, labels, shift_labels, num_items_in_batch, temperature: float):
-    """trl's `FusedCausalLMOutput` computed with plain logits at the kept positions only."""
+def plain_log_probs(model, args, kwargs, labels, shift_labels, num_items_in_batch, temperature: float, check=None):
+    """trl's `FusedCausalLMOutput` computed with plain logits at the kept positions only (`check`: a `PrefixCheck`
+    when the shared prefix may be run once)."""
     import torch
     from trl.trainer.utils import FusedCausalLMOutput
 
     kwargs["use_cache"] = False
-    hidden = model.base_model(*args, **kwargs).last_hidden_state
-    if shift_labels is None:
-        hidden, labels = hidden[:, :-1], labels[:, 1:]
-    else:
-        labels = shift_labels
+    labels = labels[:, 1:] if shift_labels is None else shift_labels  # aligned with the positions that predict them
     mask = labels != -100
-    logits = model.get_output_embeddings()(hidden[mask]).float() / temperature
+    hidden, offset = backbone_states(model, args, kwargs, labels, check, temperature)
+    if shift_labels is None:
+        hidden = hidden[:, :-1]
+    logits = model.get_output_embeddings()(hidden[mask[:, offset:]]).float() / temperature
     logp = logits.log_softmax(-1)
     target = labels[mask]
     picked = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
@@ -73,3 +82,45 @@ def plain_log_probs(model, args, kwargs, labels, shift_labels, num_items_in_batc
     loss = -log_probs.sum() / (mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch)
     return FusedCausalLMOutput(loss=loss, log_probs=log_probs, entropy=spread(entropy), log_sum_sq_probs=spread(log_sum_sq),
                                mean_logits=spread(mean_logits), is_top1=spread(is_top1), label_mask=mask)
+
+
+def backbone_states(model, args, kwargs, labels, check, temperature: float):
+    """(hidden states, offset): the backbone's last hidden states from position `offset` on. `offset` is 0, or the
+    tokens every row starts with (ids and padding alike) when `check` allows sharing them, capped below the first
+    position that predicts a kept label (`labels`, aligned with the positions that predict them; -100 not kept)."""
+    import torch
+
+    from ftassist.train.prefix import attends_fully, forward_shared, shared_prefix_length
+
+    backbone = model.base_model
+    ids, mask = kwargs.get("input_ids"), kwargs.get("attention_mask")
+    kept = labels != -100
+    prefix = 0
+    if (check is not None and check.verdict is not False and not args and ids is not None and mask is not None
+            and not {k for k, v in kwargs.items() if v is not None} - {"input_ids", "attention_mask", "use_cache"}
+            and bool(kept.any())
+            and attends_fully(model, ids.size(1))):
+        first = int(kept.any(dim=0).float().argmax())
+        prefix = shared_prefix_length(ids, mask, limit=first, same_padding=True)
+    if not prefix:
+        return backbone(*args, **kwargs).last_hidden_state, 0
+    if check.verdict is None:  # the first shared batch: both ways, without dropout or gradients (no random draws)
+        training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                sums = [summed_log_prob(model, states, labels, prefix, temperature)
+                        for states in (forward_shared(backbone, ids, mask, prefix, states_only=True).last_hidden_state,
+                                       backbone(**kwargs).last_hidden_state[:, prefix:])]
+        finally:
+            model.train(training)
+        if not check.decide(*sums):
+            return backbone(*args, **kwargs).last_hidden_state, 0
+    return forward_shared(backbone, ids, mask, prefix, states_only=True).last_hidden_state, prefix
+
+
+def summed_log_prob(model, states, labels, offset: int, temperature: float) -> float:
+    """The summed log-probability of the kept `labels` given hidden `states` that start at position `offset`."""
+    kept = labels != -100
+    logits = model.get_output_embeddings()(states[:, :labels.size(1) - offset][kept[:, offset:]]).float() / temperature
+    return float(logits.log_softmax(-1).gather(-1, labels[kept].unsqueeze(-1)).sum())

@@ -36,16 +36,24 @@ CHECK_TOLERANCE = 1e-2  # relative, shared against plain loss on the first batch
 # a wrong position or mask moves the loss by far more (a random model: tens of percent)
 
 
-def shared_prefix_length(input_ids, attention_mask=None, *, minimum: int = MIN_SHARED_PREFIX, limit: int | None = None) -> int:
-    """Tokens every row of the batch starts with (all unmasked), capped at `limit`; 0 when fewer than
-    `minimum` or the batch has a single row (nothing to share)."""
+def shared_prefix_length(input_ids, attention_mask=None, *, minimum: int = MIN_SHARED_PREFIX, limit: int | None = None,
+                         same_padding: bool = False) -> int:
+    """Tokens every row of the batch starts with (all unmasked; with `same_padding`, masked alike in every row, as a
+    group of GRPO replies to one left-padded prompt is), capped at `limit`; 0 when fewer than `minimum` or the batch
+    has a single row (nothing to share).
+
+    >>> import torch
+    >>> ids, mask = torch.tensor([[0, 1, 2, 7], [0, 1, 2, 8]]), torch.tensor([[0, 1, 1, 1], [0, 1, 1, 1]])
+    >>> shared_prefix_length(ids, mask, minimum=2), shared_prefix_length(ids, mask, minimum=2, same_padding=True)
+    (0, 3)
+    """
     import torch
 
     if input_ids.dim() != 2 or input_ids.size(0) < 2:
         return 0
     same = (input_ids == input_ids[:1]).all(dim=0)
     if attention_mask is not None:
-        same &= (attention_mask == 1).all(dim=0)
+        same &= (attention_mask == attention_mask[:1]).all(dim=0) if same_padding else (attention_mask == 1).all(dim=0)
     length = int(torch.cumprod(same.long(), dim=0).sum())
     if limit is not None:
         length = min(length, int(limit))
@@ -67,32 +75,37 @@ def attends_fully(model, length: int) -> bool:
     return all(t == "full_attention" or (t == "sliding_attention" and window >= length) for t in types)
 
 
-def prefix_cache(model, prefix_ids, rows: int):
-    """The key/value cache of `prefix_ids` (shape 1 x P), repeated for `rows` rows (gradients flow back)."""
+def prefix_cache(model, prefix_ids, rows: int, prefix_mask=None):
+    """The key/value cache of `prefix_ids` (shape 1 x P; `prefix_mask` its attention mask when it holds padding),
+    repeated for `rows` rows (gradients flow back)."""
     from transformers import DynamicCache
 
     config = getattr(model, "config", None)
     cache = DynamicCache(config=config) if config is not None else DynamicCache()
-    cache = model(input_ids=prefix_ids, past_key_values=cache, use_cache=True).past_key_values
+    masked = {} if prefix_mask is None or bool(prefix_mask.all()) else {"attention_mask": prefix_mask}
+    cache = model(input_ids=prefix_ids, past_key_values=cache, use_cache=True, **masked).past_key_values
     cache.batch_repeat_interleave(rows)
     return cache
 
 
-def forward_shared(model, input_ids, attention_mask, prefix: int, *, logits_to_keep=None, position_ids=None):
+def forward_shared(model, input_ids, attention_mask, prefix: int, *, logits_to_keep=None, position_ids=None,
+                   states_only: bool = False):
     """`model(input_ids, attention_mask)` with the first `prefix` tokens (the same in every row) run once.
 
     `logits_to_keep` (indices into the whole sequence, all >= `prefix`, or None for every position after
-    the prefix) and the returned logits cover only positions from `prefix` on."""
+    the prefix) and the returned logits cover only positions from `prefix` on. `states_only`: `model` is a
+    backbone (no LM head), whose `last_hidden_state` covers the positions from `prefix` on."""
     import torch
 
-    cache = prefix_cache(model, input_ids[:1, :prefix], input_ids.size(0))
+    cache = prefix_cache(model, input_ids[:1, :prefix], input_ids.size(0),
+                         None if attention_mask is None else attention_mask[:1, :prefix])
     if position_ids is None:
         position_ids = torch.arange(prefix, input_ids.size(1), device=input_ids.device).expand(input_ids.size(0), -1)
     else:
         position_ids = position_ids[:, prefix:]
-    keep = 0 if logits_to_keep is None else logits_to_keep - prefix
+    keep = {} if states_only else {"logits_to_keep": 0 if logits_to_keep is None else logits_to_keep - prefix}
     return model(input_ids=input_ids[:, prefix:], attention_mask=attention_mask, position_ids=position_ids,
-                 past_key_values=cache, use_cache=True, logits_to_keep=keep)
+                 past_key_values=cache, use_cache=True, **keep)
 
 
 class PrefixCheck:

@@ -314,7 +314,8 @@ def build_dpo_trainer(cfg: TrainConfig, plan, model_path: str, tokenizer, pairs:
     unwrapped = trainer.accelerator.unwrap_model(trainer.model)
     if "ref" in getattr(unwrapped, "peft_config", {}):
         unwrapped.delete_adapter("ref")
-    use_plain_head(unwrapped.get_base_model())  # CPU: the replies' logits only (`ftassist.train.head`)
+    # CPU: the replies' logits only, the shared prompt prefix run once (`ftassist.train.head`)
+    use_plain_head(unwrapped.get_base_model(), share_prefix=shares_prefix(cfg, trainer))
     finish_trainer(trainer, cfg, plan, clock)
     return trainer, guard
 
@@ -345,9 +346,16 @@ def build_grpo_trainer(cfg: TrainConfig, plan, model_path: str, tokenizer, rows:
     guard, callbacks, clock = run_callbacks(cfg, run, status, progress, extra_callbacks, clock)
     trainer = _stage_class("grpo")(model=model, reward_funcs=funcs, args=args, train_dataset=dataset,
                                    processing_class=tokenizer, callbacks=callbacks)
-    use_plain_head(trainer.accelerator.unwrap_model(trainer.model).get_base_model(), temperature=SAMPLE_TEMPERATURE)
+    use_plain_head(trainer.accelerator.unwrap_model(trainer.model).get_base_model(), temperature=SAMPLE_TEMPERATURE,
+                   share_prefix=shares_prefix(cfg, trainer))
     finish_trainer(trainer, cfg, plan, clock)
     return trainer, guard
+
+
+def shares_prefix(cfg: TrainConfig, trainer) -> bool:
+    """Whether the stage runs its batches' shared prompt prefix once: `--share-prefix` (the default), one process
+    (DDP expects one forward a step) and no gradient checkpointing (it turns the cache off)."""
+    return bool(cfg.share_prefix and not trainer.args.gradient_checkpointing and trainer.accelerator.num_processes == 1)
 
 
 class AgreeingGroupSkipMixin:
