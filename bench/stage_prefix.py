@@ -7,7 +7,8 @@ trains `--steps` steps twice, one after the other in this process: `--share-pref
 row of a batch starts with run once; DPO's rows share the system prompt, each GRPO micro-batch is one prompt's group
 of replies) and `--no-share-prefix`. Same seed, same pairs or prompts, same host. The report gives each arm's median
 step time (steps 2 onwards; step 1 warms up), the ratio, and the first step's loss both ways (they should agree to
-rounding). GRPO's step includes sampling its group's replies, which sharing does not touch.
+rounding). GRPO's step includes sampling its group's replies, which sharing does not touch; its steps whose group
+agreed (skipped, no forward or backward) are left out of the median.
 """
 
 from __future__ import annotations
@@ -27,10 +28,12 @@ from bench.task_metric import host_line  # noqa: E402
 
 
 def step_times(run: Path) -> tuple[list[float], float | None]:
-    """(seconds of each training step after the first, the first step's loss) from the run's metrics.jsonl."""
+    """(seconds of each trained step after the first, the first step's loss) from the run's metrics.jsonl."""
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     steps = [r for r in rows if "loss" in r and "val_rows" not in r]
-    times = [b["elapsed_s"] - a["elapsed_s"] for a, b in zip(steps, steps[1:]) if b["step"] == a["step"] + 1]
+    # A GRPO step whose group agreed is skipped (no forward or backward): not a step this measures.
+    times = [b["elapsed_s"] - a["elapsed_s"] for a, b in zip(steps, steps[1:])
+             if b["step"] == a["step"] + 1 and b.get("skipped_groups") != 1.0]
     return times, (steps[0]["loss"] if steps else None)
 
 
