@@ -20,6 +20,7 @@ gradient) and the plain forward kept for good when they disagree.
 from __future__ import annotations
 
 import functools
+import logging
 import types
 
 
@@ -116,6 +117,9 @@ def backbone_states(model, args, kwargs, labels, check, temperature: float):
             model.train(training)
         if not check.decide(*sums):
             return backbone(*args, **kwargs).last_hidden_state, 0
+        logging.getLogger("ftassist.train").info(
+            "the %d prompt tokens this batch's rows start with run once (the same log-probabilities as every row "
+            "run whole: %.4f against %.4f)", prefix, *sums)
     return forward_shared(backbone, ids, mask, prefix, states_only=True).last_hidden_state, prefix
 
 
