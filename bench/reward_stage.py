@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.task_metric import METRICS, build_data, first_rows, host_line, score_adapter, spread, task_files  # noqa: E402
+from ftassist.errors import UserError  # noqa: E402
 
 ARMS = {"sft": "SFT, a quarter of the rows held out (--reward-size 0.25)", "dpo": "+ DPO (--stage dpo --from sft)",
         "grpo": "+ GRPO (--stage grpo --from sft)", "more": "SFT on every row, given the stage's minutes too"}
@@ -151,7 +152,12 @@ def main() -> None:
             sft_seconds, longest = seconds, 0.0
             for stage in stages:
                 out = root / f"{stage}-seed{seed}"
-                seconds, info = run_stage(model_path, data, out, stage, args.stage_budget, seed, sft=sft)
+                try:
+                    seconds, info = run_stage(model_path, data, out, stage, args.stage_budget, seed, sft=sft)
+                except UserError as exc:  # e.g. the SFT adapter made no mistake to learn from: said, not fatal
+                    notes.append(f"{stage} seed {seed}: did not train: {exc}")
+                    print(f"[{task}] {stage} seed {seed}: did not train: {exc}", flush=True)
+                    continue
                 record(stage, seed, out, seconds, info)
                 longest = max(longest, seconds)
             # The control's budget: the minutes SFT plus the longest stage took (a stage's wall time includes finding
@@ -170,7 +176,7 @@ def main() -> None:
                 table.append(f"| {ARMS[arm]} | {' | '.join(cells)} | {spread([r['probes'] for r in runs], 1, '')} | {minutes} |")
             control = {k: mean(arms["more"], k) for k in ("exact", "schema_valid", "probes")}
             table.append("")
-            for stage in stages:
+            for stage in (s for s in stages if s in arms):
                 figures = {k: mean(arms[stage], k) for k in ("exact", "schema_valid", "probes")}
                 total = mean(arms["sft"], "seconds") + mean(arms[stage], "seconds")
                 table.append(f"{stage} against SFT given the same minutes (SFT + {stage} {total / 60:.1f} min, control "

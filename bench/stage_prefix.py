@@ -60,6 +60,9 @@ def main() -> None:
                               eval_steps=args.steps, time_budget=0, share_prefix=share, seed=1, report_to="none"),
                   progress=False)
             times, loss = step_times(out)
+            if not times:
+                raise SystemExit(f"error: {stage}: no step of {out} could be timed (every group agreed, or too few "
+                                 f"steps): raise --steps")
             medians[share] = statistics.median(times)
             row = (f"| {stage} | {'yes' if share else 'no'} | {medians[share]:.2f} ({min(times):.2f}-{max(times):.2f}) | "
                    f"{loss} |")

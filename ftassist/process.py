@@ -112,14 +112,18 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as an interrupt so that cleanup runs; a command ends with 143 (128 + SIGTERM) for it."""
+
+
 def _raise_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
+    raise Terminated
 
 
 @contextlib.contextmanager
 def sigterm_interrupts() -> Iterator[None]:
-    """Inside, SIGTERM (`kill`, a service manager, a timeout) raises KeyboardInterrupt in the main thread, as Ctrl-C
-    does, so `finally` blocks and context managers run: a server or worker this process started is stopped instead
+    """Inside, SIGTERM (`kill`, a service manager, a timeout) raises `Terminated` (a KeyboardInterrupt) in the main
+    thread, as Ctrl-C does, so `finally` blocks and context managers run: a server or worker this process started is stopped instead
     of outliving it. The previous handler is restored on the way out. Outside the main thread (where Python cannot
     set handlers) it changes nothing."""
     if threading.current_thread() is not threading.main_thread():

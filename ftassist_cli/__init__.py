@@ -15,7 +15,7 @@ import importlib
 import sys
 
 from ftassist.errors import ConfigError, UserError
-from ftassist.process import sigterm_interrupts
+from ftassist.process import Terminated, sigterm_interrupts
 
 # Modules of this package that add subcommands; each has register(subparsers).
 COMMAND_MODULES = ("data", "train", "jobs", "merge", "export", "push", "serve", "verify", "evaluate", "nextstep", "demo")
@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"ftassist {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except Terminated:
+        print(f"ftassist {args.command}: terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print(f"ftassist {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -93,7 +93,15 @@ def train_launched(cfg: TrainConfig, *, resume: bool, search: bool) -> int:
     write_launch_config(cfg)
     argv = launch_argv(cfg, resume=resume)
     print(f"training as {cfg.num_processes} processes ({cfg.strategy}): {' '.join(argv[2:])}", file=sys.stderr, flush=True)
-    code = subprocess.call(argv)
+    # Its own process group, stopped whole (launcher and ranks) when this command is interrupted or terminated.
+    launcher = subprocess.Popen(argv, start_new_session=True)
+    try:
+        code = launcher.wait()
+    except KeyboardInterrupt:
+        from ftassist.process import stop_group
+
+        stop_group(launcher.pid, 30, reap=launcher.poll)
+        raise
     if code != 0:
         raise UserError(f"training as {cfg.num_processes} processes failed (exit {code}); the ranks' output is above, "
                         f"and `ftassist train --out {cfg.out} --resume --num-processes {cfg.num_processes}` continues "

@@ -13,8 +13,9 @@ labels. tests/test_train_stages.py checks both agree. Models trl's head treats s
 
 With `share_prefix` (`--share-prefix`, the default) the tokens every row of a batch starts with run once, as in
 SFT (`ftassist.train.prefix`): DPO's rows share the system prompt, and each GRPO micro-batch is one prompt's group
-of replies, which share the whole (left-padded) prompt. The first batch is scored both ways (no dropout, no
-gradient) and the plain forward kept for good when they disagree.
+of replies, which share the whole (left-padded) prompt. The first such batch (one with padding in its prefix and
+one without) is scored both ways (no dropout, no gradient) and the plain forward kept for good when any token's
+log-probability differs by more than `prefix.TOKEN_TOLERANCE`.
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ def use_plain_head(model, temperature: float = 1.0, share_prefix: bool = False) 
     if next(model.parameters()).device.type != "cpu" or not can_use_plain_head(model):
         return False
     original = type(model).forward
-    check = PrefixCheck() if share_prefix else None
+    # One verdict for prefixes with padding (a GRPO group's left-padded prompt), one for those without: the two run
+    # the prefix pass differently (with and without its mask), so neither vouches for the other.
+    check = {True: PrefixCheck(), False: PrefixCheck()} if share_prefix else None
 
     @functools.wraps(original)
     def forward(self, *args, fused_lm_head=False, labels=None, shift_labels=None, num_items_in_batch=None, **kwargs):
@@ -55,8 +58,8 @@ def use_plain_head(model, temperature: float = 1.0, share_prefix: bool = False) 
 
 
 def plain_log_probs(model, args, kwargs, labels, shift_labels, num_items_in_batch, temperature: float, check=None):
-    """trl's `FusedCausalLMOutput` computed with plain logits at the kept positions only (`check`: a `PrefixCheck`
-    when the shared prefix may be run once)."""
+    """trl's `FusedCausalLMOutput` computed with plain logits at the kept positions only (`check`: the `PrefixCheck`s
+    of `backbone_states` when the shared prefix may be run once)."""
     import torch
     from trl.trainer.utils import FusedCausalLMOutput
 
@@ -85,10 +88,11 @@ def plain_log_probs(model, args, kwargs, labels, shift_labels, num_items_in_batc
                                mean_logits=spread(mean_logits), is_top1=spread(is_top1), label_mask=mask)
 
 
-def backbone_states(model, args, kwargs, labels, check, temperature: float):
+def backbone_states(model, args, kwargs, labels, checks, temperature: float):
     """(hidden states, offset): the backbone's last hidden states from position `offset` on. `offset` is 0, or the
-    tokens every row starts with (ids and padding alike) when `check` allows sharing them, capped below the first
-    position that predicts a kept label (`labels`, aligned with the positions that predict them; -100 not kept)."""
+    tokens every row starts with (ids and padding alike) when `checks` (a `PrefixCheck` for padded prefixes and one
+    for unpadded ones) allow sharing them, capped below the first position that predicts a kept label (`labels`,
+    aligned with the positions that predict them; -100 not kept)."""
     import torch
 
     from ftassist.train.prefix import attends_fully, forward_shared, shared_prefix_length
@@ -96,35 +100,38 @@ def backbone_states(model, args, kwargs, labels, check, temperature: float):
     backbone = model.base_model
     ids, mask = kwargs.get("input_ids"), kwargs.get("attention_mask")
     kept = labels != -100
-    prefix = 0
-    if (check is not None and check.verdict is not False and not args and ids is not None and mask is not None
+    prefix, check = 0, None
+    if (checks is not None and not args and ids is not None and mask is not None
             and not {k for k, v in kwargs.items() if v is not None} - {"input_ids", "attention_mask", "use_cache"}
-            and bool(kept.any())
-            and attends_fully(model, ids.size(1))):
+            and bool(kept.any()) and attends_fully(model, ids.size(1))):
         first = int(kept.any(dim=0).float().argmax())
         prefix = shared_prefix_length(ids, mask, limit=first, same_padding=True)
-    if not prefix:
+        check = checks[not bool(mask[:, :prefix].all())] if prefix else None
+        if check is not None and check.verdict is False:
+            prefix = 0
+    if not prefix or check is None:
         return backbone(*args, **kwargs).last_hidden_state, 0
-    if check.verdict is None:  # the first shared batch: both ways, without dropout or gradients (no random draws)
+    if check.verdict is None:  # the first such batch: both ways, without dropout or gradients (no random draws)
         training = model.training
         model.eval()
         try:
             with torch.no_grad():
-                sums = [summed_log_prob(model, states, labels, prefix, temperature)
-                        for states in (forward_shared(backbone, ids, mask, prefix, states_only=True).last_hidden_state,
-                                       backbone(**kwargs).last_hidden_state[:, prefix:])]
+                shared, plain = (token_log_probs(model, states, labels, prefix, temperature)
+                                 for states in (forward_shared(backbone, ids, mask, prefix, states_only=True).last_hidden_state,
+                                                backbone(**kwargs).last_hidden_state[:, prefix:]))
+                largest = float((shared - plain).abs().max())
         finally:
             model.train(training)
-        if not check.decide(*sums):
+        if not check.decide_tokens(largest):
             return backbone(*args, **kwargs).last_hidden_state, 0
         logging.getLogger("ftassist.train").info(
-            "the %d prompt tokens this batch's rows start with run once (the same log-probabilities as every row "
-            "run whole: %.4f against %.4f)", prefix, *sums)
+            "the %d prompt tokens this batch's rows start with run once (per-token log-probabilities within %.2g nats "
+            "of every row run whole)", prefix, largest)
     return forward_shared(backbone, ids, mask, prefix, states_only=True).last_hidden_state, prefix
 
 
-def summed_log_prob(model, states, labels, offset: int, temperature: float) -> float:
-    """The summed log-probability of the kept `labels` given hidden `states` that start at position `offset`."""
+def token_log_probs(model, states, labels, offset: int, temperature: float):
+    """The log-probability of each kept label given hidden `states` that start at position `offset`."""
     kept = labels != -100
     logits = model.get_output_embeddings()(states[:, :labels.size(1) - offset][kept[:, offset:]]).float() / temperature
-    return float(logits.log_softmax(-1).gather(-1, labels[kept].unsqueeze(-1)).sum())
+    return logits.log_softmax(-1).gather(-1, labels[kept].unsqueeze(-1)).squeeze(-1)

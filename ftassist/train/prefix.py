@@ -108,6 +108,10 @@ def forward_shared(model, input_ids, attention_mask, prefix: int, *, logits_to_k
                  past_key_values=cache, use_cache=True, **keep)
 
 
+TOKEN_TOLERANCE = 5e-2  # nats, the largest per-token log-probability difference shared against plain on the first
+# batch (the reward stages): bf16 rounding stays well below it, a wrong position or mask moves tokens by far more
+
+
 class PrefixCheck:
     """Whether sharing the prefix gives this model's plain answer: decided on the first batch it is tried on."""
 
@@ -122,4 +126,13 @@ class PrefixCheck:
             if not self.verdict:
                 log.warning("sharing the prompt prefix changed this model's loss (%.6f against %.6f): "
                             "every row runs its whole prompt", shared_loss, plain_loss)
+        return self.verdict
+
+    def decide_tokens(self, largest_difference: float) -> bool:
+        """As `decide`, from the largest per-token log-probability difference (nats) between the two ways."""
+        if self.verdict is None:
+            self.verdict = largest_difference <= TOKEN_TOLERANCE
+            if not self.verdict:
+                log.warning("sharing the prompt prefix changed this model's log-probabilities (by up to %.4f nats a "
+                            "token): every row runs its whole prompt", largest_difference)
         return self.verdict
